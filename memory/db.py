@@ -1,0 +1,256 @@
+"""The database every tier shares: engine setup, transactions, and schema migrations.
+
+Rules this module keeps:
+
+* One ``Database`` per store, over SQLAlchemy. SQLite (the default, one file) runs in WAL mode
+  with ``synchronous=FULL``, so a committed transaction is on disk when ``commit`` returns;
+  PostgreSQL (``postgresql://...``) is the scale-out path through the same code.
+* Writes go through ``Database.write()``, which on SQLite opens ``BEGIN IMMEDIATE`` so two
+  writers queue on the database lock instead of failing half-way. Lock waits are bounded by
+  ``busy_timeout_s``; past it the caller gets ``StoreBusyError``, never a raw
+  "database is locked".
+* Migrations are append-only and versioned *per component* (recall, blocks, archival, ...):
+  each component owns its list, the table ``rlmem_migrations`` records what was applied, and
+  a database written by a newer version of the code is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from memory.errors import ConfigError, MigrationError, StoreBusyError, StoreError
+
+__all__ = ["Database", "Migration", "redact_url"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step of a component. ``apply(conn, dialect)`` runs inside a transaction."""
+
+    version: int
+    name: str
+    apply: Callable[[Connection, str], None]
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe for logs and error messages)."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def _normalise_url(url: str) -> str:
+    if url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _is_busy(exc: BaseException) -> bool:
+    msg = str(getattr(exc, "orig", exc)).lower()
+    return "database is locked" in msg or "database is busy" in msg or "database table is locked" in msg
+
+
+class Database:
+    """A SQLAlchemy engine configured for rlm-memory, with bounded-retry transactions."""
+
+    def __init__(self, engine: Engine, url: str, *, busy_timeout_s: float = 30.0) -> None:
+        self.engine = engine
+        self.url = url
+        self.dialect: str = engine.dialect.name  # "sqlite" | "postgresql"
+        self.busy_timeout_s = busy_timeout_s
+
+    # --- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        url_or_path: str | Path,
+        *,
+        busy_timeout_s: float = 30.0,
+        synchronous: str = "FULL",
+    ) -> Database:
+        """Open a database by SQLAlchemy URL or by SQLite file path (created if missing)."""
+        raw = str(url_or_path)
+        if "://" not in raw:
+            path = Path(raw).expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            raw = f"sqlite:///{path}"
+        url = _normalise_url(raw)
+        if url.startswith("sqlite"):
+            engine = create_engine(
+                url, connect_args={"timeout": busy_timeout_s, "check_same_thread": False}
+            )
+            _configure_sqlite(engine, busy_timeout_s, synchronous)
+        elif url.startswith("postgresql"):
+            engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        else:
+            raise ConfigError(
+                f"unsupported database URL {redact_url(raw)!r}: use a file path, "
+                "sqlite:///path or postgresql://user@host/db"
+            )
+        db = cls(engine, url, busy_timeout_s=busy_timeout_s)
+        try:
+            with db.read() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            engine.dispose()
+            raise StoreError(f"cannot open database {redact_url(raw)}: {exc.orig}") from exc
+        return db
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- transactions --------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads (a deferred transaction; sees one consistent snapshot)."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction, committed on exit and rolled back on error.
+
+        On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``), waiting up to
+        ``busy_timeout_s``; past that, ``StoreBusyError``.
+        """
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            conn = self.engine.connect()
+            if self.dialect == "sqlite":
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            try:
+                trans = conn.begin()
+            except OperationalError as exc:
+                conn.close()
+                if _is_busy(exc) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                if _is_busy(exc):
+                    raise StoreBusyError(
+                        f"the store is busy: another process held the write lock for more than "
+                        f"{self.busy_timeout_s:.0f} s; retry, or stop the other writer"
+                    ) from exc
+                raise StoreError(f"cannot start a write transaction: {exc.orig}") from exc
+            break
+        try:
+            yield conn
+            trans.commit()
+        except OperationalError as exc:
+            trans.rollback()
+            if _is_busy(exc):
+                raise StoreBusyError(
+                    "the store is busy (locked by another process); nothing was written, retry"
+                ) from exc
+            raise StoreError(f"database error, nothing was written: {exc.orig}") from exc
+        except BaseException:
+            if trans.is_active:
+                trans.rollback()
+            raise
+        finally:
+            conn.close()
+
+    # --- migrations ----------------------------------------------------------------------
+
+    def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
+        """Bring ``component``'s schema up to date; returns its version afterwards."""
+        versions = [m.version for m in migrations]
+        if versions != list(range(1, len(migrations) + 1)):
+            raise MigrationError(f"{component}: migrations must be numbered 1..n, got {versions}")
+        with self.write() as conn:
+            if self.dialect == "postgresql":
+                # Serialise concurrent migrators on Postgres (SQLite has BEGIN IMMEDIATE).
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:k)"),
+                    {"k": zlib.crc32(b"rlmem_migrations")},
+                )
+            conn.execute(
+                text(
+                    "CREATE TABLE IF NOT EXISTS rlmem_migrations ("
+                    " component VARCHAR(64) NOT NULL, version INTEGER NOT NULL,"
+                    " name VARCHAR(200) NOT NULL, applied_at VARCHAR(40) NOT NULL,"
+                    " PRIMARY KEY (component, version))"
+                )
+            )
+            applied = {
+                row[0]
+                for row in conn.execute(
+                    text("SELECT version FROM rlmem_migrations WHERE component = :c"),
+                    {"c": component},
+                )
+            }
+            if applied and max(applied) > len(migrations):
+                raise MigrationError(
+                    f"the {component} schema is at version {max(applied)}, newer than this "
+                    f"rlm-memory knows ({len(migrations)}); upgrade rlm-memory"
+                )
+            for m in migrations:
+                if m.version in applied:
+                    continue
+                try:
+                    m.apply(conn, self.dialect)
+                except DBAPIError as exc:
+                    raise MigrationError(
+                        f"{component} migration {m.version} ({m.name}) failed: {exc.orig}"
+                    ) from exc
+                conn.execute(
+                    text(
+                        "INSERT INTO rlmem_migrations (component, version, name, applied_at)"
+                        " VALUES (:c, :v, :n, :t)"
+                    ),
+                    {"c": component, "v": m.version, "n": m.name, "t": datetime.now(UTC).isoformat()},
+                )
+        return len(migrations)
+
+    def schema_version(self, component: str) -> int:
+        """The applied schema version of ``component`` (0 when none)."""
+        with self.read() as conn:
+            try:
+                v = conn.execute(
+                    text("SELECT MAX(version) FROM rlmem_migrations WHERE component = :c"),
+                    {"c": component},
+                ).scalar()
+            except DBAPIError:
+                return 0
+        return int(v or 0)
+
+    def integrity_check(self) -> str:
+        """``ok`` when SQLite's integrity check passes (always ``ok`` on Postgres)."""
+        if self.dialect != "sqlite":
+            return "ok"
+        with self.read() as conn:
+            return str(conn.exec_driver_sql("PRAGMA integrity_check").scalar())
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_s: float, synchronous: str) -> None:
+    if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        raise ConfigError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's implicit BEGIN
+        # would make BEGIN IMMEDIATE impossible and DDL non-transactional).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
