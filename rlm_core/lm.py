@@ -9,127 +9,60 @@ Rules this module keeps:
 * The fakes (``ScriptedLM``, ``FunctionLM``) ship in the library so users can test their own
   agents offline; they record every request they receive.
 * Clients are passed in as objects; nothing here looks a backend up by name.
+* This module is the public face of the seam: the value types live in ``lm_types``, the real
+  clients in ``anthropic_lm`` and ``openai_lm``, prices in ``pricing``; all are re-exported here.
+  The real clients load on first use, so code that only needs the fakes (the sandbox, tests)
+  never pays for importing an SDK.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from memory.errors import LMResponseError
+from rlm_core.lm_types import (
+    LM,
+    ChatMessage,
+    LMRequest,
+    LMResponse,
+    ToolCall,
+    Usage,
+    content_text,
+    count_tokens,
+)
+from rlm_core.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, UnknownModelPriceWarning
+
+if TYPE_CHECKING:
+    from rlm_core.anthropic_lm import AnthropicLM
+    from rlm_core.openai_lm import OpenAICompatibleLM
 
 __all__ = [
+    "DEFAULT_PRICES",
     "LM",
+    "AnthropicLM",
+    "ChatMessage",
     "FunctionLM",
     "LMRequest",
     "LMResponse",
+    "ModelPrice",
+    "OpenAICompatibleLM",
+    "PriceTable",
     "ScriptedLM",
+    "ToolCall",
+    "UnknownModelPriceWarning",
     "Usage",
+    "content_text",
+    "count_tokens",
 ]
 
-ChatMessage = dict[str, Any]
-
-
-@dataclass
-class Usage:
-    """Token counts of one call (or a sum of calls)."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return (
-            self.input_tokens
-            + self.output_tokens
-            + self.cache_read_tokens
-            + self.cache_write_tokens
-        )
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.cache_read_tokens + other.cache_read_tokens,
-            self.cache_write_tokens + other.cache_write_tokens,
-        )
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_read_tokens": self.cache_read_tokens,
-            "cache_write_tokens": self.cache_write_tokens,
-        }
-
-
-@dataclass
-class LMResponse:
-    """What one model call returned."""
-
-    text: str
-    usage: Usage = field(default_factory=Usage)
-    stop_reason: str = "end_turn"
-    model: str = ""
-    cost_usd: float = 0.0
-    raw: Any = None
-
-
-@dataclass
-class LMRequest:
-    """One request as a fake LM received it (for assertions in tests)."""
-
-    messages: list[ChatMessage]
-    system: str | None
-    max_tokens: int | None
-
-    @property
-    def prompt(self) -> str:
-        """The text of the last user message."""
-        for m in reversed(self.messages):
-            if m.get("role") == "user":
-                c = m.get("content")
-                return c if isinstance(c, str) else str(c)
-        return ""
-
-
-@runtime_checkable
-class LM(Protocol):
-    """The one seam to a language model."""
-
-    name: str
-
-    def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        system: str | None = None,
-        max_tokens: int | None = None,
-    ) -> LMResponse: ...
-
-    async def acomplete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        system: str | None = None,
-        max_tokens: int | None = None,
-    ) -> LMResponse: ...
-
-
-def _estimate_tokens(text: str) -> int:
-    # ~4 characters per token: good enough for fakes, whose budgets must still add up.
-    return max(1, (len(text) + 3) // 4) if text else 0
-
-
 def _fake_usage(messages: Sequence[ChatMessage], system: str | None, text: str) -> Usage:
-    prompt = (system or "") + "".join(str(m.get("content", "")) for m in messages)
-    return Usage(input_tokens=_estimate_tokens(prompt), output_tokens=_estimate_tokens(text))
+    prompt = (system or "") + "".join(content_text(m.get("content")) for m in messages)
+    return Usage(input_tokens=count_tokens(prompt), output_tokens=count_tokens(text))
 
 
 Reply = str | LMResponse | Callable[[LMRequest], "str | LMResponse"]
@@ -147,15 +80,25 @@ class _FakeBase:
         self._lock = threading.Lock()
 
     def _record(
-        self, messages: Sequence[ChatMessage], system: str | None, max_tokens: int | None
+        self,
+        messages: Sequence[ChatMessage],
+        system: str | None,
+        max_tokens: int | None,
+        tools: Sequence[dict[str, Any]] | None = None,
     ) -> LMRequest:
-        req = LMRequest([dict(m) for m in messages], system, max_tokens)
+        req = LMRequest(
+            [dict(m) for m in messages], system, max_tokens, list(tools) if tools else None
+        )
         with self._lock:
             self.requests.append(req)
         return req
 
     def _wrap(self, req: LMRequest, out: str | LMResponse) -> LMResponse:
         if isinstance(out, LMResponse):
+            if out.usage.total_tokens == 0:
+                out.usage = _fake_usage(req.messages, req.system, out.text)
+            if not out.model:
+                out.model = self.name
             return out
         if not isinstance(out, str):
             raise LMResponseError(f"{self.name}: a reply must be str or LMResponse, got {type(out).__name__}")
@@ -179,8 +122,9 @@ class _FakeBase:
         *,
         system: str | None = None,
         max_tokens: int | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
     ) -> LMResponse:
-        req = self._record(messages, system, max_tokens)
+        req = self._record(messages, system, max_tokens, tools)
         return self._wrap(req, self._produce(req))
 
     async def acomplete(
@@ -189,9 +133,10 @@ class _FakeBase:
         *,
         system: str | None = None,
         max_tokens: int | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
     ) -> LMResponse:
         return await asyncio.to_thread(
-            self.complete, messages, system=system, max_tokens=max_tokens
+            self.complete, messages, system=system, max_tokens=max_tokens, tools=tools
         )
 
 
@@ -249,3 +194,18 @@ class FunctionLM(_FakeBase):
 
     def _produce(self, req: LMRequest) -> str | LMResponse:
         return self.fn(req)
+
+
+_LAZY = {
+    "AnthropicLM": "rlm_core.anthropic_lm",
+    "OpenAICompatibleLM": "rlm_core.openai_lm",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rlm_core.lm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
