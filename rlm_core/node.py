@@ -24,7 +24,6 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -291,15 +290,13 @@ class Node:
         base = self.sandbox_limits
         remaining = self.budget.remaining_s()
         # A cell may not outlive the run's time budget: shorten its timeout to what is left.
-        # (Sandbox reads ``limits.cell_timeout_s`` at every run.)
-        if remaining is not None and remaining < base.cell_timeout_s:
-            sandbox.limits = dataclasses.replace(base, cell_timeout_s=max(0.1, remaining))
-        else:
-            sandbox.limits = base
+        timeout = base.cell_timeout_s
+        if remaining is not None and remaining < timeout:
+            timeout = max(0.1, remaining)
         self.cell_serial += 1
         self.in_cell = True
         try:
-            res = sandbox.run(code)
+            res = sandbox.run(code, timeout_s=timeout)
         finally:
             self.in_cell = False
         return CellRecord(

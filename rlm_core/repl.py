@@ -371,8 +371,11 @@ class Sandbox:
 
     # --- public API --------------------------------------------------------------------------
 
-    def run(self, code: str) -> CellResult:
-        """Run one cell. Model-code errors, timeouts and worker deaths come back in the result."""
+    def run(self, code: str, *, timeout_s: float | None = None) -> CellResult:
+        """Run one cell. Model-code errors, timeouts and worker deaths come back in the result.
+
+        ``timeout_s`` overrides ``limits.cell_timeout_s`` for this cell only.
+        """
         if not isinstance(code, str):
             raise ValidationError(f"code must be a str, not {type(code).__name__}")
         with self._lock:
@@ -383,7 +386,7 @@ class Sandbox:
                 died = f"the worker died between cells ({self._reason(WorkerGone('exited'))})"
                 self._replace()
             started = time.monotonic()
-            timeout = self.limits.cell_timeout_s
+            timeout = self.limits.cell_timeout_s if timeout_s is None else timeout_s
             try:
                 ok, payload = self._roundtrip(("exec", next(self._ids), code), started + timeout)
             except (WorkerGone, Deadline) as exc:
@@ -408,9 +411,9 @@ class Sandbox:
                 restart_reason=died, duration_s=time.monotonic() - started, truncated_chars=cut,
             )
 
-    async def arun(self, code: str) -> CellResult:
+    async def arun(self, code: str, *, timeout_s: float | None = None) -> CellResult:
         """``run`` on a thread, so an event loop keeps serving while the cell runs."""
-        return await asyncio.to_thread(self.run, code)
+        return await asyncio.to_thread(self.run, code, timeout_s=timeout_s)
 
     def get(self, name: str, default: Any = None) -> Any:
         """A value from the namespace; values that are not plain data come back as repr()."""
