@@ -1,0 +1,335 @@
+"""Input handling for the recall log: validation, filters, full-text queries and grep patterns.
+
+Rules this module keeps:
+
+* Text is ``str`` that encodes to UTF-8. ``bytes`` are refused (decode them first, choosing
+  how to treat bad bytes); a ``str`` holding lone surrogates is refused, because no database
+  driver can store it. Nothing here raises anything but ``ValidationError``/``QueryError``.
+* Any user string is a valid full-text query. It is split on whitespace; each chunk becomes one
+  quoted FTS5 phrase (``"`` doubled), so operators (``AND``, ``OR``, ``NOT``, ``*``, ``-``,
+  ``:``, parentheses, ``^``) are matched as plain words and never parsed. The phrases are
+  OR-ed and ranked by BM25. ``e-mail`` therefore matches the phrase "e mail". A query with no
+  word characters matches nothing; words after the first ``MAX_PHRASES`` (64) are ignored.
+* Token counts, when the caller has none, are estimated as ``ceil(len(text) / 4)`` (the usual
+  characters-per-token rule for English with BPE tokenizers): O(1), no tokenizer download.
+* grep patterns use the ``regex`` package (Python ``re`` syntax, plus a timeout). A literal run
+  that every match must contain is pushed down to SQL as a prefilter, so most rows never reach
+  Python.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from re import _parser as sre_parse  # type: ignore[attr-defined]
+from typing import Any
+
+import regex
+
+from memory.errors import QueryError, ValidationError
+from memory.types import ROLES, Message
+
+__all__ = [
+    "FILTER_NAMES",
+    "MAX_ID",
+    "MAX_PHRASES",
+    "MESSAGE_FIELDS",
+    "Filters",
+    "build_filters",
+    "check_text",
+    "clamp",
+    "compile_pattern",
+    "count_arg",
+    "estimate_tokens",
+    "from_us",
+    "fts_phrases",
+    "new_message",
+    "prepare_message",
+    "required_literal",
+    "to_us",
+]
+
+FILTER_NAMES = ("agent_id", "session_id", "role", "since", "until")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_PHRASES = 64
+MAX_ID = 2**62  # beyond any id; keeps user integers inside SQL's 64-bit range
+MESSAGE_FIELDS = frozenset(
+    {"content", "role", "agent_id", "session_id", "created_at", "tool_name", "tool_args", "tokens", "metadata"}
+)
+_FIELDS_AND_ID = MESSAGE_FIELDS | {"id"}
+_WORD = re.compile(r"[^\W_]")
+_ODD_FOLD = frozenset("iIsSkK")
+
+
+def check_text(value: object, what: str, *, allow_nul: bool = True, max_chars: int | None = None) -> str:
+    """``value`` as a storable ``str``, or ``ValidationError`` saying what is wrong with it."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        raise ValidationError(
+            f"{what} must be str, not bytes: decode it first, e.g. "
+            "data.decode('utf-8', errors='replace')"
+        )
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be str, got {type(value).__name__}")
+    if max_chars is not None and len(value) > max_chars:
+        raise ValidationError(
+            f"{what} has {len(value)} characters, over the limit of {max_chars} "
+            "(max_message_chars); split it or raise the limit"
+        )
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(
+                f"{what} is not valid Unicode text (lone surrogate at index {exc.start}); "
+                "if it came from bytes, decode with errors='replace'"
+            ) from None
+    if not allow_nul and "\x00" in value:
+        raise ValidationError(
+            f"{what} contains a NUL character (\\x00), which this database cannot store; "
+            "remove it or replace it, e.g. text.replace('\\x00', '\\ufffd')"
+        )
+    return value
+
+
+def check_id(value: object, what: str) -> str:
+    """An agent or session id: a non-empty str of at most 200 characters."""
+    s = check_text(value, what, allow_nul=False)
+    if not s or len(s) > 200:
+        raise ValidationError(f"{what} must be 1 to 200 characters, got {len(s)}")
+    return s
+
+
+def check_role(role: object) -> str:
+    if role not in ROLES:
+        raise ValidationError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    return str(role)
+
+
+def estimate_tokens(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
+def to_us(dt: datetime) -> int:
+    """Microseconds since the epoch; a naive datetime is taken as UTC."""
+    if not isinstance(dt, datetime):
+        raise ValidationError(f"expected a datetime, got {type(dt).__name__}")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    from datetime import timedelta
+
+    return _EPOCH + timedelta(microseconds=int(us))
+
+
+class Filters:
+    """A validated filter set, rendered as an SQL ``WHERE`` fragment over alias ``m``."""
+
+    def __init__(self, clauses: list[str], params: dict[str, Any]) -> None:
+        self.clauses = clauses
+        self.params = params
+
+    def sql(self, prefix: str = " AND ") -> str:
+        return (prefix + " AND ".join(self.clauses)) if self.clauses else ""
+
+    def __bool__(self) -> bool:
+        return bool(self.clauses)
+
+
+def build_filters(filters: Mapping[str, Any], alias: str = "m") -> Filters:
+    unknown = set(filters) - set(FILTER_NAMES)
+    if unknown:
+        raise ValidationError(
+            f"unknown filter {sorted(unknown)[0]!r}: use {', '.join(FILTER_NAMES)}"
+        )
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    for name in ("agent_id", "session_id"):
+        v = filters.get(name)
+        if v is not None:
+            clauses.append(f"{alias}.{name} = :f_{name}")
+            params[f"f_{name}"] = check_text(v, name, allow_nul=False)
+    if filters.get("role") is not None:
+        clauses.append(f"{alias}.role = :f_role")
+        params["f_role"] = check_role(filters["role"])
+    if filters.get("since") is not None:
+        clauses.append(f"{alias}.created_us >= :f_since")
+        params["f_since"] = to_us(filters["since"])
+    if filters.get("until") is not None:
+        clauses.append(f"{alias}.created_us <= :f_until")
+        params["f_until"] = to_us(filters["until"])
+    return Filters(clauses, params)
+
+
+def fts_phrases(query: object) -> list[str]:
+    """The query's whitespace-separated chunks that contain a word character, in order,
+    without duplicates, at most ``MAX_PHRASES`` (each costs one bounded index scan); NULs
+    become spaces (SQL strings cannot carry them reliably)."""
+    q = check_text(query, "query").replace("\x00", " ")
+    seen: dict[str, None] = {}
+    for chunk in q.split():
+        if _WORD.search(chunk):
+            seen.setdefault(chunk, None)
+            if len(seen) == MAX_PHRASES:
+                break
+    return list(seen)
+
+
+def fts5_quote(phrase: str) -> str:
+    return '"' + phrase.replace('"', '""') + '"'
+
+
+def compile_pattern(pattern: object, *, ignore_case: bool, literal: bool) -> regex.Pattern[str]:
+    p = check_text(pattern, "pattern")
+    if p == "":
+        raise QueryError("empty pattern: give a regular expression or a literal string")
+    if literal:
+        p = regex.escape(p)
+    flags = regex.VERSION0 | (regex.IGNORECASE if ignore_case else 0)
+    try:
+        return regex.compile(p, flags)
+    except (regex.error, ValueError, OverflowError, RecursionError) as exc:
+        raise QueryError(
+            f"invalid regular expression {pattern!r}: {exc}; pass literal=True to search for "
+            "the text as given"
+        ) from None
+
+
+def required_literal(pattern: str, *, ignore_case: bool, literal: bool) -> tuple[str, bool] | None:
+    """A substring every match must contain, and whether it must be matched ignoring case.
+
+    None when no safe one exists (then every row goes through the regex). Only top-level
+    literal runs of the parsed pattern are used: each of them is part of every match.
+    """
+    ic = ignore_case
+    ops: list[tuple[Any, Any]]
+    if literal:
+        ops = [(sre_parse.LITERAL, ord(c)) for c in pattern]
+    else:
+        try:
+            with warnings.catch_warnings():
+                # re warns about syntax the regex package reads differently (nested sets):
+                # then the parse is not trusted.
+                warnings.simplefilter("error")
+                parsed = sre_parse.parse(pattern)
+        except Exception:  # syntax only the regex package knows
+            return None
+        if parsed.state.flags & sre_parse.SRE_FLAG_VERBOSE:
+            return None
+        ic = ic or bool(parsed.state.flags & sre_parse.SRE_FLAG_IGNORECASE)
+        ops = list(parsed)
+    best = ""
+    run: list[str] = []
+    for op, arg in [*ops, (None, None)]:
+        ch = chr(arg) if op is sre_parse.LITERAL and isinstance(arg, int) else None
+        # Ignoring case, Python also matches i/s/k with the non-ASCII ı, ſ and the Kelvin
+        # sign, and SQL folds ASCII only: such characters end a run.
+        # NUL ends a run too: PostgreSQL refuses it even as a query parameter.
+        if ch is not None and ch != "\x00" and not (ic and (ch in _ODD_FOLD or not ch.isascii())):
+            run.append(ch)
+            continue
+        if len(run) > len(best):
+            best = "".join(run)
+        run = []
+    if len(best) < 2:
+        return None
+    return best, ic
+
+
+# --- messages ----------------------------------------------------------------------------
+
+
+def new_message(id: int, fields: dict[str, Any]) -> Message:
+    # The dataclass __init__ of a frozen class costs a setattr per field; on batch appends
+    # that is a measurable share of the time, so fill the instance dict directly.
+    m = object.__new__(Message)
+    m.__dict__["id"] = id
+    m.__dict__.update(fields)
+    return m
+
+
+def clamp(value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError(f"expected an int, got {value!r}")
+    return max(-MAX_ID, min(MAX_ID, value))
+
+
+def count_arg(value: int | None) -> int:
+    return max(0, clamp(value, 0))
+
+
+def dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+
+def _cached_id(value: Any, what: str, ok_ids: set[str]) -> str:
+    # Batches repeat the same few agent and session ids: validate each once.
+    if type(value) is str and value in ok_ids:
+        return value
+    v = check_id(value, what)
+    if len(ok_ids) > 10_000:
+        ok_ids.clear()
+    ok_ids.add(v)
+    return v
+
+def prepare_message(
+    spec: Mapping[str, Any], now: datetime, *, allow_nul: bool, max_chars: int, ok_ids: set[str]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The row to insert (without its id) and the fields of the Message it becomes."""
+    if not spec.keys() <= _FIELDS_AND_ID:
+        unknown = sorted(set(spec) - _FIELDS_AND_ID)[0]
+        raise ValidationError(f"unknown message field {unknown!r}; use {sorted(MESSAGE_FIELDS)}")
+    content = spec.get("content", "")
+    if type(content) is not str or not content.isascii() or len(content) > max_chars:
+        content = check_text(content, "content", allow_nul=allow_nul, max_chars=max_chars)
+    elif not allow_nul and "\x00" in content:
+        content = check_text(content, "content", allow_nul=False)
+    role = spec.get("role", "user")
+    if role not in ROLES:
+        check_role(role)
+    agent = _cached_id(spec.get("agent_id", "default"), "agent_id", ok_ids)
+    session = _cached_id(spec.get("session_id", "default"), "session_id", ok_ids)
+    created = spec.get("created_at")
+    if created is None:
+        created = now
+    elif not isinstance(created, datetime):
+        raise ValidationError(f"created_at must be a datetime, got {type(created).__name__}")
+    elif created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    elif created.utcoffset():
+        created = created.astimezone(UTC)
+    tool_name = spec.get("tool_name")
+    if tool_name is not None:
+        tool_name = _cached_id(tool_name, "tool_name", ok_ids)
+    tool_args = spec.get("tool_args")
+    args_json = None if tool_args is None else dumps(tool_args, "tool_args")
+    tokens = spec.get("tokens")
+    if tokens is None:
+        tokens = estimate_tokens(content)
+    elif not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+        raise ValidationError(f"tokens must be a non-negative int, got {tokens!r}")
+    metadata = spec.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValidationError(f"metadata must be a dict, got {type(metadata).__name__}")
+    meta_json = dumps(metadata, "metadata") if metadata else "{}"
+    row = (agent, session, role, content, tool_name, args_json, to_us(created), tokens, meta_json)
+    fields = {
+        "agent_id": agent, "session_id": session, "role": role, "content": content,
+        "created_at": created, "tool_name": tool_name,
+        "tool_args": None if args_json is None else json.loads(args_json), "tokens": tokens,
+        "metadata": json.loads(meta_json) if metadata else {},
+    }  # fmt: skip
+    return row, fields
+
