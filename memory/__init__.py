@@ -1,1 +1,85 @@
-"""memory."""
+"""rlm-memory's memory tiers: working memory (blocks), the recall log, the archival store,
+and the ``MemoryManager`` that opens all three.
+
+Names are exported lazily (PEP 562 ``__getattr__``): ``import memory`` or
+``import memory.errors`` loads neither SQLAlchemy nor chromadb nor torch; each name's module
+is imported on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "ArchivalStore",
+    "Block",
+    "CachedEmbedder",
+    "Chunk",
+    "CompiledContext",
+    "Database",
+    "Embedder",
+    "FusionConfig",
+    "GrepHit",
+    "HashEmbedder",
+    "IngestSummary",
+    "MemoryConfig",
+    "MemoryManager",
+    "Message",
+    "RecallLog",
+    "SearchHit",
+    "SentenceTransformerEmbedder",
+    "SessionInfo",
+    "WorkingMemory",
+]
+
+_WHERE = {
+    "ArchivalStore": "memory.archival",
+    "Chunk": "memory.archival",
+    "IngestSummary": "memory.archival",
+    "Block": "memory.blocks",
+    "WorkingMemory": "memory.blocks",
+    "CachedEmbedder": "memory.embeddings",
+    "Embedder": "memory.embeddings",
+    "HashEmbedder": "memory.embeddings",
+    "SentenceTransformerEmbedder": "memory.embeddings",
+    "CompiledContext": "memory.manager",
+    "MemoryManager": "memory.manager",
+    "MemoryConfig": "memory.config",
+    "Database": "memory.db",
+    "FusionConfig": "memory.search",
+    "RecallLog": "memory.recall",
+    "GrepHit": "memory.types",
+    "Message": "memory.types",
+    "SearchHit": "memory.types",
+    "SessionInfo": "memory.types",
+}
+
+if TYPE_CHECKING:
+    from memory.archival import ArchivalStore, Chunk, IngestSummary
+    from memory.blocks import Block, WorkingMemory
+    from memory.config import MemoryConfig
+    from memory.db import Database
+    from memory.embeddings import (
+        CachedEmbedder,
+        Embedder,
+        HashEmbedder,
+        SentenceTransformerEmbedder,
+    )
+    from memory.manager import CompiledContext, MemoryManager
+    from memory.recall import RecallLog
+    from memory.search import FusionConfig
+    from memory.types import GrepHit, Message, SearchHit, SessionInfo
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'memory' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -39,6 +39,7 @@ __all__ = [
     "MESSAGE_FIELDS",
     "Filters",
     "build_filters",
+    "check_row_id",
     "check_text",
     "clamp",
     "compile_pattern",
@@ -100,6 +101,15 @@ def check_id(value: object, what: str) -> str:
     if not s or len(s) > 200:
         raise ValidationError(f"{what} must be 1 to 200 characters, got {len(s)}")
     return s
+
+
+def check_row_id(value: object, what: str) -> int:
+    """A message or chunk id: a positive int (not a bool, not a numeric string)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{what} must be an integer, got {type(value).__name__} {value!r:.40}")
+    if not 0 < value < MAX_ID:
+        raise ValidationError(f"{what} must be a positive integer, got {value}")
+    return value
 
 
 def check_role(role: object) -> str:

@@ -104,9 +104,14 @@ def build_system_prompt(
     ``Sandbox.describe`` reports them: name, signature, doc); ``template`` (with
     ``{functions}``) replaces ours."""
     docs = {**_BUILTIN_DOCS, **(function_docs or {})}
-    lines = [describe_function(n, f, docs.get(n)) for n, f in functions.items()]
+    # Underscore names are plumbing (e.g. the callback a prelude's views use): not for the model.
+    lines = [
+        describe_function(n, f, docs.get(n)) for n, f in functions.items() if not n.startswith("_")
+    ]
     for entry in prelude_functions:
         name = str(entry.get("name", ""))
+        if name.startswith("_"):
+            continue
         doc = docs.get(name) or str(entry.get("doc") or "").strip().split("\n")[0]
         sig = str(entry.get("signature") or f"{name}(...)")
         lines.append(f"- `{sig}`" + (f": {doc}" if doc else ""))

@@ -298,6 +298,9 @@ def install_policy(config: dict[str, Any]) -> None:
             )
             if writing and not _within(path, scratch):
                 deny(f"writing outside the scratch directory ({path}); write under {scratch}")
+        elif event in ("os.listdir", "os.scandir"):
+            if args and args[0] is not None and _foreign_proc(args[0]):
+                deny(f"listing another process's /proc entry ({args[0]})")
         elif event in _PATH_EVENTS:
             for i in _PATH_EVENTS[event]:
                 if i < len(args) and args[i] is not None and not _within(args[i], scratch):
@@ -344,3 +347,30 @@ def install_policy(config: dict[str, Any]) -> None:
             deny("loading SQLite extensions")
 
     sys.addaudithook(hook)
+    _guard_readlink(deny)
+
+
+def _guard_readlink(deny: Any) -> None:
+    """``os.readlink`` raises no audit event: wrap it so another process's /proc/<pid>/fd
+    links cannot be read. A guard-rail like the hook (the C function is reachable anyway)."""
+    import posix
+    import threading
+
+    real = posix.readlink
+    busy = threading.local()
+
+    def readlink(path: Any, *, dir_fd: int | None = None) -> Any:
+        # realpath (inside _foreign_proc) calls readlink itself: check only the outer call.
+        if not getattr(busy, "on", False) and dir_fd is None and not isinstance(path, int):
+            busy.on = True
+            try:
+                parent = os.path.dirname(os.fsdecode(os.fspath(path))) or "."
+                foreign = _foreign_proc(os.path.join(parent, "_"))
+            finally:
+                busy.on = False
+            if foreign:
+                deny(f"reading another process's /proc entry ({path})")
+        return real(path, dir_fd=dir_fd)
+
+    os.readlink = readlink
+    posix.readlink = readlink

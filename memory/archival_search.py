@@ -1,0 +1,175 @@
+"""Searching the archival tier: full text, vectors, hybrid, and grep.
+
+Rules this module keeps:
+
+* Every filter is applied inside each engine (SQL ``WHERE`` for full text, Chroma ``where``
+  for vectors) before ranking, so pagination and ``k`` see only matching chunks.
+* Hybrid ranking is ``memory.search.hybrid_rank``, the same code as the recall tier's.
+* Hits are read back from SQL: the text, tags and metadata returned are the source of
+  truth, and a vector left behind by a deleted chunk is never returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text as sql_text
+
+from memory.archival_schema import TIER, check_tags, filter_sql, fts_sql, informative_phrases
+from memory.errors import ValidationError
+from memory.recall_query import check_text, compile_pattern, fts_phrases, to_us
+from memory.search import Candidates, Ranked, check_mode
+from memory.types import GrepHit, SearchHit
+
+if TYPE_CHECKING:
+    from memory.archival import ArchivalStore
+
+__all__ = ["chunk_candidates", "chunk_hits", "grep_chunks", "search_chunks", "snippet"]
+
+
+def chunk_candidates(
+    store: ArchivalStore,
+    query: str,
+    *,
+    mode: str = "hybrid",
+    tags: Iterable[str] | None = None,
+    tags_mode: str = "any",
+    metadata: Mapping[str, Any] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Candidates:
+    """The full-text and vector candidate generators of one archival search."""
+    check_mode(mode)
+    query = check_text(query, "query")
+    if tags_mode not in ("any", "all"):
+        raise ValidationError(f"tags_mode must be 'any' or 'all', got {tags_mode!r}")
+    tag_t = check_tags(tags)
+    since_us = to_us(since) if since is not None else None
+    until_us = to_us(until) if until is not None else None
+    where, params = filter_sql(
+        store.db.dialect, tags=tag_t, tags_mode=tags_mode, metadata=metadata,
+        since_us=since_us, until_us=until_us,
+    )
+
+    def text_search(n: int) -> Ranked:
+        phrases = fts_phrases(query)
+        if not phrases:
+            return []
+        with store.db.read() as conn:
+            phrases = informative_phrases(conn, store.db.dialect, phrases)
+            sql, p = fts_sql(store.db.dialect, phrases, where)
+            rows = conn.execute(sql_text(sql), {**params, **p, "n": n}).all()
+        return [(int(r[0]), float(r[1])) for r in rows]
+
+    index = store.index
+    if index is None or mode == "text" or not query.strip():
+        return Candidates(text_search)
+    qvec = index.embedder.embed([query])[0]
+    chroma_where = _chroma_where(tag_t, tags_mode, metadata, since_us, until_us)
+    return Candidates(
+        text_search,
+        lambda n: index.query(qvec, n, chroma_where),
+        lambda ids: index.similarities(qvec, ids),
+    )
+
+
+def chunk_hits(store: ArchivalStore, ranked: Ranked, query: str) -> list[SearchHit]:
+    """``SearchHit``s for ranked chunk ids, read back from SQL (stale ids are dropped)."""
+    with store.db.read() as conn:
+        rows = store._fetch(conn, [i for i, _ in ranked])
+    hits = []
+    for i, score in ranked:
+        c = rows.get(i)
+        if c is None:
+            continue  # a stale vector of a deleted chunk
+        hits.append(
+            SearchHit(
+                id=c.id, tier=TIER, text=c.text, score=score, snippet=snippet(c.text, query),
+                created_at=c.created_at, source=c.source, position=c.position, tags=c.tags,
+                metadata=c.metadata,
+            )
+        )
+    return hits
+
+
+def search_chunks(
+    store: ArchivalStore,
+    query: str,
+    *,
+    k: int = 10,
+    mode: str = "hybrid",
+    offset: int = 0,
+    **filters: Any,
+) -> list[SearchHit]:
+    """Ranked chunks for ``query`` (``mode``: hybrid, vector or text), filtered."""
+    if not isinstance(k, int) or k < 1 or not isinstance(offset, int) or offset < 0:
+        raise ValidationError("k must be >= 1 and offset >= 0")
+    cands = chunk_candidates(store, query, mode=mode, **filters)
+    return chunk_hits(store, cands.rank(mode, k=k, offset=offset, config=store.fusion), query)
+
+
+def grep_chunks(
+    store: ArchivalStore,
+    pattern: str,
+    *,
+    ignore_case: bool = False,
+    literal: bool = False,
+    limit: int = 100,
+    source: str | None = None,
+) -> list[GrepHit]:
+    """Regular-expression matches over chunk text, in id order."""
+    rx = compile_pattern(pattern, ignore_case=ignore_case, literal=literal)
+    hits: list[GrepHit] = []
+    for c in store.iter_chunks():
+        if source is not None and c.source != source:
+            continue
+        m = rx.search(c.text, timeout=10.0)
+        if m:
+            lo, hi = max(0, m.start() - 80), min(len(c.text), m.end() + 80)
+            hits.append(
+                GrepHit(
+                    id=c.id, tier=TIER, snippet=c.text[lo:hi], match=m.group(0),
+                    created_at=c.created_at, source=c.source,
+                )
+            )
+            if len(hits) >= limit:
+                break
+    return hits
+
+
+def snippet(body: str, query: str, width: int = 200) -> str:
+    """About ``width`` characters of ``body`` around the first query word it contains."""
+    low = body.lower()
+    pos = -1
+    for w in query.lower().split():
+        w = w.strip(".,;:!?\"'()[]{}")
+        if len(w) > 2 and (pos := low.find(w)) >= 0:
+            break
+    if pos < 0 or len(body) <= width:
+        return body[:width]
+    lo = max(0, pos - width // 3)
+    return ("…" if lo else "") + body[lo : lo + width]
+
+
+def _chroma_where(
+    tags: Sequence[str], tags_mode: str, metadata: Mapping[str, Any] | None,
+    since_us: int | None, until_us: int | None,
+) -> dict[str, Any] | None:
+    conds: list[dict[str, Any]] = []
+    if tags:
+        tag_conds = [{f"tag:{t}": True} for t in tags]
+        if len(tag_conds) == 1:
+            conds.append(tag_conds[0])
+        else:
+            conds.append({"$and" if tags_mode == "all" else "$or": tag_conds})
+    for key, v in (metadata or {}).items():
+        conds.append({f"m:{key}": v})
+    if since_us is not None:
+        conds.append({"ts": {"$gte": since_us / 1e6}})
+    if until_us is not None:
+        conds.append({"ts": {"$lte": until_us / 1e6}})
+    if not conds:
+        return None
+    return conds[0] if len(conds) == 1 else {"$and": conds}

@@ -1,0 +1,338 @@
+"""MemoryManager: the one object that opens and holds all three memory tiers.
+
+Rules this module keeps:
+
+* ``MemoryManager.open(dir)`` needs nothing running: SQLite file and embedded Chroma in one
+  directory. A PostgreSQL URL and a Chroma server address (``MemoryConfig``) select the
+  scale-out path through the same code.
+* Appends and inserts never wait for the embedding model: items are queued durably in the
+  same transaction and embedded by a background thread (``background_embed``) or by
+  ``embed_pending()``. Items still queued at close are embedded on the next open. torch is
+  imported only when something must actually be embedded.
+* Two processes may open the same directory: SQLite serialises writers (waiting up to
+  ``busy_timeout_s``, then ``StoreBusyError``), and writes to the embedded Chroma index are
+  serialised by a file lock.
+* Cross-tier ``search`` fuses the candidates of all tiers in one ``hybrid_rank`` call, the
+  same code as ``search_recall`` / ``search_archival`` (and the retrieval benchmark).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from memory.archival import ArchivalStore
+from memory.archival_search import chunk_candidates, chunk_hits
+from memory.config import MemoryConfig
+from memory.db import Database
+from memory.embeddings import Embedder, SentenceTransformerEmbedder
+from memory.errors import ValidationError
+from memory.recall import RecallLog
+from memory.recall_query import estimate_tokens
+from memory.recall_vectors import RecallSearch
+from memory.search import Candidates, FusionConfig, merge_candidates
+from memory.types import GrepHit, SearchHit
+from memory.vectors import EmbeddingQueue, EmbeddingWorker, VectorIndex, make_chroma_client
+
+__all__ = ["CompiledContext", "MemoryManager"]
+
+_RECALL_FILTERS = {"agent_id", "session_id", "role"}
+_ARCHIVAL_FILTERS = {"tags", "tags_mode", "metadata"}
+_SHARED_FILTERS = {"since", "until"}
+
+
+@dataclass(frozen=True)
+class CompiledContext:
+    """What goes to the model: the system text and the recent messages that fit the budget."""
+
+    system: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    tokens: int = 0
+    dropped: int = 0
+
+
+class _LazyChroma:
+    """Creates the Chroma client on first use, so opening a store does not import chromadb."""
+
+    def __init__(self, cfg: MemoryConfig) -> None:
+        self._cfg = cfg
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        with self._lock:
+            if self._client is None:
+                c = self._cfg
+                self._client = make_chroma_client(
+                    path=None if c.chroma_host else c.chroma_path,
+                    host=c.chroma_host, port=c.chroma_port, ssl=c.chroma_ssl,
+                )
+        return getattr(self._client, name)
+
+
+class MemoryManager:
+    """Working memory, the recall log and the archival store of one store."""
+
+    def __init__(
+        self, config: MemoryConfig, db: Database, embedder: Embedder, *, agent_id: str = "default"
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.agent_id = agent_id
+        self._embedder = embedder
+        fusion = FusionConfig(method=config.fusion, text_weight=config.text_weight)  # type: ignore[arg-type]
+        lock = None if config.chroma_host else config.chroma_path / ".rlmem-write.lock"
+        self._chroma = _LazyChroma(config)
+        self.queue = EmbeddingQueue(db)
+        self.recall = RecallLog(db)
+        self.archival = ArchivalStore(
+            db, VectorIndex(self._chroma, "rlmem_archival", embedder, lock_path=lock), self.queue,
+            fusion=fusion, embed_batch=max(config.embed_batch_size, 256),
+        )
+        self.recall_search = RecallSearch(
+            self.recall, VectorIndex(self._chroma, "rlmem_recall", embedder, lock_path=lock),
+            self.queue, embed=config.embed_recall, fusion=fusion,
+        )
+        self._blocks: dict[str, Any] = {}
+        self._worker: EmbeddingWorker | None = None
+        if config.background_embed:
+            self._worker = EmbeddingWorker(self.queue, batch=max(config.embed_batch_size, 256))
+
+    @classmethod
+    def open(
+        cls,
+        path_or_config: str | Path | MemoryConfig | None = None,
+        *,
+        embedder: Embedder | None = None,
+        agent_id: str = "default",
+        **overrides: Any,
+    ) -> MemoryManager:
+        """Open (creating if needed) the store at a directory, TOML file or config."""
+        cfg = MemoryConfig.load(path_or_config, **overrides)
+        cfg.dir.mkdir(parents=True, exist_ok=True)
+        db = Database.open(cfg.db_target, busy_timeout_s=cfg.busy_timeout_s)
+        if embedder is None:
+            embedder = SentenceTransformerEmbedder(
+                cfg.model_path, batch_size=cfg.embed_batch_size,
+                threads=cfg.embed_threads or None, device=cfg.embed_device,
+            )
+        try:
+            return cls(cfg, db, embedder, agent_id=agent_id)
+        except BaseException:
+            db.close()
+            raise
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder
+
+    @property
+    def working(self) -> Any:
+        """The working memory (blocks) of this manager's agent."""
+        return self.blocks(self.agent_id)
+
+    def blocks(self, agent_id: str) -> Any:
+        """The working memory (blocks) of ``agent_id``."""
+        if agent_id not in self._blocks:
+            from memory.blocks import WorkingMemory
+
+            self._blocks[agent_id] = WorkingMemory(self.db, agent_id)
+        return self._blocks[agent_id]
+
+    # --- search ----------------------------------------------------------------------------
+
+    def search_recall(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: str = "hybrid",
+        offset: int = 0,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        role: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        now: datetime | None = None,
+    ) -> list[SearchHit]:
+        """Messages by full text, meaning, or both (``mode``), with the recall filters;
+        ``now`` anchors relative time expressions in the query ("two weeks ago")."""
+        return self.recall_search.search(
+            query, k=k, mode=mode, offset=offset, agent_id=agent_id, session_id=session_id,
+            role=role, since=since, until=until, now=now,
+        )
+
+    def search_archival(self, query: str, *, k: int = 10, mode: str = "hybrid", **filters: Any) -> list[SearchHit]:
+        """Chunks by full text, meaning, or both; filters as ``ArchivalStore.search``."""
+        return self.archival.search(query, k=k, mode=mode, **filters)
+
+    def search(
+        self,
+        query: str,
+        *,
+        tiers: Sequence[str] = ("recall", "archival"),
+        k: int = 10,
+        mode: str = "hybrid",
+        **filters: Any,
+    ) -> list[SearchHit]:
+        """One ranking across tiers: the tiers' candidates are fused together (the same
+        ``hybrid_rank`` as a one-tier search). Recall-only filters (agent_id, session_id,
+        role) narrow the recall tier, archival-only ones (tags, tags_mode, metadata) the
+        archival tier."""
+        if isinstance(tiers, str):
+            tiers = (tiers,)
+        bad = set(tiers) - {"recall", "archival"}
+        if bad or not tiers:
+            raise ValidationError(f"unknown tier {sorted(bad)[0] if bad else ''!r}: use recall and/or archival")
+        unknown = set(filters) - _RECALL_FILTERS - _ARCHIVAL_FILTERS - _SHARED_FILTERS
+        if unknown:
+            raise ValidationError(f"unknown search filter {sorted(unknown)[0]!r}")
+        if not isinstance(k, int) or k < 1:
+            raise ValidationError("k must be >= 1")
+        parts: dict[str, Candidates] = {}
+        if "recall" in tiers:
+            rf = {k_: v for k_, v in filters.items() if k_ in _RECALL_FILTERS | _SHARED_FILTERS}
+            parts["recall"] = self.recall_search.candidates(query, mode=mode, **rf)
+        if "archival" in tiers:
+            af = {k_: v for k_, v in filters.items() if k_ in _ARCHIVAL_FILTERS | _SHARED_FILTERS}
+            parts["archival"] = chunk_candidates(self.archival, query, mode=mode, **af)
+        ranked = merge_candidates(parts).rank(mode, k=k, offset=0, config=self.archival.fusion)
+        by_tier = {
+            "recall": self.recall_search.hits([(i, s) for (t, i), s in ranked if t == "recall"], query),
+            "archival": chunk_hits(self.archival, [(i, s) for (t, i), s in ranked if t == "archival"], query),
+        }
+        found = {(h.tier, h.id): h for hs in by_tier.values() for h in hs}
+        return [found[key] for key, _ in ranked if key in found]
+
+    def grep(self, pattern: str, *, tier: str = "recall", **kw: Any) -> list[GrepHit]:
+        """Regular-expression search in ``tier``: recall, archival or all."""
+        if tier not in ("recall", "archival", "all"):
+            raise ValidationError(f"unknown tier {tier!r}: use recall, archival or all")
+        out: list[GrepHit] = []
+        if tier in ("recall", "all"):
+            rkw = {k_: v for k_, v in kw.items() if k_ != "source"}
+            out += self.recall.grep(pattern, **rkw)
+        if tier in ("archival", "all"):
+            akw = {k_: v for k_, v in kw.items() if k_ in ("ignore_case", "literal", "limit", "source")}
+            out += self.archival.grep(pattern, **akw)
+        return out
+
+    def forget(
+        self,
+        *,
+        ids: Sequence[int] | None = None,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        reason: str,
+        actor: str = "user",
+    ) -> list[int]:
+        """Delete recall messages (audited) and their vectors; returns the deleted ids."""
+        gone = self.recall.forget(ids=ids, session_id=session_id, agent_id=agent_id, reason=reason, actor=actor)
+        self.recall_search.delete_vectors(gone)
+        return gone
+
+    # --- context ---------------------------------------------------------------------------
+
+    def stats(self, agent_id: str | None = None) -> dict[str, Any]:
+        span = self.recall.time_span(**({"agent_id": agent_id} if agent_id else {}))
+        wm = self.blocks(agent_id or self.agent_id)
+        try:
+            labels = [b.label for b in wm.list()]
+        except Exception:  # working memory is optional for statistics
+            labels = []
+        return {
+            "messages": self.recall.count(**({"agent_id": agent_id} if agent_id else {})),
+            "sessions": len(self.recall.sessions(agent_id=agent_id)),
+            "chunks": self.archival.count(),
+            "sources": len(self.archival.sources()),
+            "pending_embeddings": self.queue.pending(),
+            "first_message_at": span[0].isoformat() if span else None,
+            "last_message_at": span[1].isoformat() if span else None,
+            "blocks": labels,
+        }
+
+    def compile_context(
+        self,
+        *,
+        system_prompt: str = "",
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        budget_tokens: int = 8000,
+    ) -> CompiledContext:
+        """System prompt + rendered blocks + memory statistics + the most recent messages
+        that fit in ``budget_tokens`` (token counts estimated as ceil(chars / 4))."""
+        if budget_tokens < 1:
+            raise ValidationError("budget_tokens must be >= 1")
+        agent = agent_id or self.agent_id
+        st = self.stats(agent)
+        parts = [system_prompt.strip()] if system_prompt.strip() else []
+        rendered = self.blocks(agent).render()
+        if rendered:
+            parts.append(rendered)
+        span = (
+            f", from {st['first_message_at']} to {st['last_message_at']}" if st["first_message_at"] else ""
+        )
+        parts.append(
+            f"<memory_statistics>\n{st['messages']} messages in the recall log{span};"
+            f" {st['chunks']} chunks in archival memory. Search them with the memory tools.\n"
+            "</memory_statistics>"
+        )
+        system = "\n\n".join(parts)
+        used = estimate_tokens(system)
+        filters: dict[str, Any] = {"agent_id": agent}
+        if session_id is not None:
+            filters["session_id"] = session_id
+        total = self.recall.count(**filters)
+        messages: list[dict[str, Any]] = []
+        before: int | None = None
+        done = False
+        while not done:
+            page = self.recall.page(before_id=before, limit=100, **filters)
+            if not page:
+                break
+            for m in sorted(page, key=lambda m: -m.id):
+                cost = (m.tokens or estimate_tokens(m.content)) + 4  # role/framing overhead
+                if used + cost > budget_tokens:
+                    done = True
+                    break
+                used += cost
+                messages.append({"role": m.role, "content": m.content, "id": m.id})
+            before = min(m.id for m in page)
+        messages.reverse()
+        return CompiledContext(system, messages, used, total - len(messages))
+
+    # --- maintenance -----------------------------------------------------------------------
+
+    def pending(self) -> int:
+        return self.queue.pending()
+
+    def embed_pending(self) -> int:
+        """Embed everything queued, now, in this thread; returns the number of items."""
+        return self.queue.drain(batch=max(self.config.embed_batch_size, 256))
+
+    def reindex(self) -> dict[str, int]:
+        """Rebuild both vector collections from SQL."""
+        return {"recall": self.recall_search.reindex(), "archival": self.archival.reindex()}
+
+    def wait_embedded(self, timeout: float = 60.0) -> bool:
+        """Wait until the background thread found the queue empty (or drain it here)."""
+        if self._worker is None:
+            self.embed_pending()
+            return True
+        return self._worker.wait_idle(timeout)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        self.db.close()
+
+    def __enter__(self) -> MemoryManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,212 @@
+"""Semantic and hybrid search over the recall log.
+
+Rules this module keeps:
+
+* Messages are embedded through the same durable queue as archival chunks: the append hook
+  enqueues them inside the append transaction, so an append never waits for the model and a
+  crash never leaves a message that is neither embedded nor queued. Empty messages (tool
+  calls without text) are not embedded.
+* Vector metadata carries exactly the recall filters (agent, session, role, time) so Chroma
+  filters before ranking; results are read back from SQL, so a forgotten message whose
+  vector is still around is never returned.
+* Hybrid ranking is ``memory.search.hybrid_rank``: the same code the archival tier and the
+  retrieval benchmark use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from memory.archival_search import snippet
+from memory.errors import ValidationError
+from memory.recall import RecallLog
+from memory.recall_query import build_filters, check_text, to_us
+from memory.recall_schema import TABLE
+from memory.search import Candidates, FusionConfig, Ranked, check_mode
+from memory.temporal import parse_relative, time_prior
+from memory.types import Message, SearchHit
+from memory.vectors import EmbeddingQueue, Meta, QueueSource, VectorIndex
+
+__all__ = ["TIER", "RecallSearch"]
+
+TIER = "recall"
+
+
+class RecallSearch:
+    """Full-text, vector and hybrid search over a ``RecallLog``."""
+
+    def __init__(
+        self,
+        recall: RecallLog,
+        index: VectorIndex | None,
+        queue: EmbeddingQueue,
+        *,
+        embed: bool = True,
+        fusion: FusionConfig | None = None,
+    ) -> None:
+        self.recall = recall
+        self.index = index if embed else None
+        self.queue = queue
+        self.fusion = fusion or FusionConfig()
+        if self.index is not None:
+            queue.register(TIER, QueueSource(self.index, self._load))
+            recall.add_append_hook(self._on_append)
+        recall.add_forget_hook(self._on_forget)
+
+    def _on_append(self, conn: Connection, messages: list[Message]) -> None:
+        self.queue.enqueue(conn, TIER, [m.id for m in messages if m.content.strip()])
+
+    def _on_forget(self, conn: Connection, ids: list[int]) -> None:
+        self.queue.remove(conn, TIER, ids)
+
+    def _load(self, conn: Connection, ids: list[int]) -> list[tuple[int, str, Meta]]:
+        out: list[tuple[int, str, Meta]] = []
+        for a in range(0, len(ids), 500):
+            marks = ",".join(str(int(i)) for i in ids[a : a + 500])
+            rows = conn.execute(
+                text(
+                    f"SELECT id, content, agent_id, session_id, role, created_us FROM {TABLE}"
+                    f" WHERE id IN ({marks})"
+                )
+            )
+            for r in rows:
+                meta: Meta = {"agent_id": r[2], "session_id": r[3], "role": r[4], "ts": r[5] / 1e6}
+                out.append((int(r[0]), r[1], meta))
+        return out
+
+    def delete_vectors(self, ids: Sequence[int]) -> None:
+        if self.index is not None and ids:
+            self.index.delete(list(ids))
+
+    def pending(self) -> int:
+        return self.queue.pending(TIER) if self.index is not None else 0
+
+    def embed_pending(self, batch: int = 256) -> int:
+        return self.queue.drain(TIER, batch=batch) if self.index is not None else 0
+
+    def reindex(self) -> int:
+        """Rebuild the recall vector collection from the log; returns messages embedded."""
+        if self.index is None:
+            return 0
+        self.index.reset()
+        last = 0
+        while True:
+            with self.recall.db.write() as conn:
+                ids = [
+                    int(r[0])
+                    for r in conn.execute(
+                        text(
+                            f"SELECT id FROM {TABLE} WHERE id > :l AND content <> ''"
+                            " ORDER BY id LIMIT 2000"
+                        ),
+                        {"l": last},
+                    )
+                ]
+                if not ids:
+                    break
+                self.queue.enqueue(conn, TIER, ids)
+            last = ids[-1]
+        return self.embed_pending()
+
+    def candidates(
+        self,
+        query: str,
+        *,
+        mode: str = "hybrid",
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        role: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Candidates:
+        """The full-text and vector candidate generators of one recall search."""
+        check_mode(mode)
+        query = check_text(query, "query")
+        filters: dict[str, Any] = {
+            "agent_id": agent_id, "session_id": session_id, "role": role,
+            "since": since, "until": until,
+        }
+        build_filters(filters)  # validate once, with the recall log's messages
+
+        def text_search(n: int) -> Ranked:
+            return [(h.id, h.score) for h in self.recall.search_text(query, k=n, **filters)]
+
+        index = self.index
+        if index is None or mode == "text" or not query.strip():
+            return Candidates(text_search)
+        qvec = index.embedder.embed([query])[0]
+        where = _where(filters)
+        return Candidates(
+            text_search,
+            lambda n: index.query(qvec, n, where),
+            lambda ids: index.similarities(qvec, ids),
+        )
+
+    def hits(self, ranked: Ranked, query: str) -> list[SearchHit]:
+        """``SearchHit``s for ranked message ids, read back from the log (forgotten ones are dropped)."""
+        msgs = {m.id: m for m in self.recall.get_many([i for i, _ in ranked])}
+        return [
+            SearchHit(
+                id=m.id, tier=TIER, text=m.content, score=score, snippet=snippet(m.content, query),
+                session_id=m.session_id, agent_id=m.agent_id, role=m.role,
+                created_at=m.created_at, metadata=m.metadata,
+            )
+            for i, score in ranked
+            if (m := msgs.get(i)) is not None
+        ]
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: str = "hybrid",
+        offset: int = 0,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        role: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        now: datetime | None = None,
+    ) -> list[SearchHit]:
+        """Ranked messages for ``query``; ``mode`` is hybrid, vector or text.
+
+        In hybrid mode a relative time expression in the query ("a week ago") favours
+        messages from that time, counted back from ``now`` (default: the current time).
+        """
+        if not isinstance(k, int) or k < 1 or not isinstance(offset, int) or offset < 0:
+            raise ValidationError("k must be >= 1 and offset >= 0")
+        cands = self.candidates(
+            query, mode=mode, agent_id=agent_id, session_id=session_id, role=role,
+            since=since, until=until,
+        )
+        cfg = self.fusion
+        target = parse_relative(query, now or datetime.now(UTC)) if mode == "hybrid" else None
+        if target is None or cfg.time_weight <= 0:
+            return self.hits(cands.rank(mode, k=k, offset=offset, config=cfg), query)
+        pool = cands.rank(mode, k=cfg.candidates(k, offset), offset=0, config=cfg)
+        at = {m.id: m.created_at for m in self.recall.get_many([i for i, _ in pool])}
+        rescored = [
+            (i, s + cfg.time_weight * time_prior(at[i], target)) for i, s in pool if i in at
+        ]
+        rescored.sort(key=lambda x: (-x[1], x[0]))
+        return self.hits(rescored[offset : offset + k], query)
+
+
+def _where(filters: dict[str, Any]) -> dict[str, Any] | None:
+    conds: list[dict[str, Any]] = []
+    for key in ("agent_id", "session_id", "role"):
+        if filters.get(key) is not None:
+            conds.append({key: filters[key]})
+    if filters.get("since") is not None:
+        conds.append({"ts": {"$gte": to_us(filters["since"]) / 1e6}})
+    if filters.get("until") is not None:
+        conds.append({"ts": {"$lte": to_us(filters["until"]) / 1e6}})
+    if not conds:
+        return None
+    return conds[0] if len(conds) == 1 else {"$and": conds}

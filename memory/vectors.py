@@ -1,0 +1,422 @@
+"""Vector collections in Chroma and the durable embedding queue that feeds them.
+
+Rules this module keeps:
+
+* SQL is the source of truth; Chroma holds only vectors (plus the few metadata fields its
+  ``where`` filters need) and can be rebuilt from SQL at any time.
+* Chroma always gets our embedding function (or our precomputed vectors): its default
+  embedding function, which downloads a model, never runs. Telemetry is off.
+* Embedding is a durable queue (table ``rlmem_embed_queue``): an item is enqueued in the
+  same transaction that writes it, and dequeued only after its vector is upserted, so a
+  kill -9 at any moment leaves at worst items to embed again (upserts are idempotent).
+  A queue row carries a sequence number so an update made while its old text was being
+  embedded is not dequeued by mistake.
+* Writes to an embedded (``PersistentClient``) Chroma directory are serialised across
+  processes by an advisory file lock, so two processes opening one store never interleave
+  index writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from memory.db import Database, Migration
+from memory.embeddings import Embedder
+from memory.errors import ConfigError, IndexError_
+
+__all__ = [
+    "EmbeddingQueue",
+    "EmbeddingWorker",
+    "QueueSource",
+    "VectorIndex",
+    "make_chroma_client",
+]
+
+log = logging.getLogger(__name__)
+QUEUE_TABLE = "rlmem_embed_queue"
+Meta = dict[str, str | int | float | bool]
+
+
+def _v1_queue(conn: Connection, dialect: str) -> None:
+    conn.execute(
+        text(
+            f"CREATE TABLE {QUEUE_TABLE} ("
+            " tier VARCHAR(32) NOT NULL, item_id BIGINT NOT NULL, seq BIGINT NOT NULL,"
+            " PRIMARY KEY (tier, item_id))"
+        )
+    )
+
+
+MIGRATIONS = [Migration(1, "embedding queue", _v1_queue)]
+
+
+def make_chroma_client(
+    *, path: str | Path | None = None, host: str | None = None, port: int = 8000, ssl: bool = False
+) -> Any:
+    """An embedded ``PersistentClient`` at ``path`` or an ``HttpClient`` for ``host:port``."""
+    import chromadb
+    from chromadb.config import Settings
+
+    settings = Settings(anonymized_telemetry=False, allow_reset=False)
+    try:
+        if host:
+            return chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=settings)
+        if path is None:
+            raise ConfigError("a Chroma client needs a directory (path) or a server (host)")
+        Path(path).mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=settings)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        where = f"server {host}:{port}" if host else f"directory {path}"
+        raise IndexError_(f"cannot open the Chroma {where}: {exc}") from exc
+
+
+class _NoEmbedder:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.dim = 0
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        raise IndexError_("this collection is embedded by rlm-memory: open it through MemoryManager")
+
+
+class _ChromaEF:
+    """Adapter giving Chroma our embedder, so it never falls back to its own model."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self._embedder = embedder
+
+    def __call__(self, input: Sequence[str]) -> list[Any]:
+        import numpy as np
+
+        return [np.asarray(v, dtype=np.float32) for v in self._embedder.embed(list(input))]
+
+    def embed_query(self, input: Sequence[str]) -> list[Any]:
+        return self(input)
+
+    @staticmethod
+    def name() -> str:
+        return "rlmem"
+
+    def is_legacy(self) -> bool:
+        return False
+
+    def default_space(self) -> str:
+        return "cosine"
+
+    def supported_spaces(self) -> list[str]:
+        return ["cosine"]
+
+    def get_config(self) -> dict[str, Any]:
+        return {"embedder": self._embedder.name}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> Any:
+        # Chroma rebuilds the function when it reads a collection's configuration; we always
+        # pass vectors ourselves, so this stand-in only has to exist, and refuses to embed.
+        return _ChromaEF(_NoEmbedder(str(config.get("embedder", "?"))))
+
+    @staticmethod
+    def validate_config(config: dict[str, Any]) -> None:
+        return None
+
+    def validate_config_update(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        return None
+
+
+class VectorIndex:
+    """One Chroma collection of (integer id -> vector, filter metadata)."""
+
+    def __init__(
+        self, client: Any, name: str, embedder: Embedder, *, lock_path: Path | None = None
+    ) -> None:
+        self.client = client
+        self.name = name
+        self.embedder = embedder
+        self.lock_path = lock_path
+        self._collection: Any = None
+        self._mutex = threading.RLock()
+
+    @property
+    def collection(self) -> Any:
+        if self._collection is None:
+            try:
+                self._collection = self.client.get_or_create_collection(
+                    self.name,
+                    embedding_function=_ChromaEF(self.embedder),  # type: ignore[arg-type]
+                    metadata={"hnsw:space": "cosine"},
+                )
+            except Exception as exc:
+                raise IndexError_(f"cannot open Chroma collection {self.name!r}: {exc}") from exc
+        return self._collection
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Serialise index writes in this process and, for an embedded store, across processes."""
+        with self._mutex:
+            if self.lock_path is None:
+                yield
+                return
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.lock_path, "a+") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def upsert(self, ids: Sequence[int], vectors: Sequence[Sequence[float]], metas: Sequence[Meta]) -> None:
+        if not ids:
+            return
+        with self.write_lock():
+            try:
+                self.collection.upsert(
+                    ids=[str(i) for i in ids],
+                    embeddings=[list(v) for v in vectors],
+                    metadatas=[dict(m) if m else {"_": 0} for m in metas],
+                )
+            except Exception as exc:
+                raise IndexError_(
+                    f"cannot write vectors to {self.name!r}: {exc}; if the embedding model "
+                    "changed, rebuild the index with reindex()"
+                ) from exc
+
+    def delete(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        with self.write_lock():
+            try:
+                self.collection.delete(ids=[str(i) for i in ids])
+            except Exception as exc:
+                raise IndexError_(f"cannot delete vectors from {self.name!r}: {exc}") from exc
+
+    def reset(self) -> None:
+        """Drop and recreate the collection (used by ``reindex``)."""
+        with self.write_lock():
+            with contextlib.suppress(Exception):
+                self.client.delete_collection(self.name)
+            self._collection = None
+            _ = self.collection
+
+    def count(self) -> int:
+        try:
+            return int(self.collection.count())
+        except Exception as exc:
+            raise IndexError_(f"cannot count {self.name!r}: {exc}") from exc
+
+    def query(
+        self, vector: Sequence[float], k: int, where: Mapping[str, Any] | None = None
+    ) -> list[tuple[int, float]]:
+        """``(id, cosine similarity)`` of the ``k`` nearest vectors, best first."""
+        if k <= 0:
+            return []
+        try:
+            res = self.collection.query(
+                query_embeddings=[list(vector)],
+                n_results=k,
+                where=dict(where) if where else None,
+                include=["distances"],
+            )
+        except Exception as exc:
+            raise IndexError_(
+                f"vector search in {self.name!r} failed: {exc}; if the embedding model changed, "
+                "rebuild the index with reindex()"
+            ) from exc
+        ids = res["ids"][0] if res["ids"] else []
+        dists = res["distances"][0] if res.get("distances") else [0.0] * len(ids)
+        return [(int(i), 1.0 - float(d)) for i, d in zip(ids, dists, strict=True)]
+
+    def similarities(self, vector: Sequence[float], ids: Sequence[int]) -> dict[int, float]:
+        """Cosine similarity of ``vector`` to each stored id (ids without a vector are absent)."""
+        if not ids:
+            return {}
+        import numpy as np
+
+        try:
+            res = self.collection.get(ids=[str(i) for i in ids], include=["embeddings"])
+        except Exception as exc:
+            raise IndexError_(f"cannot read vectors from {self.name!r}: {exc}") from exc
+        embs = res.get("embeddings")
+        if embs is None or len(res["ids"]) == 0:
+            return {}
+        mat = np.asarray(embs, dtype=np.float32)
+        sims = mat @ np.asarray(vector, dtype=np.float32)
+        return {int(i): float(s) for i, s in zip(res["ids"], sims, strict=True)}
+
+
+@dataclass
+class QueueSource:
+    """How to embed one tier: its index and a loader of ``(id, text, metadata)`` rows."""
+
+    index: VectorIndex
+    load: Callable[[Connection, list[int]], list[tuple[int, str, Meta]]]
+
+
+class EmbeddingQueue:
+    """The durable queue of items (per tier) whose vectors are missing or stale."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.migrate("vectors", MIGRATIONS)
+        self.sources: dict[str, QueueSource] = {}
+        self._listeners: list[Callable[[], None]] = []
+        # One drainer at a time per process, so the worker and embed_pending() never embed
+        # the same rows twice.
+        self._drain_lock = threading.Lock()
+
+    def register(self, tier: str, source: QueueSource) -> None:
+        self.sources[tier] = source
+
+    def on_enqueue(self, fn: Callable[[], None]) -> None:
+        self._listeners.append(fn)
+
+    def enqueue(self, conn: Connection, tier: str, ids: Sequence[int]) -> None:
+        """Mark ``ids`` for embedding inside the caller's transaction."""
+        if not ids:
+            return
+        seq = time.time_ns()
+        conn.execute(
+            text(
+                f"INSERT INTO {QUEUE_TABLE} (tier, item_id, seq) VALUES (:t, :i, :s)"
+                " ON CONFLICT (tier, item_id) DO UPDATE SET seq = excluded.seq"
+            ),
+            [{"t": tier, "i": int(i), "s": seq} for i in ids],
+        )
+        for fn in self._listeners:
+            fn()
+
+    def remove(self, conn: Connection, tier: str, ids: Sequence[int]) -> None:
+        if ids:
+            conn.execute(
+                text(f"DELETE FROM {QUEUE_TABLE} WHERE tier = :t AND item_id = :i"),
+                [{"t": tier, "i": int(i)} for i in ids],
+            )
+
+    def pending(self, tier: str | None = None) -> int:
+        with self.db.read() as conn:
+            if tier is None:
+                return int(conn.execute(text(f"SELECT COUNT(*) FROM {QUEUE_TABLE}")).scalar() or 0)
+            return int(
+                conn.execute(
+                    text(f"SELECT COUNT(*) FROM {QUEUE_TABLE} WHERE tier = :t"), {"t": tier}
+                ).scalar()
+                or 0
+            )
+
+    def pending_ids(self, tier: str, ids: Sequence[int]) -> set[int]:
+        """Which of ``ids`` are still waiting for a vector."""
+        if not ids:
+            return set()
+        out: set[int] = set()
+        with self.db.read() as conn:
+            for i in range(0, len(ids), 500):
+                part = [int(x) for x in ids[i : i + 500]]
+                marks = ",".join(str(x) for x in part)
+                rows = conn.execute(
+                    text(f"SELECT item_id FROM {QUEUE_TABLE} WHERE tier = :t AND item_id IN ({marks})"),
+                    {"t": tier},
+                )
+                out.update(int(r[0]) for r in rows)
+        return out
+
+    def drain_batch(self, tier: str, batch: int) -> int:
+        """Embed and upsert up to ``batch`` queued items of ``tier``; returns how many."""
+        with self._drain_lock:
+            return self._drain_batch(tier, batch)
+
+    def _drain_batch(self, tier: str, batch: int) -> int:
+        src = self.sources[tier]
+        with self.db.read() as conn:
+            rows = conn.execute(
+                text(
+                    f"SELECT item_id, seq FROM {QUEUE_TABLE} WHERE tier = :t"
+                    " ORDER BY item_id LIMIT :n"
+                ),
+                {"t": tier, "n": batch},
+            ).all()
+            if not rows:
+                return 0
+            seqs = {int(r[0]): int(r[1]) for r in rows}
+            items = src.load(conn, list(seqs))
+        if items:
+            vecs = src.index.embedder.embed([t for _, t, _ in items])
+            src.index.upsert([i for i, _, _ in items], vecs, [m for _, _, m in items])
+        with self.db.write() as conn:
+            conn.execute(
+                text(f"DELETE FROM {QUEUE_TABLE} WHERE tier = :t AND item_id = :i AND seq = :s"),
+                [{"t": tier, "i": i, "s": s} for i, s in seqs.items()],
+            )
+        return len(rows)
+
+    def drain(self, tier: str | None = None, *, batch: int = 256, stop: threading.Event | None = None) -> int:
+        """Embed everything queued (for one tier or all); returns the number of items."""
+        total = 0
+        for t in [tier] if tier else list(self.sources):
+            if t not in self.sources:
+                continue
+            while not (stop is not None and stop.is_set()):
+                n = self.drain_batch(t, batch)
+                total += n
+                if n == 0:
+                    break
+        return total
+
+
+class EmbeddingWorker:
+    """A daemon thread that drains the queue in the background.
+
+    It wakes when this process enqueues something and polls every ``poll_s`` for items that
+    other processes enqueued. Failures are logged and retried with back-off; the queue keeps
+    the items meanwhile.
+    """
+
+    def __init__(self, queue: EmbeddingQueue, *, batch: int = 256, poll_s: float = 2.0) -> None:
+        self.queue = queue
+        self.batch = batch
+        self.poll_s = poll_s
+        self.last_error: BaseException | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rlmem-embed", daemon=True)
+        queue.on_enqueue(self._wake.set)
+        self._thread.start()
+
+    def _run(self) -> None:
+        delay = self.poll_s
+        while not self._stop.is_set():
+            self._idle.clear()
+            try:
+                self.queue.drain(batch=self.batch, stop=self._stop)
+                self.last_error = None
+                delay = self.poll_s
+            except Exception as exc:  # keep the thread alive: the items stay queued
+                self.last_error = exc
+                log.warning("background embedding failed, will retry: %s", exc)
+                delay = min(delay * 2, 60.0)
+            self._idle.set()
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until the queue was found empty once after this call (for tests and tools)."""
+        self._idle.clear()
+        self._wake.set()
+        return self._idle.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)

@@ -1,0 +1,1 @@
+"""Reliability and security tests: crash safety, concurrency, hostile input, hostile code, HTTP abuse."""

@@ -1,0 +1,245 @@
+"""Archival tier: chunks in SQLite, vectors in real Chroma (embedded here; a server in
+test_chroma_server.py, which reruns these tests through HttpClient)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memory.archival import ArchivalStore
+from memory.db import Database
+from memory.embeddings import HashEmbedder
+from memory.errors import NotFoundError, QueryError, ValidationError
+from memory.vectors import EmbeddingQueue, VectorIndex, make_chroma_client
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def chroma_factory(tmp_path: Path) -> Callable[[], Any]:
+    """A function returning the Chroma client the store under test uses."""
+    clients: dict[str, Any] = {}
+
+    def make() -> Any:
+        if "c" not in clients:
+            clients["c"] = make_chroma_client(path=tmp_path / "chroma")
+        return clients["c"]
+
+    return make
+
+
+@pytest.fixture()
+def store(tmp_path: Path, chroma_factory: Callable[[], Any]) -> Iterator[ArchivalStore]:
+    db = Database.open(tmp_path / "memory.db")
+    name = f"arch_{os.getpid()}_{time.monotonic_ns()}"
+    idx = VectorIndex(chroma_factory(), name, HashEmbedder(64), lock_path=tmp_path / "lock")
+    yield ArchivalStore(db, idx, EmbeddingQueue(db))
+    db.close()
+
+
+def test_insert_get_count_and_vectors_after_drain(store: ArchivalStore) -> None:
+    a = store.insert("the cat sat on the mat", tags=["pets"], metadata={"lang": "en"}, source="doc.md", position=0)
+    b = store.insert("quarks and gluons", tags=("physics",))
+    assert (a, b) == (1, 2)
+    c = store.get(a)
+    assert (c.text, c.tags, c.metadata, c.source, c.position) == ("the cat sat on the mat", ("pets",), {"lang": "en"}, "doc.md", 0)
+    assert store.count() == 2 and store.pending() == 2
+    assert store.embed_pending() == 2 and store.pending() == 0
+    assert store.index is not None and store.index.count() == 2
+    assert store.sources() == [("doc.md", 1)]
+
+
+def test_pending_chunks_are_found_by_text_and_hybrid(store: ArchivalStore) -> None:
+    store.insert("zebra crossing at the station")
+    assert store.pending() == 1
+    assert [h.id for h in store.search("zebra", mode="text")] == [1]
+    assert [h.id for h in store.search("zebra", mode="hybrid")] == [1]
+    assert store.search("zebra", mode="vector") == []
+    store.embed_pending()
+    assert [h.id for h in store.search("zebra", mode="vector")] == [1]
+
+
+def test_search_modes_filters_and_pagination(store: ArchivalStore) -> None:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    items: list[str | dict[str, Any]] = [
+        {"text": f"note {i} about apples and pears" + " really" * i, "tags": ["fruit"] + (["red"] if i % 2 else []),
+         "metadata": {"n": i, "kind": "odd" if i % 2 else "even"}, "created_at": t0 + timedelta(days=i)}
+        for i in range(10)
+    ]
+    items.append({"text": "engine oil and gearbox", "tags": ["car"]})
+    ids = store.insert_many(items)
+    store.embed_pending()
+    for mode in ("text", "vector", "hybrid"):
+        hits = store.search("apples pears", k=5, mode=mode)
+        assert len({round(h.score, 9) for h in hits}) == 5, mode
+        assert len(hits) == 5 and all(h.tier == "archival" and "apples" in h.text for h in hits)
+        page2 = store.search("apples pears", k=5, offset=5, mode=mode)
+        assert not {h.id for h in hits} & {h.id for h in page2}
+        assert {h.id for h in store.search("apples", k=20, mode=mode, tags=["red"])} == {ids[i] for i in (1, 3, 5, 7, 9)}
+        assert {h.id for h in store.search("apples", k=20, mode=mode, tags=["red", "car"], tags_mode="any")} <= set(ids)
+        assert store.search("apples", k=20, mode=mode, tags=["red", "car"], tags_mode="all") == []
+        assert {h.id for h in store.search("apples", k=20, mode=mode, metadata={"kind": "even"})} == {ids[i] for i in (0, 2, 4, 6, 8)}
+        assert {h.id for h in store.search("apples", k=20, mode=mode, metadata={"n": 3})} == {ids[3]}
+        ranged = store.search("apples", k=20, mode=mode, since=t0 + timedelta(days=2), until=t0 + timedelta(days=4))
+        assert {h.id for h in ranged} == {ids[2], ids[3], ids[4]}
+
+
+def test_update_and_delete(store: ArchivalStore) -> None:
+    i = store.insert("old text about rivers", tags=["a"])
+    store.embed_pending()
+    c = store.update(i, text="new text about mountains", tags=["b"], metadata={"v": 2})
+    assert (c.text, c.tags, c.metadata) == ("new text about mountains", ("b",), {"v": 2})
+    assert store.search("rivers", mode="text") == []
+    assert store.pending() == 1
+    store.embed_pending()
+    assert [h.id for h in store.search("mountains", mode="vector", tags=["b"])] == [i]
+    store.delete(i)
+    assert store.count() == 0 and store.search("mountains") == []
+    with pytest.raises(NotFoundError):
+        store.get(i)
+    with pytest.raises(NotFoundError):
+        store.delete(i)
+    with pytest.raises(NotFoundError):
+        store.update(999, text="x")
+
+
+def test_bad_input_is_refused_and_changes_nothing(store: ArchivalStore) -> None:
+    store.insert("keep me")
+    for bad in (b"bytes", "", "   ", "\ud800", "nul\x00"):
+        with pytest.raises(ValidationError):
+            store.insert(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        store.insert_many(["fine", {"text": "x", "bogus": 1}])
+    with pytest.raises(ValidationError):
+        store.insert("x", metadata={"f": object()})
+    with pytest.raises(ValidationError):
+        store.search("x", mode="fuzzy")
+    with pytest.raises(ValidationError):
+        store.search("x", metadata={"bad key!": 1})
+    with pytest.raises(QueryError):
+        store.grep("(unclosed")
+    assert store.count() == 1
+    # Operator characters are plain words for full text search.
+    assert store.search('AND OR NOT * "( ) ^ -x: NEAR', mode="hybrid") == []
+    store.embed_pending()
+    assert isinstance(store.search("\"keep\" me*", mode="hybrid"), list)
+
+
+def test_grep(store: ArchivalStore) -> None:
+    store.insert("Error 42 in module", source="a.log")
+    store.insert("all fine here", source="b.log")
+    hits = store.grep(r"error \d+", ignore_case=True)
+    assert [(h.id, h.match, h.source) for h in hits] == [(1, "Error 42", "a.log")]
+    assert store.grep("fine", source="a.log") == []
+    assert [h.id for h in store.grep("a.l", literal=True)] == []
+
+
+def test_ingest_files_chunks_dedupes_and_skips(store: ArchivalStore, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    long_md = "\n\n".join(f"Paragraph {i}. " + "word " * 60 for i in range(12))
+    (docs / "guide.md").write_text("# Guide\n\n" + long_md)
+    (docs / "sub" / "code.py").write_text("def f(x):\n    return x * 2\n")
+    (docs / "data.json").write_text(json.dumps({"k": "value"}))
+    (docs / "copy.txt").write_text("def f(x):\n    return x * 2\n")  # same chunk as code.py
+    (docs / "blob.bin").write_bytes(b"\x00\x01binary")
+    (docs / "image.txt").write_bytes(b"\x89PNG\x00\x00")
+    (docs / ".hidden.md").write_text("secret")
+    s = store.ingest(docs, chunk_tokens=64, overlap=8, progress=False)
+    assert (s.files, s.skipped, s.duplicates) == (4, 2, 1)
+    assert s.chunks == store.count() > 5 and s.seconds > 0
+    assert store.pending() == 0  # ingest embeds as it goes
+    again = store.ingest([docs], chunk_tokens=64, overlap=8, progress=False)
+    assert again.chunks == 0 and again.duplicates == s.chunks + 1
+    md = [c for c in store.iter_chunks() if c.source and c.source.endswith("guide.md")]
+    assert [c.position for c in md] == list(range(len(md)))
+    assert all(len(c.text.split()) <= 80 for c in md)
+    with pytest.raises(ValidationError):
+        store.ingest(tmp_path / "missing", progress=False)
+
+
+def test_reindex_rebuilds_vectors_from_sql(store: ArchivalStore) -> None:
+    store.insert_many([f"chunk number {i}" for i in range(30)])
+    store.embed_pending()
+    assert store.index is not None
+    store.index.reset()
+    assert store.index.count() == 0
+    assert store.reindex() == 30
+    assert store.index.count() == 30 and store.pending() == 0
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from memory.archival import ArchivalStore
+    from memory.db import Database
+    from memory.embeddings import HashEmbedder
+    from memory.vectors import EmbeddingQueue, VectorIndex, make_chroma_client
+
+    class SlowEmbedder(HashEmbedder):
+        def embed(self, texts):
+            time.sleep(0.05)
+            return super().embed(texts)
+
+    d = Path(sys.argv[1])
+    db = Database.open(d / "memory.db")
+    idx = VectorIndex(make_chroma_client(path=d / "chroma"), "arch", SlowEmbedder(64), lock_path=d / "lock")
+    store = ArchivalStore(db, idx, EmbeddingQueue(db), embed_batch=8)
+    i = 0
+    while True:
+        ids = store.insert_many([f"document {i + j} about topic {(i + j) % 7}" for j in range(8)])
+        print(ids[-1], flush=True)  # acknowledged
+        store.embed_pending(batch=8)
+        i += 8
+    """
+)
+
+
+def test_kill_9_during_ingestion_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ANONYMIZED_TELEMETRY": "False"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(tmp_path)], stdout=subprocess.PIPE, env=env, text=True
+    )
+    acked = 0
+    assert proc.stdout is not None
+    try:
+        deadline = time.monotonic() + 60
+        while acked < 120 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            acked = int(line)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert acked >= 120
+    db = Database.open(tmp_path / "memory.db")
+    assert db.integrity_check() == "ok"
+    idx = VectorIndex(make_chroma_client(path=tmp_path / "chroma"), "arch", HashEmbedder(64), lock_path=tmp_path / "lock")
+    store = ArchivalStore(db, idx, EmbeddingQueue(db))
+    assert store.count() >= acked
+    assert {c.id for c in store.iter_chunks()} >= set(range(1, acked + 1))
+    store.embed_pending()
+    assert store.pending() == 0 and idx.count() == store.count()
+    hits = store.search("document 5 about topic 5", k=3, mode="vector")
+    assert hits and hits[0].id == 6
+    db.close()
+
+
+def test_words_in_half_the_chunks_or_more_do_not_slow_full_text(store: ArchivalStore) -> None:
+    store.insert_many([f"the common word number {i}" for i in range(10)] + ["the common word and a rare one"])
+    hits = store.search("common rare", mode="text")
+    assert [h.id for h in hits] == [11]  # 'common' (IDF 0) is dropped from the match
+    assert len(store.search("common word", mode="text", k=20)) == 11  # all common: keep the rarest

@@ -1,0 +1,172 @@
+"""The HTTP API through a real client: httpx against the real server on a free loopback port.
+
+Real stores (SQLite + embedded Chroma in a temporary directory) with the deterministic
+``HashEmbedder``; the root model of ``/ask`` is a ``ScriptedLM``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agents.http import ServerThread, create_app
+from memory.embeddings import HashEmbedder
+from memory.errors import ConfigError
+from memory.manager import MemoryManager
+from rlm_core.lm import ScriptedLM
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture()
+def mem(tmp_path: Path) -> Iterator[MemoryManager]:
+    m = MemoryManager.open(tmp_path / "store", embedder=HashEmbedder())
+    m.recall.append("My favourite colour is teal.", role="user", session_id="s1")
+    m.recall.append("Noted, teal it is.", role="assistant", session_id="s1")
+    m.recall.append("Agent two likes amber.", role="user", agent_id="two", session_id="t1")
+    m.archival.insert("The deploy key rotates every 90 days.", tags=("ops",))
+    m.blocks("default").create("human", "Name: Ada", limit=100)
+    m.blocks("default").create("rules", "Be kind.", read_only=True)
+    yield m
+    m.close()
+
+
+@pytest.fixture()
+def root() -> ScriptedLM:
+    return ScriptedLM(default="FINAL(teal)")
+
+
+@pytest.fixture()
+def api(mem: MemoryManager, root: ScriptedLM) -> Iterator[httpx.Client]:
+    with ServerThread(mem, token=TOKEN, root=root, max_body_bytes=20_000) as server, httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60, trust_env=False
+    ) as client:
+        yield client
+
+
+def err(resp: httpx.Response, status: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}
+    return body["error"]  # type: ignore[no-any-return]
+
+
+def test_health_and_openapi(api: httpx.Client) -> None:
+    assert httpx.get(str(api.base_url).rstrip("/") + "/health", trust_env=False).json()["status"] == "ok"  # no token needed
+    doc = api.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    assert {"/search", "/grep", "/messages/{message_id}", "/messages", "/sessions", "/archival",
+            "/blocks/{label}", "/blocks/{label}/append", "/ask", "/tools/{name}"} <= set(doc["paths"])
+    search = doc["paths"]["/search"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert search["required"] == ["query"] and search["properties"]["mode"]["enum"] == ["hybrid", "text", "vector"]
+    peek = doc["paths"]["/messages/{message_id}"]["get"]["parameters"]
+    assert {(p["name"], p["in"]) for p in peek} >= {("message_id", "path"), ("before", "query")}
+    assert doc["security"] == [{"bearer": []}]
+
+
+def test_search_grep_peek_sessions(api: httpx.Client) -> None:
+    hits = api.post("/search", json={"query": "favourite colour", "k": 5}).json()["results"]
+    assert hits[0]["text"] == "My favourite colour is teal."
+    only = api.post("/search", json={"query": "deploy key", "tier": "archival", "mode": "text"}).json()["results"]
+    assert [h["tier"] for h in only] == ["archival"]
+    assert len(api.post("/grep", json={"pattern": "likes amber"}).json()["matches"]) == 1  # store-wide
+    scoped = api.post("/grep", json={"pattern": "likes amber"}, headers={"X-Agent-Id": "default"})
+    assert scoped.json()["matches"] == []
+    peek = api.get("/messages/1", params={"before": 0, "after": 1}).json()["messages"]
+    assert [m["id"] for m in peek] == [1, 2]
+    sessions = api.get("/sessions").json()["sessions"]
+    assert [s["session_id"] for s in sessions] == ["s1"]
+
+
+def test_append_message_and_archival_insert(api: httpx.Client, mem: MemoryManager) -> None:
+    r = api.post("/messages", json={"content": "Remember the milk.", "role": "user", "session_id": "s9",
+                                    "metadata": {"via": "http"}})
+    assert r.status_code == 201
+    msg = mem.recall.get(r.json()["id"])
+    assert (msg.content, msg.session_id, msg.metadata) == ("Remember the milk.", "s9", {"via": "http"})
+    r = api.post("/archival", json={"text": "Wifi password is on the fridge.", "tags": ["home"], "source": "note"})
+    assert r.status_code == 201 and mem.archival.get(r.json()["id"]).source == "note"
+
+
+def test_block_read_and_edits(api: httpx.Client, mem: MemoryManager) -> None:
+    assert [b["label"] for b in api.get("/blocks").json()["blocks"]] == ["human", "rules"]
+    assert api.get("/blocks/human").json()["value"] == "Name: Ada"
+    assert api.post("/blocks/human/append", json={"text": "Likes teal"}).json()["value"] == "Name: Ada\nLikes teal"
+    assert api.post("/blocks/human/replace", json={"old": "teal", "new": "amber"}).json()["value"].endswith("amber")
+    assert api.post("/blocks/human/insert", json={"text": "#1", "line": 0}).json()["value"].startswith("#1\n")
+    assert api.post("/blocks/human/rethink", json={"new_value": "Name: Ada"}).json()["value"] == "Name: Ada"
+    created = api.put("/blocks/project", json={"value": "rlm-memory", "limit": 50, "description": "current work"})
+    assert created.json()["limit"] == 50
+    assert api.put("/blocks/project", json={"value": "v2"}).json()["value"] == "v2"
+    assert mem.blocks("default").get("project").value == "v2"
+    other = api.put("/blocks/human", json={"value": "Bob"}, headers={"X-Agent-Id": "two"})
+    assert other.status_code == 200 and mem.blocks("two").get("human").value == "Bob"
+    assert err(api.post("/blocks/human/append", json={"text": "x" * 200}), 409)["type"] == "block_edit_refused"
+    assert "read-only" in err(api.post("/blocks/rules/rethink", json={"new_value": "x"}), 409)["message"]
+    assert "existing blocks" in err(api.get("/blocks/nope"), 404)["message"]
+    assert mem.blocks("default").get("human").value == "Name: Ada"
+
+
+def test_ask_and_tools_endpoint(api: httpx.Client, root: ScriptedLM) -> None:
+    assert api.post("/ask", json={"question": "What colour do I like?"}).json()["answer"] == "teal"
+    assert "What colour do I like?" in root.requests[0].prompt
+    names = [t["name"] for t in api.get("/tools").json()["tools"]]
+    assert "memory_search" in names and "deep_recall" in names
+    out = api.post("/tools/memory_search", json={"arguments": {"query": "teal", "k": 1}}).json()
+    assert out["tool"] == "memory_search" and len(out["result"]["results"]) == 1
+    assert "available tools" in err(api.post("/tools/nope", json={}), 400)["message"]
+    assert "valid arguments" in err(api.post("/tools/memory_search", json={"arguments": {"x": 1}}), 400)["message"]
+    assert "send" in err(api.post("/tools/memory_search", json={"query": "teal"}), 400)["message"]
+
+
+def test_errors_are_json_with_the_right_status(api: httpx.Client) -> None:
+    assert err(api.post("/search", content=b"{not json"), 400)["type"] == "invalid_request"
+    assert "JSON object" in err(api.post("/search", json=[1, 2]), 400)["message"]
+    assert "missing required argument 'query'" in err(api.post("/search", json={}), 400)["message"]
+    assert "must be an integer" in err(api.get("/messages/abc"), 400)["message"]
+    assert err(api.get("/messages/999"), 404)["type"] == "not_found"
+    assert err(api.post("/grep", json={"pattern": "("}), 400)["message"].startswith("invalid regular expression")
+    assert err(api.get("/no/such/route"), 404)["type"] == "not_found"
+    assert err(api.delete("/blocks/human"), 405)["type"] == "method_not_allowed"
+    big = {"text": "x" * 30_000}
+    assert err(api.post("/archival", json=big), 413)["type"] == "payload_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while streaming
+        yield b'{"text": "'
+        for _ in range(40):
+            yield b"y" * 1000
+        yield b'"}'
+
+    assert err(api.post("/archival", content=chunks()), 413)["type"] == "payload_too_large"
+
+
+def test_auth(api: httpx.Client) -> None:
+    url = str(api.base_url)
+    with httpx.Client(base_url=url, trust_env=False) as anon:
+        e = err(anon.post("/search", json={"query": "teal"}), 401)
+        assert "Bearer" in e["message"]
+        assert err(anon.get("/openapi.json"), 401)["type"] == "unauthorized"
+        wrong = anon.post("/search", json={"query": "teal"}, headers={"Authorization": "Bearer nope"})
+        assert err(wrong, 403)["type"] == "forbidden"
+
+
+def test_internal_errors_do_not_leak(mem: MemoryManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*a: Any, **k: Any) -> Any:
+        raise RuntimeError("password=hunter2 in /secret/path")
+
+    monkeypatch.setattr(mem, "stats", boom)
+    with ServerThread(mem) as server, httpx.Client(base_url=server.url, trust_env=False) as client:
+        e = err(client.get("/stats"), 500)
+        assert "hunter2" not in e["message"] and "/secret" not in e["message"]
+        assert err(client.post("/ask", json={"question": "q"}), 503)["type"] == "not_configured"
+        assert client.get("/sessions").status_code == 200  # no token configured: open on loopback
+
+
+def test_binding_elsewhere_needs_a_token(mem: MemoryManager) -> None:
+    with pytest.raises(ConfigError, match="without a token"):
+        ServerThread(mem, host="0.0.0.0")
+    create_app(mem)  # the app alone binds nothing

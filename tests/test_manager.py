@@ -1,0 +1,212 @@
+"""MemoryManager and its configuration: one directory, three tiers, semantic recall search."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from memory.config import MemoryConfig
+from memory.embeddings import HashEmbedder
+from memory.errors import ConfigError, ValidationError
+from memory.manager import MemoryManager
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def open_mem(path: Path, **kw: object) -> MemoryManager:
+    kw.setdefault("background_embed", False)
+    return MemoryManager.open(path, embedder=HashEmbedder(64), **kw)  # type: ignore[arg-type]
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def test_config_precedence_arguments_env_toml(tmp_path: Path) -> None:
+    (tmp_path / "rlmem.toml").write_text("embed_threads = 3\nembed_batch_size = 16\n[memory]\nembed_recall = false\n")
+    cfg = MemoryConfig.load(tmp_path, env={})
+    assert (cfg.embed_threads, cfg.embed_batch_size, cfg.embed_recall, cfg.dir) == (3, 16, False, tmp_path)
+    env = {"RLMEM_EMBED_THREADS": "2", "RLMEM_EMBED_RECALL": "yes", "RLMEM_CHROMA_PORT": "9000"}
+    cfg = MemoryConfig.load(tmp_path, env=env)
+    assert (cfg.embed_threads, cfg.embed_recall, cfg.chroma_port, cfg.embed_batch_size) == (2, True, 9000, 16)
+    cfg = MemoryConfig.load(tmp_path, env=env, embed_threads=4)
+    assert cfg.embed_threads == 4
+    assert MemoryConfig.load(env={"RLMEM_DIR": str(tmp_path)}).dir == tmp_path
+    assert MemoryConfig.load(cfg, embed_device="cuda").embed_threads == 4
+
+
+def test_config_errors_name_their_origin(tmp_path: Path) -> None:
+    (tmp_path / "rlmem.toml").write_text("embed_threads = 2\nbad line here\n")
+    with pytest.raises(ConfigError, match=r"rlmem\.toml, line 2"):
+        MemoryConfig.load(tmp_path, env={})
+    (tmp_path / "rlmem.toml").write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="unknown option 'colour'"):
+        MemoryConfig.load(tmp_path, env={})
+    (tmp_path / "rlmem.toml").unlink()
+    with pytest.raises(ConfigError, match="RLMEM_EMBED_THREADS"):
+        MemoryConfig.load(tmp_path, env={"RLMEM_EMBED_THREADS": "many"})
+    with pytest.raises(ConfigError, match="text_weight"):
+        MemoryConfig.load(tmp_path, env={}, text_weight=2.0)
+    with pytest.raises(ConfigError, match="unknown configuration option"):
+        MemoryConfig.load(tmp_path, env={}, colour="blue")
+
+
+# --- the manager ---------------------------------------------------------------------------
+
+
+def test_one_directory_holds_all_tiers(tmp_path: Path) -> None:
+    with open_mem(tmp_path / "m") as mem:
+        mem.working.create("persona", "I am a helpful assistant")
+        mem.recall.append("hello there", session_id="s1")
+        mem.archival.insert("a fact about otters")
+        mem.embed_pending()
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["chroma", "memory.db"]
+    with open_mem(tmp_path / "m") as mem:
+        assert mem.working.get("persona").value == "I am a helpful assistant"
+        assert mem.recall.count() == 1 and mem.archival.count() == 1 and mem.pending() == 0
+
+
+def test_semantic_recall_search_with_filters(tmp_path: Path) -> None:
+    t0 = datetime(2024, 5, 1, tzinfo=UTC)
+    with open_mem(tmp_path / "m") as mem:
+        mem.recall.append_many(
+            [
+                {"content": "my sister adopted a grey kitten", "session_id": "a", "created_at": t0},
+                {"content": "the kitten chases laser dots", "session_id": "a", "role": "assistant", "created_at": t0},
+                {"content": "we booked flights to lisbon", "session_id": "b", "created_at": t0 + timedelta(days=3)},
+                {"content": "", "session_id": "b", "role": "tool", "tool_name": "noop", "created_at": t0 + timedelta(days=3)},
+            ]
+        )
+        assert mem.pending() == 3  # the empty tool message is not embedded
+        assert mem.search_recall("kitten", mode="vector") == []  # not embedded yet
+        assert {h.id for h in mem.search_recall("kitten", mode="text")} == {1, 2}
+        mem.embed_pending()
+        for mode in ("vector", "hybrid", "text"):
+            hits = mem.search_recall("kitten", mode=mode)
+            assert {h.id for h in hits[:2]} == {1, 2} and hits[0].tier == "recall"
+            assert [h.id for h in mem.search_recall("kitten", mode=mode, role="assistant")] == [2]
+            assert 3 not in [h.id for h in mem.search_recall("flights lisbon kitten", mode=mode, session_id="a")]
+            late = mem.search_recall("flights lisbon kitten", mode=mode, since=t0 + timedelta(days=1))
+            assert [h.id for h in late] == [3]
+        hit = mem.search_recall("lisbon flights", k=1)[0]
+        assert (hit.session_id, hit.role, hit.created_at) == ("b", "user", t0 + timedelta(days=3))
+
+
+def test_cross_tier_search_grep_and_forget(tmp_path: Path) -> None:
+    with open_mem(tmp_path / "m") as mem:
+        mem.recall.append("the deployment failed on tuesday", session_id="s")
+        mem.recall.append("unrelated chatter about lunch", session_id="s")
+        mem.archival.insert("deployment runbook: roll back first", tags=["ops"])
+        mem.embed_pending()
+        hits = mem.search("deployment", k=5)
+        assert {h.tier for h in hits[:2]} == {"recall", "archival"}
+        assert {h.tier for h in mem.search("deployment", tiers=("archival",), tags=["ops"])} == {"archival"}
+        assert [h.tier for h in mem.grep("deploy", tier="all")] == ["recall", "archival"]
+        with pytest.raises(ValidationError):
+            mem.search("x", tiers=("nowhere",))
+        with pytest.raises(ValidationError):
+            mem.search("x", colour="red")
+        gone = mem.forget(ids=[1], reason="test")
+        assert gone == [1]
+        assert mem.recall_search.index is not None and mem.recall_search.index.count() == 1
+        assert all(h.id != 1 for h in mem.search_recall("deployment tuesday", mode="vector"))
+
+
+def test_embed_recall_off(tmp_path: Path) -> None:
+    with open_mem(tmp_path / "m", embed_recall=False) as mem:
+        mem.recall.append("nothing to embed here")
+        assert mem.pending() == 0
+        assert [h.id for h in mem.search_recall("embed", mode="hybrid")] == [1]
+        assert mem.search_recall("embed", mode="vector") == []
+
+
+def test_background_embedding_and_pending_embedded_on_next_open(tmp_path: Path) -> None:
+    with open_mem(tmp_path / "m") as mem:
+        mem.recall.append_many([{"content": f"message number {i}"} for i in range(20)])
+        assert mem.pending() == 20
+    with open_mem(tmp_path / "m", background_embed=True) as mem:
+        assert mem.wait_embedded(30)
+        assert mem.pending() == 0
+        mem.recall.append("one more message")  # the append does not wait for the worker
+        assert mem.wait_embedded(30) and mem.pending() == 0
+        assert mem.recall_search.index is not None and mem.recall_search.index.count() == 21
+
+
+def test_compile_context_budget_and_stats(tmp_path: Path) -> None:
+    with open_mem(tmp_path / "m") as mem:
+        mem.working.create("human", "Name: Ada")
+        for i in range(50):
+            mem.recall.append(f"message {i} " + "x" * 200, session_id="s", role="user" if i % 2 else "assistant")
+        mem.archival.insert("a chunk")
+        st = mem.stats()
+        assert (st["messages"], st["sessions"], st["chunks"], st["blocks"]) == (50, 1, 1, ["human"])
+        ctx = mem.compile_context(system_prompt="You are kind.", budget_tokens=1000)
+        assert ctx.system.startswith("You are kind.") and "Name: Ada" in ctx.system
+        assert "50 messages" in ctx.system and "1 chunks" in ctx.system
+        assert ctx.tokens <= 1000 and 0 < len(ctx.messages) < 50 and ctx.dropped == 50 - len(ctx.messages)
+        assert ctx.messages[-1]["content"].startswith("message 49")
+        ids = [m["id"] for m in ctx.messages]
+        assert ids == sorted(ids)
+        with pytest.raises(ValidationError):
+            mem.compile_context(budget_tokens=0)
+
+
+def test_reindex_rebuilds_both_collections(tmp_path: Path) -> None:
+    with open_mem(tmp_path / "m") as mem:
+        mem.recall.append_many([{"content": f"m {i}"} for i in range(5)])
+        mem.archival.insert_many([f"c {i}" for i in range(3)])
+        mem.embed_pending()
+        assert mem.reindex() == {"recall": 5, "archival": 3}
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from memory.embeddings import HashEmbedder
+    from memory.manager import MemoryManager
+    with MemoryManager.open(sys.argv[1], embedder=HashEmbedder(64), background_embed=False) as mem:
+        for i in range(40):
+            mem.recall.append(f"{sys.argv[2]} says hello {i}", session_id=sys.argv[2])
+            mem.archival.insert(f"{sys.argv[2]} chunk {i}")
+            if i % 10 == 9:
+                mem.embed_pending()
+        mem.embed_pending()
+    """
+)
+
+
+def test_two_processes_share_one_directory(tmp_path: Path) -> None:
+    store = tmp_path / "shared"
+    open_mem(store).close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(store), name], env=env, stderr=subprocess.PIPE)
+        for name in ("alpha", "beta")
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err.decode()[-2000:]
+    with open_mem(store) as mem:
+        assert mem.db.integrity_check() == "ok"
+        assert mem.recall.count() == 80 and mem.archival.count() == 80 and mem.pending() == 0
+        assert mem.recall_search.index is not None and mem.archival.index is not None
+        assert mem.recall_search.index.count() == 80 and mem.archival.index.count() == 80
+        assert {h.session_id for h in mem.search_recall("beta", k=5, mode="text")} == {"beta"}
+        assert len(mem.search_recall("beta says hello", k=50, mode="vector")) == 50
+
+
+@pytest.mark.postgres
+def test_postgres_database_url(pg_url: str, tmp_path: Path) -> None:
+    with open_mem(tmp_path / "m", database_url=pg_url) as mem:
+        mem.recall.append("postgres stores the recall log", session_id="p")
+        mem.archival.insert("postgres chunk about full text", tags=["db"], metadata={"v": 1})
+        mem.embed_pending()
+        assert not (tmp_path / "m" / "memory.db").exists()
+        for mode in ("text", "vector", "hybrid"):
+            assert sorted(h.tier for h in mem.search("postgres", k=5, mode=mode)) == ["archival", "recall"]
+            assert [h.id for h in mem.search_archival("full text", mode=mode, tags=["db"], metadata={"v": 1})] == [1]

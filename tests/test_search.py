@@ -1,0 +1,135 @@
+"""Hybrid ranking: fusion rules on hand-made lists, and retrieval quality with the real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_embeddings import minilm  # noqa: F401 - the session-scoped real model
+
+from memory.embeddings import SentenceTransformerEmbedder
+from memory.errors import ValidationError
+from memory.manager import MemoryManager
+from memory.search import FusionConfig, check_mode, hybrid_rank, rrf
+
+
+def test_rrf() -> None:
+    fused = rrf([[(1, 9.0), (2, 5.0)], [(2, 0.9), (3, 0.8)]], k=60)
+    assert [i for i, _ in fused] == [2, 1, 3]
+
+
+def _rank(text: list[tuple[int, float]], cos: dict[int, float], k: int = 10, **cfg: object) -> list[int]:
+    vec = sorted(cos.items(), key=lambda x: -x[1])
+    out = hybrid_rank(
+        k=k, offset=0, text_search=lambda n: text[:n], vector_search=lambda n: vec[:n],
+        similarities=lambda ids: {i: cos[i] for i in ids if i in cos}, config=FusionConfig(**cfg),  # type: ignore[arg-type]
+    )
+    return [i for i, _ in out]
+
+
+def test_hybrid_uses_both_scores_of_every_candidate() -> None:
+    # 1 is best by text, 2 best by vector; 3 is second on both and wins the fusion.
+    text = [(1, 10.0), (3, 8.0), (2, 1.0), (4, 0.5)]
+    cos = {1: 0.1, 2: 0.9, 3: 0.85, 4: 0.05, 5: 0.0}
+    assert _rank(text, cos)[0] == 3
+    for norm in ("zscore", "max"):
+        ranked = _rank(text, cos, norm=norm)
+        assert set(ranked) == {1, 2, 3, 4, 5} and ranked[0] == 3
+    assert set(_rank(text, cos, method="rrf")) == {1, 2, 3, 4, 5}
+
+
+def test_pending_items_rank_by_text_and_k_does_not_change_the_order() -> None:
+    text = [(7, 5.0), (1, 4.0), (2, 3.0)]
+    cos = {1: 0.9, 2: 0.2, 3: 0.5}  # 7 has no vector yet
+    ranked = _rank(text, cos)
+    assert 7 in ranked
+    assert _rank(text, cos, k=2) == ranked[:2]
+    assert _rank([], {}) == []
+    only_text = hybrid_rank(k=2, offset=1, text_search=lambda n: text[:n], vector_search=None)
+    assert [i for i, _ in only_text] == [1, 2]
+
+
+def test_check_mode() -> None:
+    assert check_mode("hybrid") == "hybrid"
+    with pytest.raises(ValidationError):
+        check_mode("semantic")
+
+
+CONVERSATION = [
+    ("s1", "I just adopted a golden retriever puppy named Biscuit."),
+    ("s1", "Can you recommend a good brand of dog food for puppies?"),
+    ("s2", "My flight to Tokyo leaves on March 3rd from gate B12."),
+    ("s2", "I need to renew my passport before the trip."),
+    ("s3", "I've been learning to play the cello for six months."),
+    ("s3", "My teacher says my bowing technique is improving."),
+    ("s4", "The quarterly report for ACME-7731 is due next Friday."),
+    ("s4", "I prefer spreadsheets over slides for financial summaries."),
+    ("s5", "I started running three times a week to train for a 10k."),
+    ("s5", "My knees hurt after long runs on concrete."),
+]
+QUERIES = [
+    ("what is the name of my new dog?", 0),  # paraphrase: vectors find it
+    ("ACME-7731", 6),  # a rare identifier: full text finds it
+    ("which musical instrument am I studying?", 4),
+    ("when does my trip to Japan depart?", 2),
+    ("exercise routine and joint pain", 9),
+]
+
+
+def test_retrieval_quality_with_minilm(tmp_path: Path, minilm: SentenceTransformerEmbedder) -> None:  # noqa: F811
+    with MemoryManager.open(tmp_path / "m", embedder=minilm, background_embed=False) as mem:
+        msgs = mem.recall.append_many([{"content": c, "session_id": s} for s, c in CONVERSATION])
+        mem.archival.insert_many(["Golden retrievers need daily exercise.", "Cello strings: A, D, G, C."])
+        mem.embed_pending()
+        found = {mode: 0 for mode in ("text", "vector", "hybrid")}
+        for q, want in QUERIES:
+            for mode in found:
+                found[mode] += msgs[want].id in [h.id for h in mem.search_recall(q, k=3, mode=mode)]
+        # Full text misses the paraphrases; the fusion keeps what vectors find.
+        assert found["hybrid"] == len(QUERIES) > found["text"]
+        cross = mem.search("how many strings does a cello have", k=3)
+        assert {h.tier for h in cross[:2]} == {"recall", "archival"}
+        assert any(h.tier == "archival" and "Cello" in h.text for h in cross[:2])
+
+
+def test_relative_time_expressions() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from memory.temporal import parse_relative, time_prior
+
+    now = datetime(2024, 6, 15, 12, tzinfo=UTC)  # a Saturday
+    assert parse_relative("what did I buy 10 days ago?", now) == (now - timedelta(days=10), timedelta(days=3))
+    target = parse_relative("the event two weeks ago", now)
+    assert target is not None and target[0] == now - timedelta(days=14)
+    assert parse_relative("a couple of days ago I cooked", now) == (now - timedelta(days=2), timedelta(days=2))
+    assert parse_relative("Yesterday", now) == (now - timedelta(days=1), timedelta(days=2))
+    last_monday = parse_relative("what happened last Monday", now)
+    assert last_monday is not None and last_monday[0].weekday() == 0 and last_monday[0] < now
+    assert parse_relative("the agenda for days ago.", now) is None
+    assert parse_relative("ago", now) is None
+    tgt = (now, timedelta(days=2))
+    assert time_prior(now, tgt) == 1.0 and time_prior(now - timedelta(days=1), tgt) == 0.5
+    assert time_prior(now - timedelta(days=5), tgt) == 0.0
+
+
+def test_hybrid_search_favours_the_time_the_query_names(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from memory.embeddings import HashEmbedder
+
+    now = datetime(2024, 6, 15, tzinfo=UTC)
+    with MemoryManager.open(tmp_path / "m", embedder=HashEmbedder(64), background_embed=False) as mem:
+        mem.recall.append_many(
+            [
+                {"content": "I cooked lasagna for my friend", "created_at": now - timedelta(days=40)},
+                {"content": "I cooked curry for my friend", "created_at": now - timedelta(days=3)},
+                {"content": "I cooked soup for my friend", "created_at": now - timedelta(days=90)},
+            ]
+        )
+        mem.embed_pending()
+        q = "what did I cook for my friend three days ago"
+        assert mem.search_recall(q, k=1, now=now)[0].text == "I cooked curry for my friend"
+        q = "what did I cook for my friend about 40 days ago"
+        assert mem.search_recall(q, k=1, now=now)[0].text == "I cooked lasagna for my friend"
+        # Without a time expression nothing changes; text mode ignores time.
+        assert len(mem.search_recall("cooked friend", k=3, now=now)) == 3
