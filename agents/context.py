@@ -94,6 +94,10 @@ def to_chat_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
         kind = (m.metadata or {}).get("kind")
         call_id = (m.metadata or {}).get("tool_call_id")
         if m.role == "assistant" and kind == KIND_TOOL_CALL and call_id and m.tool_name:
+            if out and out[-1]["role"] != "assistant":
+                # A new assistant turn: calls of the previous turn still unanswered (a crash
+                # between call and result) must be answered before it starts.
+                close_pending()
             args = m.tool_args if isinstance(m.tool_args, dict) else {}
             _add(out, "assistant", {"type": "tool_use", "id": call_id, "name": m.tool_name,
                                     "input": args})

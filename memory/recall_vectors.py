@@ -22,11 +22,11 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from memory.archival_search import snippet
 from memory.errors import ValidationError
 from memory.recall import RecallLog
 from memory.recall_query import build_filters, check_text, to_us
 from memory.recall_schema import TABLE
+from memory.recall_search import make_snippet, snippet_pattern
 from memory.search import Candidates, FusionConfig, Ranked, check_mode
 from memory.temporal import parse_relative, time_prior
 from memory.types import Message, SearchHit
@@ -150,9 +150,10 @@ class RecallSearch:
     def hits(self, ranked: Ranked, query: str) -> list[SearchHit]:
         """``SearchHit``s for ranked message ids, read back from the log (forgotten ones are dropped)."""
         msgs = {m.id: m for m in self.recall.get_many([i for i, _ in ranked])}
+        rx = snippet_pattern(query)
         return [
             SearchHit(
-                id=m.id, tier=TIER, text=m.content, score=score, snippet=snippet(m.content, query),
+                id=m.id, tier=TIER, text=m.content, score=score, snippet=make_snippet(m.content, rx),
                 session_id=m.session_id, agent_id=m.agent_id, role=m.role,
                 created_at=m.created_at, metadata=m.metadata,
             )
