@@ -335,19 +335,7 @@ class ArchivalStore:
         if self.index is None:
             return 0
         self.index.reset()
-        last = 0
-        while True:
-            with self.db.write() as conn:
-                ids = [
-                    int(r[0])
-                    for r in conn.execute(
-                        sql_text(f"SELECT id FROM {TABLE} WHERE id > :l ORDER BY id LIMIT 2000"), {"l": last}
-                    )
-                ]
-                if not ids:
-                    break
-                self.queue.enqueue(conn, TIER, ids)
-            last = ids[-1]
+        self.queue.enqueue_all(TIER, TABLE)
         return self.embed_pending()
 
     # --- searching -------------------------------------------------------------------------

@@ -94,23 +94,7 @@ class RecallSearch:
         if self.index is None:
             return 0
         self.index.reset()
-        last = 0
-        while True:
-            with self.recall.db.write() as conn:
-                ids = [
-                    int(r[0])
-                    for r in conn.execute(
-                        text(
-                            f"SELECT id FROM {TABLE} WHERE id > :l AND content <> ''"
-                            " ORDER BY id LIMIT 2000"
-                        ),
-                        {"l": last},
-                    )
-                ]
-                if not ids:
-                    break
-                self.queue.enqueue(conn, TIER, ids)
-            last = ids[-1]
+        self.queue.enqueue_all(TIER, TABLE, "content <> ''")
         return self.embed_pending()
 
     def candidates(

@@ -297,6 +297,25 @@ class EmbeddingQueue:
         for fn in self._listeners:
             fn()
 
+    def enqueue_all(self, tier: str, table: str, where: str = "") -> None:
+        """Queue every row of ``table`` (optionally ``AND where``) for embedding, in id order,
+        2000 rows a transaction so a huge table never holds the write lock for long."""
+        cond = f" AND {where}" if where else ""
+        last = 0
+        while True:
+            with self.db.write() as conn:
+                ids = [
+                    int(r[0])
+                    for r in conn.execute(
+                        text(f"SELECT id FROM {table} WHERE id > :l{cond} ORDER BY id LIMIT 2000"),
+                        {"l": last},
+                    )
+                ]
+                if not ids:
+                    return
+                self.enqueue(conn, tier, ids)
+            last = ids[-1]
+
     def remove(self, conn: Connection, tier: str, ids: Sequence[int]) -> None:
         if ids:
             conn.execute(
