@@ -199,6 +199,10 @@ def cmd_search(ctx: CliContext, args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValidationError(f"-k must be at least 1, got {args.k}")
     mem = ctx.open_memory(embed=args.mode != "text")
+    if args.mode != "text" and not args.no_wait and (queued := mem.pending()):
+        # A one-shot command: messages logged just before must be found by meaning too.
+        ctx.warn(f"embedding {queued} queued item(s) first (--no-wait skips this)")
+        mem.wait_embedded(timeout=3600)
     tiers = ("recall", "archival") if args.tier == "all" else (args.tier,)
     hits = mem.search(args.query, tiers=tiers, k=args.k, mode=args.mode, **_filters(args))
 

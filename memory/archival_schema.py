@@ -29,7 +29,7 @@ from memory.vectors import Meta
 
 __all__ = [
     "FTS", "MIGRATIONS", "TABLE", "TAGS", "TIER", "Chunk", "IngestSummary", "check_meta",
-    "check_tags", "filter_sql", "fts_sql", "informative_phrases", "row_to_chunk", "vector_meta",
+    "check_tags", "filter_sql", "informative_phrases", "row_to_chunk", "vector_meta",
 ]
 
 TIER = "archival"
@@ -185,28 +185,6 @@ def filter_sql(
         clauses.append("c.source = :src")
         params["src"] = source
     return "".join(f" AND {c}" for c in clauses), params
-
-
-def fts_sql(dialect: str, phrases: Sequence[str], where: str) -> tuple[str, dict[str, Any]]:
-    """SQL ranking chunks by BM25 (SQLite) or ``ts_rank`` (PostgreSQL) for OR-ed phrases."""
-    if dialect == "sqlite":
-        match = " OR ".join('"' + p.replace('"', '""') + '"' for p in phrases)
-        if not where:
-            # No filter: let FTS5 rank and cut on its own (ORDER BY rank LIMIT is its fast
-            # path) instead of joining every match to the chunk table first.
-            sql = f"SELECT rowid, -rank AS score FROM {FTS} WHERE {FTS} MATCH :match ORDER BY rank LIMIT :n"
-            return sql, {"match": match}
-        sql = (
-            f"SELECT c.id, -bm25({FTS}) AS score FROM {FTS} JOIN {TABLE} c ON c.id = {FTS}.rowid"
-            f" WHERE {FTS} MATCH :match{where} ORDER BY bm25({FTS}), c.id LIMIT :n"
-        )
-        return sql, {"match": match}
-    tsq = " || ".join(f"phraseto_tsquery('simple', :ph{i})" for i in range(len(phrases)))
-    sql = (
-        f"SELECT c.id, ts_rank(c.tsv, q) AS score FROM {TABLE} c, (SELECT {tsq}) AS qq(q)"
-        f" WHERE c.tsv @@ q{where} ORDER BY score DESC, c.id LIMIT :n"
-    )
-    return sql, {f"ph{i}": p for i, p in enumerate(phrases)}
 
 
 @dataclass(frozen=True)

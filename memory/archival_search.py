@@ -3,8 +3,17 @@
 Rules this module keeps:
 
 * Every filter is applied inside each engine (SQL ``WHERE`` for full text, Chroma ``where``
-  for vectors) before ranking, so pagination and ``k`` see only matching chunks.
+  for vectors) before ranking, so pagination and ``k`` see only matching chunks. A tag
+  filter on a large share of the chunks is the exception: an unfiltered vector query
+  over-fetched by that share, filtered by the same SQL, returns the same top ``n`` faster.
 * Hybrid ranking is ``memory.search.hybrid_rank``, the same code as the recall tier's.
+* Full text is ``memory.recall_search.bounded_fts_ids``, the recall log's code over the
+  archival tables, so its cost is bounded on large stores: when rarer words are present,
+  only chunks that contain them are candidates (frequent words, ``COMMON_DOCS`` matches or
+  more, still count in their BM25 score, ``score_frequent``), and a query of frequent words
+  only ranks their newest ``MAX_CANDIDATES`` matches. On stores of up to ``SMALL_STORE``
+  chunks, words in half the chunks or more are dropped first (their BM25 IDF is ~0), from
+  exact document frequencies.
 * Hits are read back from SQL: the text, tags and metadata returned are the source of
   truth, and a vector left behind by a deleted chunk is never returned.
 """
@@ -17,16 +26,43 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text as sql_text
 
-from memory.archival_schema import TIER, check_tags, filter_sql, fts_sql, informative_phrases
+from memory.archival_schema import (
+    FTS,
+    TABLE,
+    TAGS,
+    TIER,
+    check_tags,
+    filter_sql,
+    informative_phrases,
+)
 from memory.errors import ValidationError
 from memory.recall_query import check_text, compile_pattern, fts_phrases, to_us
+from memory.recall_search import FtsSource, bounded_fts_ids
 from memory.search import Candidates, Ranked, check_mode
 from memory.types import GrepHit, SearchHit
 
 if TYPE_CHECKING:
     from memory.archival import ArchivalStore
+    from memory.vectors import VectorIndex
 
-__all__ = ["chunk_candidates", "chunk_hits", "grep_chunks", "search_chunks", "snippet"]
+__all__ = [
+    "ARCHIVAL_FTS", "COMMON_DOCS", "MAX_CANDIDATES", "OVERFETCH_MAX", "OVERFETCH_MIN_SHARE",
+    "SMALL_STORE", "chunk_candidates", "chunk_hits", "grep_chunks", "search_chunks", "snippet",
+]
+
+ARCHIVAL_FTS = FtsSource(TABLE, FTS, "c")
+# A phrase with this many matches or more is frequent (see ``memory.recall_search``).
+COMMON_DOCS = 2_000
+# Frequent-phrase-only queries rank the newest this many matches.
+MAX_CANDIDATES = 2_000
+# Up to this many chunks, words in half the chunks or more are found from exact document
+# frequencies; above it the bounded scans of ``bounded_fts_ids`` decide.
+SMALL_STORE = 2 * COMMON_DOCS
+# Tag-filtered vector search: tags on at least this share of the chunks are served by an
+# unfiltered query of up to OVERFETCH_MAX results filtered in SQL (Chroma's filtered query
+# costs O(matching chunks) there); rarer tags use Chroma's filter, cheap at that size.
+OVERFETCH_MIN_SHARE = 0.02
+OVERFETCH_MAX = 2_500
 
 
 def chunk_candidates(
@@ -58,21 +94,31 @@ def chunk_candidates(
         if not phrases:
             return []
         with store.db.read() as conn:
-            phrases = informative_phrases(conn, store.db.dialect, phrases)
-            sql, p = fts_sql(store.db.dialect, phrases, where)
-            rows = conn.execute(sql_text(sql), {**params, **p, "n": n}).all()
-        return [(int(r[0]), float(r[1])) for r in rows]
+            top = conn.execute(sql_text(f"SELECT max(id) FROM {TABLE}")).scalar()
+            if top is None:
+                return []
+            if int(top) <= SMALL_STORE:
+                # Exact document frequencies are cheap here (short doclists).
+                phrases = informative_phrases(conn, store.db.dialect, phrases)
+            return bounded_fts_ids(
+                conn, store.db.dialect, phrases, ARCHIVAL_FTS, where, params, k=n, offset=0,
+                common_docs=COMMON_DOCS, max_candidates=MAX_CANDIDATES, score_frequent=True,
+            )
 
     index = store.index
     if index is None or mode == "text" or not query.strip():
         return Candidates(text_search)
     qvec = index.embedder.embed([query])[0]
     chroma_where = _chroma_where(tag_t, tags_mode, metadata, since_us, until_us)
-    return Candidates(
-        text_search,
-        lambda n: index.query(qvec, n, chroma_where),
-        lambda ids: index.similarities(qvec, ids),
-    )
+
+    def vector_search(n: int) -> Ranked:
+        if tag_t and not metadata and since_us is None and until_us is None:
+            found = _overfetch(store, index, qvec, n, tag_t, tags_mode, where, params)
+            if found is not None:
+                return found
+        return index.query(qvec, n, chroma_where)
+
+    return Candidates(text_search, vector_search, lambda ids: index.similarities(qvec, ids))
 
 
 def chunk_hits(store: ArchivalStore, ranked: Ranked, query: str) -> list[SearchHit]:
@@ -151,6 +197,48 @@ def snippet(body: str, query: str, width: int = 200) -> str:
         return body[:width]
     lo = max(0, pos - width // 3)
     return ("…" if lo else "") + body[lo : lo + width]
+
+
+def _overfetch(
+    store: ArchivalStore, index: VectorIndex, qvec: Sequence[float], n: int, tags: Sequence[str], tags_mode: str,
+    where: str, params: dict[str, Any],
+) -> Ranked | None:
+    """The ``n`` nearest chunks with the tags, from an unfiltered query over-fetched by the
+    tags' share of the store and filtered in SQL; None when the tags are too rare for that
+    (Chroma's own filter is then cheap) or the over-fetch came up short."""
+    with store.db.read() as conn:
+        total = conn.execute(sql_text(f"SELECT max(id) FROM {TABLE}")).scalar()
+        counts = [
+            int(conn.execute(sql_text(f"SELECT count(*) FROM {TAGS} WHERE tag = :t"), {"t": t}).scalar_one())
+            for t in tags
+        ]
+    if not total:
+        return None
+    # Expected share of chunks that pass (an over-estimate for "any", whose sets overlap).
+    share = (sum(counts) if tags_mode == "any" else min(counts)) / int(total)
+    if share < OVERFETCH_MIN_SHARE:
+        return None
+    fetch = min(OVERFETCH_MAX, int(1.5 * n / share) + 10)
+    if fetch < n:
+        return None
+    got = index.query(qvec, fetch)
+    if not got:
+        return None
+    names = ", ".join(f":id{j}" for j in range(len(got)))
+    with store.db.read() as conn:
+        keep = {
+            int(r[0])
+            for r in conn.execute(
+                sql_text(f"SELECT c.id FROM {TABLE} c WHERE c.id IN ({names}){where}"),
+                {**params, **{f"id{j}": i for j, (i, _) in enumerate(got)}},
+            )
+        }
+    out = [(i, s) for i, s in got if i in keep]
+    # Anything outside the unfiltered top ``fetch`` is farther than all of it: enough
+    # survivors (or the whole index fetched) make this the filtered top ``n``.
+    if len(out) >= n or len(got) < fetch:
+        return out[:n]
+    return None
 
 
 def _chroma_where(

@@ -14,6 +14,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -137,6 +138,12 @@ class SentenceTransformerEmbedder:
                     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                     import torch
                     from sentence_transformers import SentenceTransformer
+
+                    # A library must not draw a "Loading weights" bar on the user's terminal.
+                    with contextlib.suppress(ImportError, AttributeError):
+                        from transformers.utils import logging as hf_logging
+
+                        hf_logging.disable_progress_bar()
 
                     if self.threads is not None:
                         torch.set_num_threads(self.threads)

@@ -1,4 +1,5 @@
-"""Full-text search and grep over the recall log (used through ``RecallLog``).
+"""Full-text search and grep over the recall log (used through ``RecallLog``); the bounded
+full-text search (``bounded_fts_ids``) serves the archival tier too, over its own tables.
 
 Rules this module keeps:
 
@@ -7,7 +8,9 @@ Rules this module keeps:
   Ranking is O(matching rows), so frequent words are handled explicitly. One bounded scan per
   phrase finds its ``common_docs``-th newest match; a phrase with fewer matches is *rare*.
   - Rare phrases present: only they select and rank; the frequent ones are dropped (their
-    IDF is small, and ranking them would cost O(their matches)).
+    IDF is small, and ranking them would cost O(their matches)). With ``score_frequent``
+    (the archival tier) the frequent, not ubiquitous phrases still add to the score of the
+    rare phrases' matches, at O(those matches), so the order is full BM25's among them.
   - Otherwise, frequent phrases in over half of the recent messages are *ubiquitous*: BM25
     gives them IDF <= 0 (FTS5 clamps it to 1e-6), so they carry no ranking information and
     are dropped too. The rest are ranked over their newest ``max_candidates`` matches (after
@@ -31,7 +34,8 @@ import bisect
 import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
@@ -44,7 +48,10 @@ from memory.errors import QueryError
 from memory.recall_query import Filters, compile_pattern, fts5_quote, fts_phrases, required_literal
 from memory.recall_schema import FTS_TABLE, TABLE
 
-__all__ = ["grep_ids", "make_snippet", "search_ids", "snippet_pattern"]
+__all__ = [
+    "RECALL_FTS", "FtsSource", "bounded_fts_ids", "grep_ids", "make_snippet", "search_ids",
+    "snippet_pattern",
+]
 
 SNIPPET_CHARS = 60
 
@@ -59,6 +66,19 @@ def _like_escape(s: str) -> str:
 _WORDS = regex.compile(r"[^\W_]+")
 
 
+@dataclass(frozen=True)
+class FtsSource:
+    """Where a tier's full text lives: the content table (and the alias its filter SQL uses,
+    with an integer ``id`` and, on PostgreSQL, a ``tsv`` column) and its FTS5 table."""
+
+    table: str
+    fts: str
+    alias: str
+
+
+RECALL_FTS = FtsSource(TABLE, FTS_TABLE, "m")
+
+
 def search_ids(
     conn: Connection,
     dialect: str,
@@ -71,25 +91,49 @@ def search_ids(
     max_candidates: int,
 ) -> list[tuple[int, float]]:
     """``(id, score)`` of the best matches, best first."""
-    phrases = fts_phrases(query)
+    return bounded_fts_ids(
+        conn, dialect, fts_phrases(query), RECALL_FTS, filters.sql(), filters.params,
+        k=k, offset=offset, common_docs=common_docs, max_candidates=max_candidates,
+    )
+
+
+def bounded_fts_ids(
+    conn: Connection,
+    dialect: str,
+    phrases: Sequence[str],
+    source: FtsSource,
+    where: str,
+    where_params: Mapping[str, Any],
+    *,
+    k: int,
+    offset: int,
+    common_docs: int,
+    max_candidates: int,
+    score_frequent: bool = False,
+) -> list[tuple[int, float]]:
+    """``(id, score)`` of the best matches of the OR-ed ``phrases``, best first, at a cost
+    bounded as the module docstring says. ``where`` is an ``AND ...`` fragment over
+    ``source.alias`` (the content table), with ``where_params``. ``score_frequent``: when
+    rare phrases select the candidates, score them with the frequent phrases too."""
     if not phrases or k <= 0:
         return []
     pg = dialect == "postgresql"
+    a, table, fts = source.alias, source.table, source.fts
     if pg:
-        src, rid = f"{TABLE} m", "m.id"
+        src, rid = f"{table} {a}", f"{a}.id"
     else:
-        src = f"{FTS_TABLE} f JOIN {TABLE} m ON m.id = f.rowid" if filters else f"{FTS_TABLE} f"
+        src = f"{fts} f JOIN {table} {a} ON {a}.id = f.rowid" if where else f"{fts} f"
         rid = "f.rowid"
 
-    def match_of(ps: list[str], params: dict[str, Any]) -> str:
+    def match_of(ps: Sequence[str], params: dict[str, Any], tag: str = "") -> str:
         if pg:
-            params.update({f"p{i}": p for i, p in enumerate(ps)})
-            return "(" + " || ".join(f"phraseto_tsquery('simple', :p{i})" for i in range(len(ps))) + ")"
-        params["q"] = " OR ".join(fts5_quote(p) for p in ps)
-        return ":q"
+            params.update({f"p{tag}{i}": p for i, p in enumerate(ps)})
+            return "(" + " || ".join(f"phraseto_tsquery('simple', :p{tag}{i})" for i in range(len(ps))) + ")"
+        params[f"q{tag}"] = " OR ".join(fts5_quote(p) for p in ps)
+        return f":q{tag}"
 
-    def where(tsq: str) -> str:
-        return f"m.tsv @@ {tsq}" if pg else f"{FTS_TABLE} MATCH {tsq}"
+    def matches(tsq: str) -> str:
+        return f"{a}.tsv @@ {tsq}" if pg else f"{fts} MATCH {tsq}"
 
     # One bounded scan per phrase: its common_docs-th newest match, if it has that many.
     rare: list[str] = []
@@ -100,41 +144,43 @@ def search_ids(
         pp: dict[str, Any] = {"o": common_docs - 1}
         tsq = match_of([p], pp)
         cut = conn.execute(
-            text(f"SELECT {rid} FROM {FTS_TABLE if not pg else TABLE + ' m'}{' f' if not pg else ''}"
-                 f" WHERE {where(tsq)} ORDER BY {rid} DESC LIMIT 1 OFFSET :o"),
+            text(f"SELECT {rid} FROM {src if pg else fts + ' f'}"
+                 f" WHERE {matches(tsq)} ORDER BY {rid} DESC LIMIT 1 OFFSET :o"),
             pp,
         ).scalar()  # fmt: skip
         if cut is None:
             rare.append(p)
             continue
         if top_id is None:
-            top_id = int(conn.execute(text(f"SELECT max(id) FROM {TABLE}")).scalar_one())
-        # In over half of the recent messages: BM25's IDF is <= 0 (FTS5 clamps it to
+            top_id = int(conn.execute(text(f"SELECT max(id) FROM {table}")).scalar_one())
+        # In over half of the recent rows: BM25's IDF is <= 0 (FTS5 clamps it to
         # 1e-6), so the phrase adds nothing to any score and ranking it is pure cost.
         (ubiquitous if common_docs * 2 > top_id - int(cut) + 1 else common).append(p)
-    params: dict[str, Any] = dict(filters.params)
+    params: dict[str, Any] = dict(where_params)
     params.update(k=k, off=offset)
     if not rare and not common:
         tsq = match_of(ubiquitous, params)
         sql = (
-            f"SELECT {rid}, 0.0 FROM {src} WHERE {where(tsq)}{filters.sql()}"
+            f"SELECT {rid}, 0.0 FROM {src} WHERE {matches(tsq)}{where}"
             f" ORDER BY {rid} DESC LIMIT :k OFFSET :off"
         )
         return [(int(r[0]), 0.0) for r in conn.execute(text(sql), params)]
     tsq = match_of(rare or common, params)
+    if rare and common and score_frequent:
+        return _rank_rare_by_all(conn, source, pg, rid, src, where, params, tsq, match_of(rare + common, params, "a"))
     cut_sql = ""
     if not rare:
         params["mc"] = max_candidates - 1
         cutoff = conn.execute(
-            text(f"SELECT {rid} FROM {src} WHERE {where(tsq)}{filters.sql()} ORDER BY {rid} DESC LIMIT 1 OFFSET :mc"),
+            text(f"SELECT {rid} FROM {src} WHERE {matches(tsq)}{where} ORDER BY {rid} DESC LIMIT 1 OFFSET :mc"),
             params,
         ).scalar()
         if cutoff is not None:
             cut_sql = f" AND {rid} >= :cut"
             params["cut"] = cutoff
-    score = f"ts_rank(m.tsv, {tsq})" if pg else f"-bm25({FTS_TABLE})"
+    score = f"ts_rank({a}.tsv, {tsq})" if pg else f"-bm25({fts})"
     sql = (
-        f"SELECT {rid}, {score} AS score FROM {src} WHERE {where(tsq)}{filters.sql()}{cut_sql}"
+        f"SELECT {rid}, {score} AS score FROM {src} WHERE {matches(tsq)}{where}{cut_sql}"
         f" ORDER BY score DESC, {rid} DESC LIMIT :k OFFSET :off"
     )
     return [(int(r[0]), float(r[1])) for r in conn.execute(text(sql), params)]
@@ -162,6 +208,32 @@ def make_snippet(content: str, rx: re.Pattern[str] | None, width: int = SNIPPET_
     b = min(len(content), m.end() + width)
     marked = rx.sub(lambda x: f"[{x.group()}]", content[a:b])
     return ("…" if a else "") + marked + ("…" if b < len(content) else "")
+
+
+def _rank_rare_by_all(
+    conn: Connection, source: FtsSource, pg: bool, rid: str, src: str, where: str,
+    params: dict[str, Any], rare_q: str, all_q: str,
+) -> list[tuple[int, float]]:
+    """The matches of ``rare_q``, ranked by their score for ``all_q``."""
+    fts = source.fts
+    if pg:
+        sql = (
+            f"SELECT {rid}, ts_rank({source.alias}.tsv, {all_q}) AS score FROM {src}"
+            f" WHERE {source.alias}.tsv @@ {rare_q}{where}"
+            f" ORDER BY score DESC, {rid} DESC LIMIT :k OFFSET :off"
+        )
+        return [(int(r[0]), float(r[1])) for r in conn.execute(text(sql), params)]
+    # FTS5 ranks by one MATCH expression. "rare AND (rare OR frequent)" matches exactly the
+    # rare phrases' rows, and BM25 is a sum over the expression's phrases, so its score
+    # less the rare-only score is the score over all the phrases: two cheap scans of the
+    # candidates instead of ranking every row that has a frequent word.
+    both = {**params, "both": f"({params['q']}) AND ({params['qa']})"}
+    scored = conn.execute(text(f"SELECT {rid}, -bm25({fts}) FROM {src} WHERE {fts} MATCH :both{where}"), both)
+    own: dict[Any, Any] = dict(conn.execute(text(f"SELECT rowid, -bm25({fts}) FROM {fts} WHERE {fts} MATCH :q"), {"q": params["q"]}).all())
+    ranked = [(int(i), float(s) - float(own.get(i, 0.0))) for i, s in scored]
+    # Rounded so that equal scores (up to float noise) tie-break by id like the SQL path.
+    ranked.sort(key=lambda x: (-round(x[1], 9), -x[0]))
+    return ranked[params["off"] : params["off"] + params["k"]]
 
 
 # --- grep --------------------------------------------------------------------------------
