@@ -37,7 +37,7 @@ from memory.archival_schema import (
 )
 from memory.errors import ValidationError
 from memory.recall_query import check_text, compile_pattern, fts_phrases, to_us
-from memory.recall_search import FtsSource, bounded_fts_ids
+from memory.recall_search import FtsSource, bounded_fts_ids, make_snippet, snippet_pattern
 from memory.search import Candidates, Ranked, check_mode
 from memory.types import GrepHit, SearchHit
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARCHIVAL_FTS", "COMMON_DOCS", "MAX_CANDIDATES", "OVERFETCH_MAX", "OVERFETCH_MIN_SHARE",
-    "SMALL_STORE", "chunk_candidates", "chunk_hits", "grep_chunks", "search_chunks", "snippet",
+    "SMALL_STORE", "chunk_candidates", "chunk_hits", "grep_chunks", "search_chunks",
 ]
 
 ARCHIVAL_FTS = FtsSource(TABLE, FTS, "c")
@@ -125,6 +125,7 @@ def chunk_hits(store: ArchivalStore, ranked: Ranked, query: str) -> list[SearchH
     """``SearchHit``s for ranked chunk ids, read back from SQL (stale ids are dropped)."""
     with store.db.read() as conn:
         rows = store._fetch(conn, [i for i, _ in ranked])
+    rx = snippet_pattern(query)
     hits = []
     for i, score in ranked:
         c = rows.get(i)
@@ -132,7 +133,7 @@ def chunk_hits(store: ArchivalStore, ranked: Ranked, query: str) -> list[SearchH
             continue  # a stale vector of a deleted chunk
         hits.append(
             SearchHit(
-                id=c.id, tier=TIER, text=c.text, score=score, snippet=snippet(c.text, query),
+                id=c.id, tier=TIER, text=c.text, score=score, snippet=make_snippet(c.text, rx),
                 created_at=c.created_at, source=c.source, position=c.position, tags=c.tags,
                 metadata=c.metadata,
             )
@@ -183,20 +184,6 @@ def grep_chunks(
             if len(hits) >= limit:
                 break
     return hits
-
-
-def snippet(body: str, query: str, width: int = 200) -> str:
-    """About ``width`` characters of ``body`` around the first query word it contains."""
-    low = body.lower()
-    pos = -1
-    for w in query.lower().split():
-        w = w.strip(".,;:!?\"'()[]{}")
-        if len(w) > 2 and (pos := low.find(w)) >= 0:
-            break
-    if pos < 0 or len(body) <= width:
-        return body[:width]
-    lo = max(0, pos - width // 3)
-    return ("…" if lo else "") + body[lo : lo + width]
 
 
 def _overfetch(

@@ -243,3 +243,57 @@ def test_words_in_half_the_chunks_or_more_do_not_slow_full_text(store: ArchivalS
     hits = store.search("common rare", mode="text")
     assert [h.id for h in hits] == [11]  # 'common' (IDF 0) is dropped from the match
     assert len(store.search("common word", mode="text", k=20)) == 11  # all common: keep the rarest
+
+
+# --- large-store paths, exercised on a small store by lowering their thresholds --------------
+
+
+def _bulk(store: ArchivalStore) -> dict[str, int]:
+    """60 chunks: "common" in 40, "zephyr" in 3, tag "t" on every other chunk."""
+    ids: dict[str, int] = {}
+    rows: list[dict[str, Any]] = []
+    for i in range(60):
+        words = ["filler", f"w{i}", "common" if i < 40 else "other"]
+        rows.append({"text": " ".join(words), "tags": ["t"] if i % 2 else ["u"]})
+    ids_plain = store.insert_many(rows)
+    for name, text in [("both", "zephyr common filler"), ("rare", "zephyr filler filler"),
+                       ("both2", "zephyr common common")]:
+        ids[name] = store.insert(text)
+    ids["first_plain"] = ids_plain[0]
+    store.embed_pending()
+    return ids
+
+
+def test_frequent_words_score_but_do_not_select_on_a_large_store(
+    store: ArchivalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import memory.archival_search as search
+
+    monkeypatch.setattr(search, "SMALL_STORE", 0)  # take the large-store path
+    monkeypatch.setattr(search, "COMMON_DOCS", 10)  # "common" (43 chunks) is frequent here
+    monkeypatch.setattr(search, "MAX_CANDIDATES", 20)
+    ids = _bulk(store)
+    hits = store.search("zephyr common", k=10, mode="text")
+    # the rare word picks the candidates; the frequent one still orders them
+    assert [h.id for h in hits][:3] == [ids["both2"], ids["both"], ids["rare"]]
+    assert {h.id for h in hits} == {ids["both2"], ids["both"], ids["rare"]}
+    # a query of frequent words only ranks the newest matches, bounded
+    only = store.search("common", k=5, mode="text")
+    assert len(only) == 5 and all("common" in h.text for h in only)
+    assert all("[common]" in h.snippet for h in only)
+
+
+def test_tag_filter_overfetch_agrees_with_chromas_own_filter(
+    store: ArchivalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import memory.archival_search as search
+
+    _bulk(store)
+    over = store.search("filler w7", k=8, mode="vector", tags=["t"])
+    monkeypatch.setattr(search, "OVERFETCH_MIN_SHARE", 2.0)  # never over-fetch: Chroma filters
+    direct = store.search("filler w7", k=8, mode="vector", tags=["t"])
+    # the same ranking; which of several equally similar chunks fill the last places may differ
+    assert len(over) == 8
+    assert [round(h.score, 5) for h in over] == [round(h.score, 5) for h in direct]
+    assert over[0].id == direct[0].id
+    assert all("t" in store.get(h.id).tags for h in over)
