@@ -11,6 +11,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +27,24 @@ if TYPE_CHECKING:
 
     from memory.manager import MemoryManager
 
-__all__ = ["ask", "build_query"]
+__all__ = ["ask", "build_query", "protect_store"]
 
 
 def build_query(question: str, binding: MemoryBinding) -> str:
     """The query the root model reads: the question, then what memory holds (sizes only)."""
     return f"{question.strip()}\n\n{binding.summary()}"
+
+
+def protect_store(limits: Limits, memory: MemoryManager) -> Limits:
+    """``limits`` with the store's directory closed to model code: what it holds reaches the
+    model only through the memory functions (which keep agent scoping and log writes)."""
+    sandbox = limits.sandbox_limits()
+    store = str(memory.config.dir.expanduser().resolve())
+    if store in sandbox.deny_read:
+        return limits
+    return dataclasses.replace(
+        limits, sandbox=dataclasses.replace(sandbox, deny_read=(*sandbox.deny_read, store))
+    )
 
 
 def ask(
@@ -56,7 +69,7 @@ def ask(
     """
     if not isinstance(question, str) or not question.strip():
         raise ValidationError("question must be a non-empty string")
-    limits = limits or Limits()
+    limits = protect_store(limits or Limits(), memory)
     binding = bind_memory(
         memory, agent_id=agent_id, grep_timeout_s=limits.sandbox_limits().cell_timeout_s
     )

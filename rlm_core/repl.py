@@ -71,6 +71,9 @@ class SandboxLimits:
     allow_subprocess: bool = False
     nproc: int | None = 512  # RLIMIT_NPROC (threads count too); ignored when running as root
     recursion_limit: int = 1000
+    # Files or directories model code may not open at all (e.g. the memory store itself:
+    # its data reaches the model only through the functions it is given).
+    deny_read: tuple[str, ...] = ()
 
 
 @dataclass
@@ -180,6 +183,7 @@ class Sandbox:
             "allow_subprocess": limits.allow_subprocess,
             "nproc": limits.nproc,
             "recursion_limit": limits.recursion_limit,
+            "deny_read": [str(p) for p in limits.deny_read],
         }
         self._pool = ThreadPoolExecutor(max(1, callback_workers), thread_name_prefix="rlm-cb")
         self._lock = threading.RLock()

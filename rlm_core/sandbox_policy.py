@@ -267,6 +267,7 @@ def install_policy(config: dict[str, Any]) -> None:
         limit(resource.RLIMIT_NPROC, int(config["nproc"]))
 
     scratch = os.path.realpath(config["scratch_dir"])
+    denied = [os.path.realpath(p) for p in config.get("deny_read") or ()]
     allow_net = bool(config.get("allow_network"))
     allow_proc = bool(config.get("allow_subprocess"))
     me = os.getpid()
@@ -293,6 +294,8 @@ def install_policy(config: dict[str, Any]) -> None:
             path, mode, flags = args
             if _foreign_proc(path):
                 deny(f"reading another process's /proc entry ({path})")
+            if denied and not isinstance(path, int) and any(_within(path, d) for d in denied):
+                deny(f"opening {path} (a protected store file; use the memory functions)")
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
                 isinstance(flags, int) and flags & _WRITE_FLAGS
             )

@@ -145,19 +145,22 @@ def test_writing_the_database_file_is_refused(mem: MemoryManager) -> None:
         f"import shutil\nshutil.copy({path!r}, 'copy.db')\nimport sqlite3\nc = sqlite3.connect('copy.db')\n"
         "c.execute('DELETE FROM recall_messages'); c.commit(); print('scratch copy changed')",
     )
-    for t in told[:4]:
+    for t in told:  # even a copy into the scratch dir: the store's files cannot be opened
         assert "PermissionError" in t, t
-    assert (
-        "scratch copy changed" in told[4]
-    )  # allowed: a copy in the scratch dir; the store is untouched
+    assert "scratch copy changed" not in told[4]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="documented gap: reads are not blocked and the engine has no run_as option"
-)
 def test_reading_the_database_file_directly_is_refused(mem: MemoryManager) -> None:
-    _, told = attack(mem, f"print(open({db_path(mem)!r}, 'rb').read().count(b'vault code'))")
-    assert "PermissionError" in told[0]
+    store = str(mem.config.dir)
+    _, told = attack(
+        mem,
+        f"print(open({db_path(mem)!r}, 'rb').read().count(b'vault code'))",
+        f"import os\nos.symlink({db_path(mem)!r}, 'alias.db')\nprint(open('alias.db', 'rb').read(100))",
+        f"import shutil\nshutil.copy({db_path(mem)!r}, 'copy.db')",
+        f"import os, glob\nprint([open(p, 'rb').read(10) for p in glob.glob({store!r} + '/**', recursive=True) if os.path.isfile(p)])",
+    )
+    for t in told:
+        assert "PermissionError" in t and "protected store file" in t, t
 
 
 def test_agent_scope_holds_through_the_functions(mem: MemoryManager) -> None:
