@@ -207,6 +207,11 @@ def create_app(
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
+        # Unknown paths and methods answer only to a client with the token: without it they
+        # get 401/403 like every route, so the route table cannot be probed.
+        denied = _check_auth(state, request)
+        if denied is not None:
+            return denied
         code = exc.status_code if isinstance(exc, HTTPException) else 500
         kind = {404: "not_found", 405: "method_not_allowed"}.get(code, "http_error")
         detail = exc.detail if isinstance(exc, HTTPException) else "internal server error"

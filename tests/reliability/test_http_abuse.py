@@ -289,3 +289,11 @@ def test_the_store_is_intact_after_all_of_it(mem: MemoryManager, tmp_path: Path)
         "human": "Name: Ada",
         "rules": "Be kind.",
     }
+
+
+@pytest.mark.parametrize("method,path", [("GET", "/no/such/route"), ("DELETE", "/messages"), ("GET", "/../etc/passwd")])
+def test_unknown_routes_and_methods_need_the_token_first(
+    anon: httpx.Client, api: httpx.Client, unchanged: None, method: str, path: str
+) -> None:
+    assert error(anon.request(method, path), 401)["type"] == "unauthorized"
+    assert api.request(method, path).status_code in (404, 405)
