@@ -8,13 +8,16 @@ already running before the session is used as is and left running.
 
 Settings: ``LETTA_RIG_DIR`` (the rig's scripts; default ``../shared/letta-rig`` beside the
 repository), ``LETTA_RIG_HOME`` (its cache; default ``~/.cache/letta-rig``), and the rig's own
-port variables (``LETTA_RIG_PORT``, ``LETTA_RIG_MOCK_PORT``, ``LETTA_RIG_PG_PORT``).
+port variables (``LETTA_RIG_PORT``, ``LETTA_RIG_MOCK_PORT``, ``LETTA_RIG_PG_PORT``). Unless
+``LETTA_RIG_PG_PORT`` is set, a rig started here gets a free Postgres port below the
+ephemeral range (see ``_free_port_below_ephemeral``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import urllib.request
@@ -64,9 +67,25 @@ def _letta_running() -> bool:
     return state != "Z"
 
 
-def _run(script: str, timeout: float) -> None:
+def _free_port_below_ephemeral(start: int = 25432) -> int:
+    """A free loopback port under Linux's ephemeral range (32768+). The rig's default Postgres
+    port, 55432, lies inside it, so any client connection of the test run can hold it as its
+    local port and make the rig's Postgres fail to bind."""
+    for port in range(start, 32768):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 32768 for the letta rig's Postgres")
+
+
+def _run(script: str, timeout: float, env: dict[str, str] | None = None) -> None:
     path = rig_dir() / script
-    proc = subprocess.run(["bash", str(path)], capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        ["bash", str(path)], capture_output=True, text=True, timeout=timeout, env=env
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{path} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 
@@ -81,20 +100,23 @@ def letta_rig() -> Iterator[Rig]:
     from letta_client import Letta
 
     started_here = not _letta_running()
-    _run("setup.sh", timeout=900)
+    env = dict(os.environ)
+    if started_here and "LETTA_RIG_PG_PORT" not in env:
+        env["LETTA_RIG_PG_PORT"] = str(_free_port_below_ephemeral())
+    _run("setup.sh", timeout=900, env=env)
     t0 = time.monotonic()
-    _run("start.sh", timeout=300)
-    env = dict(
+    _run("start.sh", timeout=300, env=env)
+    urls = dict(
         line.split("=", 1) for line in (_home() / "run" / "env").read_text().splitlines() if "=" in line
     )
-    rig = Rig(env["LETTA_BASE_URL"], env["LETTA_RIG_MOCK_URL"], Letta(base_url=env["LETTA_BASE_URL"]))
+    rig = Rig(urls["LETTA_BASE_URL"], urls["LETTA_RIG_MOCK_URL"], Letta(base_url=urls["LETTA_BASE_URL"]))
     if started_here:
         print(f"letta rig started in {time.monotonic() - t0:.1f} s")
     try:
         yield rig
     finally:
         if started_here:
-            _run("stop.sh", timeout=120)
+            _run("stop.sh", timeout=120, env=env)
 
 
 @pytest.fixture()
