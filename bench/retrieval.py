@@ -8,14 +8,14 @@ the assistant turns too, and then searches are filtered to ``role="user"`` at tu
 
 * Turn level: units are user turns; gold = user turns with ``has_answer`` in the evidence
   sessions.
-* Session level: units are sessions, ranked by their best message; gold =
-  ``answer_session_ids``.
+* Session level: units are sessions, ranked by ``search_sessions`` (the scores of a
+  session's matching messages pooled, in the same mode); gold = ``answer_session_ids``.
 
 Questions ending in ``_abs`` and questions with an empty gold set at a level are skipped.
 
 Usage::
 
-    .venv/bin/python bench/retrieval.py [DATA.json(.gz)] [--limit N] [--json OUT]
+    .venv/bin/python bench/retrieval.py [DATA.json(.gz)] [--limit N] [--all-turns] [--json OUT]
 
 Embeddings are cached on disk keyed by model and SHA-256 of the text
 (``--cache``, default ``~/.cache/rlm-memory/bench-embeddings.sqlite``), so only the first run
@@ -123,15 +123,12 @@ def run_question(rec: dict[str, Any], embedder: Any, workdir: Path, *, all_turns
         now = parse_date(rec["question_date"])  # relative dates in questions count from here
         for mode in MODES:
             q0 = time.perf_counter()
-            if all_turns:
-                hits = mem.search_recall(rec["question"], k=DEPTH, mode=mode, role="user", now=now)
-                turn_rank = [unit_of[h.id] for h in hits]
-                hits = mem.search_recall(rec["question"], k=4 * DEPTH, mode=mode, now=now)
-            else:
-                hits = mem.search_recall(rec["question"], k=4 * DEPTH, mode=mode, now=now)
-                turn_rank = [unit_of[h.id] for h in hits[:DEPTH]]
+            role = "user" if all_turns else None
+            hits = mem.search_recall(rec["question"], k=DEPTH, mode=mode, role=role, now=now)
+            turn_rank = [unit_of[h.id] for h in hits]
+            sessions = mem.search_sessions(rec["question"], k=DEPTH, mode=mode, now=now)
             out.setdefault("search_s", {})[mode] = time.perf_counter() - q0
-            session_rank = list(dict.fromkeys(unit_of[h.id][0] for h in hits))
+            session_rank = [s.session_id for s in sessions]
             if gold_turn:
                 out["turn"][mode] = metrics(turn_rank, gold_turn)
             out["session"][mode] = metrics(session_rank, answer_sessions)

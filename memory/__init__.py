@@ -29,6 +29,7 @@ __all__ = [
     "RecallLog",
     "SearchHit",
     "SentenceTransformerEmbedder",
+    "SessionHit",
     "SessionInfo",
     "WorkingMemory",
 ]
@@ -52,6 +53,7 @@ _WHERE = {
     "GrepHit": "memory.types",
     "Message": "memory.types",
     "SearchHit": "memory.types",
+    "SessionHit": "memory.types",
     "SessionInfo": "memory.types",
 }
 
@@ -69,7 +71,7 @@ if TYPE_CHECKING:
     from memory.manager import CompiledContext, MemoryManager
     from memory.recall import RecallLog
     from memory.search import FusionConfig
-    from memory.types import GrepHit, Message, SearchHit, SessionInfo
+    from memory.types import GrepHit, Message, SearchHit, SessionHit, SessionInfo
 
 
 def __getattr__(name: str) -> Any:

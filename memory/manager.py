@@ -35,7 +35,7 @@ from memory.recall import RecallLog
 from memory.recall_query import estimate_tokens
 from memory.recall_vectors import RecallSearch
 from memory.search import Candidates, FusionConfig, merge_candidates
-from memory.types import GrepHit, SearchHit
+from memory.types import GrepHit, SearchHit, SessionHit
 from memory.vectors import EmbeddingQueue, EmbeddingWorker, VectorIndex, make_chroma_client
 
 __all__ = ["CompiledContext", "MemoryManager"]
@@ -164,6 +164,26 @@ class MemoryManager:
         return self.recall_search.search(
             query, k=k, mode=mode, offset=offset, agent_id=agent_id, session_id=session_id,
             role=role, since=since, until=until, now=now,
+        )
+
+    def search_sessions(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: str = "hybrid",
+        per_session: int = 3,
+        agent_id: str | None = None,
+        role: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        now: datetime | None = None,
+    ) -> list[SessionHit]:
+        """Conversation sessions ranked for ``query`` (their matching messages' scores pooled),
+        each with its best ``per_session`` messages; see ``RecallSearch.search_sessions``."""
+        return self.recall_search.search_sessions(
+            query, k=k, mode=mode, per_session=per_session, agent_id=agent_id, role=role,
+            since=since, until=until, now=now,
         )
 
     def search_archival(self, query: str, *, k: int = 10, mode: str = "hybrid", **filters: Any) -> list[SearchHit]:

@@ -27,9 +27,9 @@ from memory.recall import RecallLog
 from memory.recall_query import build_filters, check_text, to_us
 from memory.recall_schema import TABLE
 from memory.recall_search import make_snippet, snippet_pattern
-from memory.search import Candidates, FusionConfig, Ranked, check_mode
+from memory.search import Candidates, FusionConfig, Ranked, check_mode, pool_groups
 from memory.temporal import parse_relative, time_prior
-from memory.types import Message, SearchHit
+from memory.types import Message, SearchHit, SessionHit
 from memory.vectors import EmbeddingQueue, Meta, QueueSource, VectorIndex
 
 __all__ = ["TIER", "RecallSearch"]
@@ -166,21 +166,61 @@ class RecallSearch:
         """
         if not isinstance(k, int) or k < 1 or not isinstance(offset, int) or offset < 0:
             raise ValidationError("k must be >= 1 and offset >= 0")
-        cands = self.candidates(
-            query, mode=mode, agent_id=agent_id, session_id=session_id, role=role,
-            since=since, until=until,
-        )
+        filters = {"agent_id": agent_id, "session_id": session_id, "role": role, "since": since, "until": until}
+        return self.hits(self._ranked(query, mode, k, offset, filters, now), query)
+
+    def search_sessions(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: str = "hybrid",
+        per_session: int = 3,
+        agent_id: str | None = None,
+        role: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        now: datetime | None = None,
+    ) -> list[SessionHit]:
+        """Conversation sessions ranked for ``query``, best first, each with its best
+        ``per_session`` messages.
+
+        The candidates are the messages a ``search`` in the same mode ranks (its full
+        candidate depth, ``FusionConfig.depth``); a session's score pools its messages'
+        scores (``memory.search.pool_groups``), so a session where the subject comes up
+        several times ranks above one that mentions it once. Sessions are per agent: the
+        same session id under two agents is two sessions.
+        """
+        if not isinstance(k, int) or k < 1 or not isinstance(per_session, int) or per_session < 1:
+            raise ValidationError("k and per_session must be >= 1")
+        filters = {"agent_id": agent_id, "session_id": None, "role": role, "since": since, "until": until}
+        ranked = self._ranked(query, mode, self.fusion.depth, 0, filters, now)
+        hits = {h.id: h for h in self.hits(ranked, query)}
+        ranked = [(i, s) for i, s in ranked if i in hits]
+        pooled = pool_groups(ranked, lambda i: (hits[i].agent_id, hits[i].session_id))
+        return [
+            SessionHit(
+                session_id=str(sid), agent_id=str(aid), score=score,
+                hits=tuple(hits[i] for i, _ in members[:per_session]),
+            )
+            for (aid, sid), score, members in pooled[:k]
+        ]
+
+    def _ranked(
+        self, query: str, mode: str, k: int, offset: int, filters: dict[str, Any], now: datetime | None
+    ) -> Ranked:
+        cands = self.candidates(query, mode=mode, **filters)
         cfg = self.fusion
         target = parse_relative(query, now or datetime.now(UTC)) if mode == "hybrid" else None
         if target is None or cfg.time_weight <= 0:
-            return self.hits(cands.rank(mode, k=k, offset=offset, config=cfg), query)
+            return cands.rank(mode, k=k, offset=offset, config=cfg)
         pool = cands.rank(mode, k=cfg.candidates(k, offset), offset=0, config=cfg)
         at = {m.id: m.created_at for m in self.recall.get_many([i for i, _ in pool])}
         rescored = [
             (i, s + cfg.time_weight * time_prior(at[i], target)) for i, s in pool if i in at
         ]
         rescored.sort(key=lambda x: (-x[1], x[0]))
-        return self.hits(rescored[offset : offset + k], query)
+        return rescored[offset : offset + k]
 
 
 def _where(filters: dict[str, Any]) -> dict[str, Any] | None:

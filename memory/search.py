@@ -14,6 +14,10 @@ Rules this module keeps:
   rank fusion (``method="rrf"``) is kept as the classic alternative.
 * Items without a vector yet (still in the embedding queue) are ranked by their text score
   alone, so nothing pending is invisible.
+* Groups of items (the messages of one conversation session) are ranked by ``pool_groups``:
+  a soft maximum (log-sum-exp) of their members' standardised scores, so a session with
+  several relevant messages outranks one with a single equally good message, while one very
+  good message still dominates many weak ones.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from typing import Any, Literal
 
 from memory.errors import ValidationError
 
-__all__ = ["MODES", "Candidates", "FusionConfig", "check_mode", "hybrid_rank", "merge_candidates", "rrf"]
+__all__ = [
+    "MODES", "Candidates", "FusionConfig", "check_mode", "hybrid_rank", "merge_candidates",
+    "pool_groups", "rrf",
+]
 
 MODES = ("hybrid", "vector", "text")
 # Ids are message or chunk ids within a tier, (tier, id) pairs across tiers.
@@ -54,7 +61,7 @@ class FusionConfig:
     text_weight: float = 0.5
     adaptive: bool = False
     rrf_k: int = 60
-    depth: int = 100
+    depth: int = 200
     time_weight: float = 2.0
 
     def candidates(self, k: int, offset: int) -> int:
@@ -83,6 +90,33 @@ def _separation(scores: Sequence[float]) -> float:
         return 0.0
     top = sum(scores[:3]) / 3
     return (top - mean) / sd
+
+
+def pool_groups(
+    ranked: Ranked, group_of: Callable[[Any], Any], *, temperature: float = 1.0
+) -> list[tuple[Any, float, list[tuple[Any, float]]]]:
+    """``(group, pooled score, members best first)``, best group first.
+
+    Scores are standardised over ``ranked`` (z-scores: text, vector and fused scores alike),
+    then each group's score is ``t * log(sum(exp(z / t)))`` over its members: its best
+    member's score, raised by each further member in proportion to how close that member
+    comes to the best. ``temperature`` ``t`` in standard deviations; as ``t`` goes to 0 this is
+    the best member's score alone.
+    """
+    if temperature <= 0:
+        raise ValidationError("temperature must be > 0")
+    mean, sd = _zscores([s for _, s in ranked])
+    groups: dict[Any, list[tuple[Any, float]]] = {}
+    for i, s in ranked:
+        groups.setdefault(group_of(i), []).append((i, s))
+    out = []
+    for g, members in groups.items():
+        zs = [(s - mean) / sd / temperature for _, s in members]
+        top = max(zs)
+        pooled = temperature * (top + math.log(sum(math.exp(z - top) for z in zs)))
+        out.append((g, pooled, members))
+    out.sort(key=lambda x: -x[1])
+    return out
 
 
 def _zscores(scores: Sequence[float]) -> tuple[float, float]:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-__all__ = ["ROLES", "GrepHit", "Message", "SearchHit", "SessionInfo", "Tier"]
+__all__ = ["ROLES", "GrepHit", "Message", "SearchHit", "SessionHit", "SessionInfo", "Tier"]
 
 Tier = Literal["recall", "archival"]
 ROLES = ("user", "assistant", "system", "tool")
@@ -81,6 +81,23 @@ class SearchHit:
         d = _jsonable(asdict(self))
         d["tags"] = list(self.tags)
         return d
+
+
+@dataclass(frozen=True)
+class SessionHit:
+    """One ranked conversation session: its score pools the scores of its matching messages
+    (see ``memory.search.pool_groups``); ``hits`` are its best messages, best first."""
+
+    session_id: str
+    agent_id: str
+    score: float
+    hits: tuple[SearchHit, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id, "agent_id": self.agent_id, "score": self.score,
+            "hits": [h.to_dict() for h in self.hits],
+        }
 
 
 @dataclass(frozen=True)

@@ -133,3 +133,58 @@ def test_hybrid_search_favours_the_time_the_query_names(tmp_path: Path) -> None:
         assert mem.search_recall(q, k=1, now=now)[0].text == "I cooked lasagna for my friend"
         # Without a time expression nothing changes; text mode ignores time.
         assert len(mem.search_recall("cooked friend", k=3, now=now)) == 3
+
+
+def test_pool_groups_rewards_repeated_evidence_but_not_noise() -> None:
+    from memory.search import pool_groups
+
+    # Session "a": one message at the top; "b": two messages each a little below it.
+    ranked = [(1, 10.0), (2, 9.5), (3, 9.4), (4, 1.0), (5, 0.9), (6, 0.8), (7, 0.7)]
+    group = {1: "a", 2: "b", 3: "b", 4: "c", 5: "c", 6: "c", 7: "c"}
+    pooled = pool_groups(ranked, group.__getitem__)
+    assert [g for g, _, _ in pooled] == ["b", "a", "c"]
+    # Four weak messages do not outrank one strong one.
+    assert pooled[-1][0] == "c" and pooled[-1][1] < pooled[1][1]
+    # Members come back best first; a tiny temperature is the best member alone.
+    assert [i for i, _ in pooled[0][2]] == [2, 3]
+    sharp = pool_groups(ranked, group.__getitem__, temperature=1e-3)
+    assert [g for g, _, _ in sharp] == ["a", "b", "c"]
+    with pytest.raises(ValidationError):
+        pool_groups(ranked, group.__getitem__, temperature=0)
+    assert pool_groups([], group.__getitem__) == []
+
+
+def test_search_sessions_pools_messages_per_session(tmp_path: Path) -> None:
+    from memory.embeddings import HashEmbedder
+
+    with MemoryManager.open(tmp_path / "m", embedder=HashEmbedder(64), background_embed=False) as mem:
+        mem.recall.append_many(
+            [
+                {"content": "we planned the garden: tomatoes and basil", "session_id": "s1"},
+                {"content": "the weather was grey all week", "session_id": "s1"},
+                {"content": "garden beds need compost before the tomatoes", "session_id": "s2"},
+                {"content": "more garden ideas: tomatoes against the south wall", "session_id": "s2"},
+                {"content": "tomatoes ripen late in a cold garden", "session_id": "s2"},
+                {"content": "a trip to the coast", "session_id": "s3"},
+                {"content": "garden tomatoes", "session_id": "s1", "agent_id": "other"},
+            ]
+        )
+        mem.embed_pending()
+        for mode in ("hybrid", "text", "vector"):
+            sessions = mem.search_sessions("garden tomatoes", k=5, mode=mode, per_session=2)
+            assert sessions, mode
+            assert len({(s.agent_id, s.session_id) for s in sessions}) == len(sessions)
+            assert all(1 <= len(s.hits) <= 2 for s in sessions)
+            assert all(s.hits[0].score >= s.hits[-1].score for s in sessions)
+        text = mem.search_sessions("garden tomatoes", k=5, mode="text", agent_id="default")
+        # s2 mentions the subject three times, s1 once (its one message ranks well too).
+        assert [s.session_id for s in text] == ["s2", "s1"]
+        assert [s.score for s in text] == sorted((s.score for s in text), reverse=True)
+        only = mem.search_sessions("garden tomatoes", k=5, mode="text", agent_id="other")
+        assert [(s.agent_id, s.session_id) for s in only] == [("other", "s1")]
+        d = text[0].to_dict()
+        assert d["session_id"] == "s2" and d["hits"][0]["session_id"] == "s2"
+        for bad in ({"k": 0}, {"per_session": 0}, {"mode": "fuzzy"}):
+            with pytest.raises(ValidationError):
+                mem.search_sessions("garden", **bad)  # type: ignore[arg-type]
+        assert mem.recall.count() == 7
