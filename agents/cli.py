@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["text", "vector", "hybrid"], default="hybrid")
     p.add_argument("--tier", choices=["all", "recall", "archival"], default="all")
     p.add_argument("-k", type=int, default=10, help="number of results")
+    p.add_argument("--sessions", action="store_true",
+                   help="rank whole conversation sessions of the recall log, not single messages")
     p.add_argument("--no-wait", action="store_true",
                    help="search now, without embedding what is still queued (found by text only)")
     _filters(p)

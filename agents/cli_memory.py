@@ -203,6 +203,8 @@ def cmd_search(ctx: CliContext, args: argparse.Namespace) -> int:
         # A one-shot command: messages logged just before must be found by meaning too.
         ctx.warn(f"embedding {queued} queued item(s) first (--no-wait skips this)")
         mem.wait_embedded(timeout=3600)
+    if args.sessions:
+        return _search_sessions(ctx, mem, args)
     tiers = ("recall", "archival") if args.tier == "all" else (args.tier,)
     hits = mem.search(args.query, tiers=tiers, k=args.k, mode=args.mode, **_filters(args))
 
@@ -216,6 +218,24 @@ def cmd_search(ctx: CliContext, args: argparse.Namespace) -> int:
             ctx.print(f"    {_one_line(h.snippet or h.text)}")
 
     ctx.emit([h.to_dict() for h in hits], human)
+    return 0
+
+
+def _search_sessions(ctx: CliContext, mem: Any, args: argparse.Namespace) -> int:
+    filters = _filters(args)
+    if "session_id" in filters or args.tier == "archival":
+        raise ValidationError("--sessions ranks recall sessions: drop --session and --tier archival")
+    sessions = mem.search_sessions(args.query, k=args.k, mode=args.mode, **filters)
+
+    def human() -> None:
+        if not sessions:
+            ctx.print("no results")
+        for s in sessions:
+            ctx.print(f"[{s.agent_id}/{s.session_id}] {s.score:.3g}")
+            for h in s.hits:
+                ctx.print(f"    [{h.id}] {_time(h.created_at)} {h.role}: {_one_line(h.snippet or h.text)}")
+
+    ctx.emit([s.to_dict() for s in sessions], human)
     return 0
 
 

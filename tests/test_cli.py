@@ -80,6 +80,12 @@ def test_log_search_grep_sessions_stats(store: Path) -> None:
     assert rc == 2 and "error" in err
     rc, _, err = run("search", "x", "--since", "last tuesday")
     assert rc == 2 and "--since" in err
+    ok("log", "the vault zebra key rotates monthly", "--session", "ops")
+    sessions = js("search", "vault zebra", "--mode", "text", "--sessions")
+    assert [s["session_id"] for s in sessions] == ["ops"] and len(sessions[0]["hits"]) == 2
+    assert "[default/ops]" in ok("search", "vault zebra", "--mode", "text", "--sessions")
+    rc, _, err = run("search", "vault", "--sessions", "--session", "ops")
+    assert rc == 2 and "--sessions" in err
 
 
 def test_blocks_list_show_set_history(store: Path) -> None:
