@@ -29,6 +29,8 @@ variable                    meaning                                             
 ``RLMEM_BUSY_TIMEOUT_S``    seconds to wait for another writer                  ``30``
 ``RLMEM_TEXT_WEIGHT``       base BM25 weight of hybrid fusion (0..1)            ``0.5``
 ``RLMEM_FUSION``            hybrid fusion: ``convex`` or ``rrf``                ``convex``
+``RLMEM_FUSION_DEPTH``      candidates per method in hybrid search (0 = the     ``0``
+                            tier's default: 200 recall, 100 archival)
 ==========================  ==================================================  ============
 
 The TOML file uses the same names without the prefix, lower-case, at top level
@@ -74,6 +76,7 @@ class MemoryConfig:
     busy_timeout_s: float = 30.0
     text_weight: float = 0.5
     fusion: str = "convex"
+    fusion_depth: int = 0
 
     @property
     def db_target(self) -> str:
@@ -152,7 +155,7 @@ def _coerce(cls: type, name: str, value: Any, origin: str) -> Any:
             if isinstance(value, bool):
                 raise ValueError("expected an integer")
             n = int(value)
-            if n < 0 or (name != "embed_threads" and n == 0):
+            if n < 0 or (name not in ("embed_threads", "fusion_depth") and n == 0):
                 raise ValueError("must be positive")
             return n
         if kind.startswith("float"):

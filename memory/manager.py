@@ -18,6 +18,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from memory.errors import ValidationError
 from memory.recall import RecallLog
 from memory.recall_query import estimate_tokens
 from memory.recall_vectors import RecallSearch
-from memory.search import Candidates, FusionConfig, merge_candidates
+from memory.search import RECALL_DEPTH, Candidates, FusionConfig, merge_candidates
 from memory.types import GrepHit, SearchHit, SessionHit
 from memory.vectors import EmbeddingQueue, EmbeddingWorker, VectorIndex, make_chroma_client
 
@@ -85,6 +86,9 @@ class MemoryManager:
         self.agent_id = agent_id
         self._embedder = embedder
         fusion = FusionConfig(method=config.fusion, text_weight=config.text_weight)  # type: ignore[arg-type]
+        recall_fusion = dataclasses.replace(fusion, depth=config.fusion_depth or RECALL_DEPTH)
+        if config.fusion_depth:
+            fusion = dataclasses.replace(fusion, depth=config.fusion_depth)
         lock = None if config.chroma_host else config.chroma_path / ".rlmem-write.lock"
         self._chroma = _LazyChroma(config)
         self.queue = EmbeddingQueue(db)
@@ -95,7 +99,7 @@ class MemoryManager:
         )
         self.recall_search = RecallSearch(
             self.recall, VectorIndex(self._chroma, "rlmem_recall", embedder, lock_path=lock),
-            self.queue, embed=config.embed_recall, fusion=fusion,
+            self.queue, embed=config.embed_recall, fusion=recall_fusion,
         )
         self._blocks: dict[str, Any] = {}
         self._worker: EmbeddingWorker | None = None

@@ -27,7 +27,7 @@ from memory.recall import RecallLog
 from memory.recall_query import build_filters, check_text, to_us
 from memory.recall_schema import TABLE
 from memory.recall_search import make_snippet, snippet_pattern
-from memory.search import Candidates, FusionConfig, Ranked, check_mode, pool_groups
+from memory.search import RECALL_DEPTH, Candidates, FusionConfig, Ranked, check_mode, pool_groups
 from memory.temporal import parse_relative, time_prior
 from memory.types import Message, SearchHit, SessionHit
 from memory.vectors import EmbeddingQueue, Meta, QueueSource, VectorIndex
@@ -52,7 +52,7 @@ class RecallSearch:
         self.recall = recall
         self.index = index if embed else None
         self.queue = queue
-        self.fusion = fusion or FusionConfig()
+        self.fusion = fusion or FusionConfig(depth=RECALL_DEPTH)
         if self.index is not None:
             queue.register(TIER, QueueSource(self.index, self._load))
             recall.add_append_hook(self._on_append)

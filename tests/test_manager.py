@@ -54,6 +54,15 @@ def test_config_errors_name_their_origin(tmp_path: Path) -> None:
         MemoryConfig.load(tmp_path, env={}, text_weight=2.0)
     with pytest.raises(ConfigError, match="unknown configuration option"):
         MemoryConfig.load(tmp_path, env={}, colour="blue")
+    with pytest.raises(ConfigError, match="RLMEM_FUSION_DEPTH"):
+        MemoryConfig.load(tmp_path, env={"RLMEM_FUSION_DEPTH": "-1"})
+
+
+def test_fusion_depth_per_tier_and_configured(tmp_path: Path) -> None:
+    with open_mem(tmp_path / "a") as mem:
+        assert (mem.recall_search.fusion.depth, mem.archival.fusion.depth) == (200, 100)
+    with open_mem(tmp_path / "b", fusion_depth=50) as mem:
+        assert (mem.recall_search.fusion.depth, mem.archival.fusion.depth) == (50, 50)
 
 
 # --- the manager ---------------------------------------------------------------------------
