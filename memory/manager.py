@@ -18,10 +18,9 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -85,17 +84,17 @@ class MemoryManager:
         self.db = db
         self.agent_id = agent_id
         self._embedder = embedder
-        fusion = FusionConfig(method=config.fusion, text_weight=config.text_weight)  # type: ignore[arg-type]
-        recall_fusion = dataclasses.replace(fusion, depth=config.fusion_depth or RECALL_DEPTH)
-        if config.fusion_depth:
-            fusion = dataclasses.replace(fusion, depth=config.fusion_depth)
+        base = FusionConfig(method=config.fusion, text_weight=config.text_weight)  # type: ignore[arg-type]
+        # fusion_depth 0 keeps each tier's own default depth.
+        archival_fusion = replace(base, depth=config.fusion_depth or base.depth)
+        recall_fusion = replace(base, depth=config.fusion_depth or RECALL_DEPTH)
         lock = None if config.chroma_host else config.chroma_path / ".rlmem-write.lock"
         self._chroma = _LazyChroma(config)
         self.queue = EmbeddingQueue(db)
         self.recall = RecallLog(db)
         self.archival = ArchivalStore(
             db, VectorIndex(self._chroma, "rlmem_archival", embedder, lock_path=lock), self.queue,
-            fusion=fusion, embed_batch=max(config.embed_batch_size, 256),
+            fusion=archival_fusion, embed_batch=max(config.embed_batch_size, 256),
         )
         self.recall_search = RecallSearch(
             self.recall, VectorIndex(self._chroma, "rlmem_recall", embedder, lock_path=lock),

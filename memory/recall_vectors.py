@@ -195,15 +195,16 @@ class RecallSearch:
             raise ValidationError("k and per_session must be >= 1")
         filters = {"agent_id": agent_id, "session_id": None, "role": role, "since": since, "until": until}
         ranked = self._ranked(query, mode, self.fusion.depth, 0, filters, now)
-        hits = {h.id: h for h in self.hits(ranked, query)}
-        ranked = [(i, s) for i, s in ranked if i in hits]
-        pooled = pool_groups(ranked, lambda i: (hits[i].agent_id, hits[i].session_id))
+        where = {m.id: (m.agent_id, m.session_id) for m in self.recall.get_many([i for i, _ in ranked])}
+        pooled = pool_groups([(i, s) for i, s in ranked if i in where], where.__getitem__)[:k]
+        # Snippets only for the messages returned, not for the whole candidate pool.
+        hits = {h.id: h for h in self.hits([m for _, _, ms in pooled for m in ms[:per_session]], query)}
         return [
             SessionHit(
-                session_id=str(sid), agent_id=str(aid), score=score,
-                hits=tuple(hits[i] for i, _ in members[:per_session]),
+                session_id=sid, agent_id=aid, score=score,
+                hits=tuple(hits[i] for i, _ in members[:per_session] if i in hits),
             )
-            for (aid, sid), score, members in pooled[:k]
+            for (aid, sid), score, members in pooled
         ]
 
     def _ranked(

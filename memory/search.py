@@ -54,9 +54,9 @@ class FusionConfig:
     ``text_weight`` is the base weight of BM25 (vectors get ``1 - text_weight``);
     ``adaptive`` shifts it per query by the two lists' separation; ``depth`` is how many
     candidates each method contributes (more when ``k + offset`` is larger): deeper lists
-    give steadier normalisation at a cost linear in the depth (recall search uses 200,
-    where the retrieval benchmark gained from it; archival keeps 100, about 15 ms at 100K
-    chunks);
+    give steadier normalisation at a cost linear in the depth (recall search uses
+    ``RECALL_DEPTH``, where the retrieval benchmark gained from it; archival keeps the
+    default for its latency, see docs/benchmarks.md);
     ``time_weight`` is the bonus (in fused-score units) for matching a relative time
     expression of the query ("two weeks ago"), see ``memory.temporal``.
     """
