@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("reindex", "rebuild the vector index from the database")
     p.add_argument("--tier", choices=["all", "recall", "archival"], default="all")
+    p.add_argument("--reembed", action="store_true",
+                   help="embed every row again (default: reuse the stored vectors of the current model)")
     return parser
 
 

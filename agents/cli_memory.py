@@ -129,11 +129,11 @@ def cmd_reindex(ctx: CliContext, args: argparse.Namespace) -> int:
     mem = ctx.open_memory(embed=True)
     tiers = ("recall", "archival") if args.tier == "all" else (args.tier,)
     if tiers == ("recall",):
-        result: Any = {"recall": mem.recall_search.reindex()}
+        result: Any = {"recall": mem.recall_search.reindex(reembed=args.reembed)}
     elif tiers == ("archival",):
-        result = {"archival": mem.archival.reindex()}
+        result = {"archival": mem.archival.reindex(reembed=args.reembed)}
     else:
-        result = mem.reindex()
+        result = mem.reindex(reembed=args.reembed)
     ctx.emit({"reindexed": jsonable(result)}, f"reindexed: {jsonable(result)}")
     return 0
 

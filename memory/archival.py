@@ -71,6 +71,7 @@ class ArchivalStore:
         self.embed_batch = embed_batch
         if index is not None:
             self.queue.register(TIER, QueueSource(index, self._load_for_embedding))
+            index.rebuild = self._queue_everything
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -260,7 +261,7 @@ class ArchivalStore:
                     sql_text(f"INSERT INTO {TAGS} (chunk_id, tag) VALUES (:i, :t)"),
                     [{"i": id, "t": t} for t in new_tags],
                 )
-            self.queue.enqueue(conn, TIER, [id])
+            self.queue.enqueue(conn, TIER, [id], changed=True)
         return self.get(id)
 
     def delete(self, id: int) -> None:
@@ -330,13 +331,22 @@ class ArchivalStore:
             return 0
         return self.queue.drain(TIER, batch=batch or self.embed_batch)
 
-    def reindex(self) -> int:
-        """Rebuild the vector collection from SQL; returns the number of chunks embedded."""
+    def reindex(self, *, reembed: bool = False) -> int:
+        """Rebuild the vector collection from SQL; returns the number of chunks indexed.
+
+        Vectors come from their SQL copies where the current embedder made them, so only
+        chunks without one are embedded (a new model embeds everything); ``reembed`` embeds
+        every chunk again regardless."""
         if self.index is None:
             return 0
+        if reembed:
+            self.queue.drop_all_copies(TIER)
         self.index.reset()
-        self.queue.enqueue_all(TIER, TABLE)
+        self._queue_everything()
         return self.embed_pending()
+
+    def _queue_everything(self) -> None:
+        self.queue.enqueue_all(TIER, TABLE)
 
     # --- searching -------------------------------------------------------------------------
 

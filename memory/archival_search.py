@@ -118,7 +118,9 @@ def chunk_candidates(
                 return found
         return index.query(qvec, n, chroma_where)
 
-    return Candidates(text_search, vector_search, lambda ids: index.similarities(qvec, ids))
+    return Candidates(
+        text_search, vector_search, lambda ids: store.queue.similarities(TIER, qvec, ids)
+    )
 
 
 def chunk_hits(store: ArchivalStore, ranked: Ranked, query: str) -> list[SearchHit]:

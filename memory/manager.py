@@ -337,9 +337,13 @@ class MemoryManager:
         """Embed everything queued, now, in this thread; returns the number of items."""
         return self.queue.drain(batch=max(self.config.embed_batch_size, 256))
 
-    def reindex(self) -> dict[str, int]:
-        """Rebuild both vector collections from SQL."""
-        return {"recall": self.recall_search.reindex(), "archival": self.archival.reindex()}
+    def reindex(self, *, reembed: bool = False) -> dict[str, int]:
+        """Rebuild both vector collections from SQL (from the vector copies of the current
+        embedder; ``reembed``: embed every row again)."""
+        return {
+            "recall": self.recall_search.reindex(reembed=reembed),
+            "archival": self.archival.reindex(reembed=reembed),
+        }
 
     def wait_embedded(self, timeout: float = 60.0) -> bool:
         """Wait until the background thread found the queue empty (or drain it here)."""

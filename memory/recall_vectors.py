@@ -55,6 +55,7 @@ class RecallSearch:
         self.fusion = fusion or FusionConfig(depth=RECALL_DEPTH)
         if self.index is not None:
             queue.register(TIER, QueueSource(self.index, self._load))
+            self.index.rebuild = self._queue_everything
             recall.add_append_hook(self._on_append)
         recall.add_forget_hook(self._on_forget)
 
@@ -89,13 +90,20 @@ class RecallSearch:
     def embed_pending(self, batch: int = 256) -> int:
         return self.queue.drain(TIER, batch=batch) if self.index is not None else 0
 
-    def reindex(self) -> int:
-        """Rebuild the recall vector collection from the log; returns messages embedded."""
+    def reindex(self, *, reembed: bool = False) -> int:
+        """Rebuild the recall vector collection from the log; returns messages indexed
+        (from the SQL vector copies of the current embedder where there are, see
+        ``ArchivalStore.reindex``; ``reembed`` embeds every message again)."""
         if self.index is None:
             return 0
+        if reembed:
+            self.queue.drop_all_copies(TIER)
         self.index.reset()
-        self.queue.enqueue_all(TIER, TABLE, "content <> ''")
+        self._queue_everything()
         return self.embed_pending()
+
+    def _queue_everything(self) -> None:
+        self.queue.enqueue_all(TIER, TABLE, "content <> ''")
 
     def candidates(
         self,
@@ -128,7 +136,7 @@ class RecallSearch:
         return Candidates(
             text_search,
             lambda n: index.query(qvec, n, where),
-            lambda ids: index.similarities(qvec, ids),
+            lambda ids: self.queue.similarities(TIER, qvec, ids),
         )
 
     def hits(self, ranked: Ranked, query: str) -> list[SearchHit]:

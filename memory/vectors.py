@@ -14,6 +14,19 @@ Rules this module keeps:
 * Writes to an embedded (``PersistentClient``) Chroma directory are serialised across
   processes by an advisory file lock, so two processes opening one store never interleave
   index writes.
+* Each vector is also kept in SQL (table ``rlmem_vectors``, float32 bytes, with the name of
+  the model that made it), written in the transaction that dequeues its item, and only if
+  the item is still queued at the same sequence number (neither deleted nor changed since
+  it was read). A changed item's copy is dropped in the transaction that changes it. The
+  copies serve two things: hybrid search reads the similarity of a text-only candidate from
+  them (one indexed SQL read instead of a Chroma ``get``), and a rebuilt collection is
+  refilled from them without embedding again. Copies made by another model are ignored,
+  so after a model change ``reindex`` embeds everything; ``reindex(reembed=True)`` always does.
+* A collection whose HNSW files were damaged (a kill -9 while Chroma wrote them) is rebuilt
+  from SQL the first time an operation on it fails that way: the collection is dropped and
+  recreated empty, every row of its tier is queued again (and refilled from the SQL copies,
+  embedding only what has none), and the operation is retried. Text search keeps finding
+  everything meanwhile.
 """
 
 from __future__ import annotations
@@ -26,8 +39,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -45,7 +59,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 QUEUE_TABLE = "rlmem_embed_queue"
+VECTORS_TABLE = "rlmem_vectors"
 Meta = dict[str, str | int | float | bool]
+T = TypeVar("T")
+_MODEL_HINT = "; if the embedding model changed, rebuild the index with reindex()"
+
+
+def is_damaged(exc: BaseException) -> bool:
+    """Whether a Chroma error says the collection's HNSW segment cannot be loaded or written
+    (what a kill -9 in the middle of Chroma persisting it leaves behind)."""
+    msg = str(exc).lower()
+    return "hnsw" in msg and ("segment" in msg or "index" in msg)
 
 
 def _v1_queue(conn: Connection, dialect: str) -> None:
@@ -58,7 +82,18 @@ def _v1_queue(conn: Connection, dialect: str) -> None:
     )
 
 
-MIGRATIONS = [Migration(1, "embedding queue", _v1_queue)]
+def _v2_vectors(conn: Connection, dialect: str) -> None:
+    blob = "BYTEA" if dialect == "postgresql" else "BLOB"
+    conn.execute(
+        text(
+            f"CREATE TABLE {VECTORS_TABLE} ("
+            " tier VARCHAR(32) NOT NULL, item_id BIGINT NOT NULL, model VARCHAR(300) NOT NULL,"
+            f" vec {blob} NOT NULL, PRIMARY KEY (tier, item_id))"
+        )
+    )
+
+
+MIGRATIONS = [Migration(1, "embedding queue", _v1_queue), Migration(2, "vector copies", _v2_vectors)]
 
 
 def make_chroma_client(
@@ -99,8 +134,6 @@ class _ChromaEF:
         self._embedder = embedder
 
     def __call__(self, input: Sequence[str]) -> list[Any]:
-        import numpy as np
-
         return [np.asarray(v, dtype=np.float32) for v in self._embedder.embed(list(input))]
 
     def embed_query(self, input: Sequence[str]) -> list[Any]:
@@ -137,7 +170,12 @@ class _ChromaEF:
 
 
 class VectorIndex:
-    """One Chroma collection of (integer id -> vector, filter metadata)."""
+    """One Chroma collection of (integer id -> vector, filter metadata).
+
+    ``rebuild``, when its owner sets it, requeues every row of the tier for embedding; it is
+    what lets a damaged collection heal itself (see the module notes). It runs at most once
+    per process and index, so an index that stays broken after a rebuild raises.
+    """
 
     def __init__(
         self, client: Any, name: str, embedder: Embedder, *, lock_path: Path | None = None
@@ -146,6 +184,8 @@ class VectorIndex:
         self.name = name
         self.embedder = embedder
         self.lock_path = lock_path
+        self.rebuild: Callable[[], None] | None = None
+        self.rebuilt = False
         self._collection: Any = None
         self._mutex = threading.RLock()
 
@@ -177,30 +217,61 @@ class VectorIndex:
                 finally:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
+    def _guarded(self, what: str, op: Callable[[], T], hint: str = "") -> T:
+        """Run a Chroma operation; on a damaged collection rebuild it once and run it again.
+
+        ``op`` must not hold the write lock when it returns or raises: the rebuild takes it.
+        """
+        try:
+            return op()
+        except Exception as exc:
+            if not is_damaged(exc) or self.rebuild is None or self.rebuilt:
+                raise IndexError_(f"{what} {self.name!r}: {exc}{hint}") from exc
+            damage = exc
+        try:
+            with self._mutex:  # one thread rebuilds; the others wait, then retry
+                if not self.rebuilt:
+                    log.warning(
+                        "the Chroma collection %r is damaged (%s); rebuilding it from SQL",
+                        self.name, damage,
+                    )
+                    self.rebuilt = True
+                    self.reset()
+                    self.rebuild()
+            return op()
+        except IndexError_:
+            raise
+        except Exception as exc:
+            raise IndexError_(
+                f"{what} {self.name!r}: {exc} (after rebuilding it from SQL, which failed on "
+                f"{damage}); run reindex()"
+            ) from exc
+
     def upsert(self, ids: Sequence[int], vectors: Sequence[Sequence[float]], metas: Sequence[Meta]) -> None:
         if not ids:
             return
-        with self.write_lock():
-            try:
+
+        mat = np.asarray(vectors, dtype=np.float32)
+
+        def op() -> None:
+            with self.write_lock():
                 self.collection.upsert(
                     ids=[str(i) for i in ids],
-                    embeddings=[list(v) for v in vectors],
+                    embeddings=mat,
                     metadatas=[dict(m) if m else {"_": 0} for m in metas],
                 )
-            except Exception as exc:
-                raise IndexError_(
-                    f"cannot write vectors to {self.name!r}: {exc}; if the embedding model "
-                    "changed, rebuild the index with reindex()"
-                ) from exc
+
+        self._guarded("cannot write vectors to", op, _MODEL_HINT)
 
     def delete(self, ids: Sequence[int]) -> None:
         if not ids:
             return
-        with self.write_lock():
-            try:
+
+        def op() -> None:
+            with self.write_lock():
                 self.collection.delete(ids=[str(i) for i in ids])
-            except Exception as exc:
-                raise IndexError_(f"cannot delete vectors from {self.name!r}: {exc}") from exc
+
+        self._guarded("cannot delete vectors from", op)
 
     def reset(self) -> None:
         """Drop and recreate the collection (used by ``reindex``)."""
@@ -211,10 +282,7 @@ class VectorIndex:
             _ = self.collection
 
     def count(self) -> int:
-        try:
-            return int(self.collection.count())
-        except Exception as exc:
-            raise IndexError_(f"cannot count {self.name!r}: {exc}") from exc
+        return int(self._guarded("cannot count", lambda: self.collection.count()))
 
     def query(
         self, vector: Sequence[float], k: int, where: Mapping[str, Any] | None = None
@@ -222,32 +290,29 @@ class VectorIndex:
         """``(id, cosine similarity)`` of the ``k`` nearest vectors, best first."""
         if k <= 0:
             return []
-        try:
-            res = self.collection.query(
+        res = self._guarded(
+            "vector search failed in",
+            lambda: self.collection.query(
                 query_embeddings=[list(vector)],
                 n_results=k,
                 where=dict(where) if where else None,
                 include=["distances"],
-            )
-        except Exception as exc:
-            raise IndexError_(
-                f"vector search in {self.name!r} failed: {exc}; if the embedding model changed, "
-                "rebuild the index with reindex()"
-            ) from exc
+            ),
+            _MODEL_HINT,
+        )
         ids = res["ids"][0] if res["ids"] else []
         dists = res["distances"][0] if res.get("distances") else [0.0] * len(ids)
         return [(int(i), 1.0 - float(d)) for i, d in zip(ids, dists, strict=True)]
 
     def similarities(self, vector: Sequence[float], ids: Sequence[int]) -> dict[int, float]:
-        """Cosine similarity of ``vector`` to each stored id (ids without a vector are absent)."""
+        """Cosine similarity of ``vector`` to each id's vector in Chroma (ids without one are
+        absent). ``EmbeddingQueue.similarities`` reads the SQL copies first."""
         if not ids:
             return {}
-        import numpy as np
-
-        try:
-            res = self.collection.get(ids=[str(i) for i in ids], include=["embeddings"])
-        except Exception as exc:
-            raise IndexError_(f"cannot read vectors from {self.name!r}: {exc}") from exc
+        res = self._guarded(
+            "cannot read vectors from",
+            lambda: self.collection.get(ids=[str(i) for i in ids], include=["embeddings"]),
+        )
         embs = res.get("embeddings")
         if embs is None or len(res["ids"]) == 0:
             return {}
@@ -282,10 +347,13 @@ class EmbeddingQueue:
     def on_enqueue(self, fn: Callable[[], None]) -> None:
         self._listeners.append(fn)
 
-    def enqueue(self, conn: Connection, tier: str, ids: Sequence[int]) -> None:
-        """Mark ``ids`` for embedding inside the caller's transaction."""
+    def enqueue(self, conn: Connection, tier: str, ids: Sequence[int], *, changed: bool = False) -> None:
+        """Mark ``ids`` for embedding inside the caller's transaction; ``changed``: their text
+        changed, so their SQL vector copies are dropped too."""
         if not ids:
             return
+        if changed:
+            self._drop_copies(conn, tier, ids)
         seq = time.time_ns()
         conn.execute(
             text(
@@ -317,11 +385,59 @@ class EmbeddingQueue:
             last = ids[-1]
 
     def remove(self, conn: Connection, tier: str, ids: Sequence[int]) -> None:
+        """Forget deleted items (queue entries and vector copies) in the caller's transaction."""
         if ids:
             conn.execute(
                 text(f"DELETE FROM {QUEUE_TABLE} WHERE tier = :t AND item_id = :i"),
                 [{"t": tier, "i": int(i)} for i in ids],
             )
+            self._drop_copies(conn, tier, ids)
+
+    def _drop_copies(self, conn: Connection, tier: str, ids: Sequence[int]) -> None:
+        conn.execute(
+            text(f"DELETE FROM {VECTORS_TABLE} WHERE tier = :t AND item_id = :i"),
+            [{"t": tier, "i": int(i)} for i in ids],
+        )
+
+    def drop_all_copies(self, tier: str) -> None:
+        """Forget every vector copy of ``tier`` (before re-embedding it with a new model)."""
+        with self.db.write() as conn:
+            conn.execute(text(f"DELETE FROM {VECTORS_TABLE} WHERE tier = :t"), {"t": tier})
+
+    def copies(self, conn: Connection, tier: str, model: str, ids: Sequence[int]) -> dict[int, Any]:
+        """``id -> float32 vector`` of the SQL copies made by ``model`` among ``ids``."""
+        out: dict[int, Any] = {}
+        for a in range(0, len(ids), 500):
+            marks = ",".join(str(int(i)) for i in ids[a : a + 500])
+            rows = conn.execute(
+                text(
+                    f"SELECT item_id, vec FROM {VECTORS_TABLE}"
+                    f" WHERE tier = :t AND model = :m AND item_id IN ({marks})"
+                ),
+                {"t": tier, "m": model},
+            )
+            for i, v in rows:
+                out[int(i)] = np.frombuffer(bytes(v), dtype=np.float32)
+        return out
+
+    def similarities(self, tier: str, vector: Sequence[float], ids: Sequence[int]) -> dict[int, float]:
+        """Cosine similarity of ``vector`` to each id's vector (ids without one are absent):
+        from the SQL copies, and from Chroma for ids that have no copy and are not queued
+        (vectors of a store written before copies were kept)."""
+        if not ids:
+            return {}
+        index = self.sources[tier].index
+        q = np.asarray(vector, dtype=np.float32)
+        with self.db.read() as conn:
+            found = self.copies(conn, tier, index.embedder.name, ids)
+        out = {i: float(v @ q) for i, v in found.items() if v.shape == q.shape}
+        rest = [i for i in ids if i not in out]
+        if rest:
+            queued = self.pending_ids(tier, rest)
+            rest = [i for i in rest if i not in queued]
+        if rest:
+            out.update(index.similarities(vector, rest))
+        return out
 
     def pending(self, tier: str | None = None) -> int:
         with self.db.read() as conn:
@@ -357,6 +473,7 @@ class EmbeddingQueue:
 
     def _drain_batch(self, tier: str, batch: int) -> int:
         src = self.sources[tier]
+        embedder = src.index.embedder
         with self.db.read() as conn:
             rows = conn.execute(
                 text(
@@ -369,10 +486,35 @@ class EmbeddingQueue:
                 return 0
             seqs = {int(r[0]): int(r[1]) for r in rows}
             items = src.load(conn, list(seqs))
+            have = self.copies(conn, tier, embedder.name, [i for i, _, _ in items])
+        # Items with a current copy (a collection being refilled) are not embedded again.
+        todo = [(i, t) for i, t, _ in items if i not in have]
+        fresh: dict[int, Any] = {}
+        if todo:
+            made = embedder.embed([t for _, t in todo])
+            fresh = {i: np.asarray(v, dtype=np.float32) for (i, _), v in zip(todo, made, strict=True)}
         if items:
-            vecs = src.index.embedder.embed([t for _, t, _ in items])
+            vecs = [fresh[i] if i in fresh else have[i] for i, _, _ in items]
             src.index.upsert([i for i, _, _ in items], vecs, [m for _, _, m in items])
+        blob = "CAST(:v AS BYTEA)" if self.db.dialect == "postgresql" else ":v"
         with self.db.write() as conn:
+            if fresh:
+                # Only for items still queued at the sequence number read above: a copy is
+                # never kept for an item deleted or changed meanwhile.
+                conn.execute(
+                    text(
+                        f"INSERT INTO {VECTORS_TABLE} (tier, item_id, model, vec)"
+                        f" SELECT CAST(:t AS VARCHAR(32)), CAST(:i AS BIGINT),"
+                        f" CAST(:m AS VARCHAR(300)), {blob} WHERE EXISTS (SELECT 1 FROM"
+                        f" {QUEUE_TABLE} q WHERE q.tier = :t AND q.item_id = :i AND q.seq = :s)"
+                        " ON CONFLICT (tier, item_id) DO UPDATE SET model = excluded.model,"
+                        " vec = excluded.vec"
+                    ),
+                    [
+                        {"t": tier, "i": i, "m": embedder.name, "v": v.tobytes(), "s": seqs[i]}
+                        for i, v in fresh.items()
+                    ],
+                )
             conn.execute(
                 text(f"DELETE FROM {QUEUE_TABLE} WHERE tier = :t AND item_id = :i AND seq = :s"),
                 [{"t": tier, "i": i, "s": s} for i, s in seqs.items()],

@@ -179,6 +179,91 @@ def test_reindex_rebuilds_vectors_from_sql(store: ArchivalStore) -> None:
     assert store.index.count() == 30 and store.pending() == 0
 
 
+
+class _CountingEmbedder(HashEmbedder):
+    """The test embedder, counting the texts it embeds; ``during`` runs inside each call."""
+
+    def __init__(self) -> None:
+        super().__init__(64)
+        self.texts = 0
+        self.during: Callable[[], None] | None = None
+
+    def embed(self, texts: Any) -> list[list[float]]:
+        self.texts += len(texts)
+        if self.during is not None:
+            self.during()
+        return super().embed(texts)
+
+
+def _copies(store: ArchivalStore) -> dict[int, str]:
+    with store.db.read() as conn:
+        rows = conn.exec_driver_sql("SELECT item_id, model FROM rlmem_vectors WHERE tier = 'archival'")
+        return {int(i): m for i, m in rows}
+
+
+def test_vectors_are_copied_to_sql_and_a_refill_does_not_embed_again(
+    tmp_path: Path, chroma_factory: Callable[[], Any]
+) -> None:
+    db = Database.open(tmp_path / "memory.db")
+    emb = _CountingEmbedder()
+    store = ArchivalStore(db, VectorIndex(chroma_factory(), "refill", emb), EmbeddingQueue(db))
+    assert store.index is not None
+    ids = store.insert_many([f"chunk number {i} of the refill test" for i in range(40)])
+    store.embed_pending()
+    assert _copies(store) == {i: "hash:64" for i in ids} and emb.texts == 40
+    # Hybrid search reads text-only candidates' similarities from SQL, never from Chroma.
+    store.index.similarities = lambda *a: pytest.fail("Chroma get for similarities")  # type: ignore[method-assign]
+    assert store.search("chunk number 7 of the refill test", k=3)[0].id == ids[7]
+
+    store.update(ids[0], text="an edited chunk")  # an edit drops the old copy...
+    store.delete(ids[1])  # ...and so does a delete
+    assert ids[0] not in _copies(store) and ids[1] not in _copies(store)
+    store.embed_pending()
+    assert emb.texts == 42 and len(_copies(store)) == 39  # 40 + the query + the edit
+
+    store.index.reset()  # a lost collection is refilled from the copies, nothing embedded
+    store.queue.enqueue_all("archival", "archival_chunks")
+    assert store.embed_pending() == 39 and emb.texts == 42 and store.index.count() == 39
+    assert store.search("an edited chunk", k=1, mode="vector")[0].id == ids[0]
+
+    assert store.reindex() == 39 and emb.texts == 43  # from the copies
+    assert store.reindex(reembed=True) == 39 and emb.texts == 43 + 39
+    db.close()
+
+
+def test_a_new_model_ignores_the_old_copies(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "memory.db")
+    client = make_chroma_client(path=tmp_path / "chroma")
+    old = ArchivalStore(db, VectorIndex(client, "model1", HashEmbedder(64)), EmbeddingQueue(db))
+    ids = old.insert_many([f"chunk {i}" for i in range(5)])
+    old.embed_pending()
+    emb = _CountingEmbedder()
+    emb._dim = 32  # another model: its copies differ in name and size
+    new = ArchivalStore(db, VectorIndex(client, "model2", emb), EmbeddingQueue(db))
+    assert new.reindex() == 5 and emb.texts == 5
+    assert set(_copies(new).values()) == {"hash:32"} and set(_copies(new)) == set(ids)
+    assert new.search("chunk 3", k=1)[0].id == ids[3]
+    db.close()
+
+def test_no_copy_is_kept_for_an_item_deleted_while_it_was_embedded(
+    tmp_path: Path, chroma_factory: Callable[[], Any]
+) -> None:
+    db = Database.open(tmp_path / "memory.db")
+    emb = _CountingEmbedder()
+    store = ArchivalStore(db, VectorIndex(chroma_factory(), "race", emb), EmbeddingQueue(db))
+    ids = store.insert_many(["doomed chunk", "kept chunk", "edited chunk"])
+
+    def meanwhile() -> None:
+        emb.during = None
+        store.delete(ids[0])
+        store.update(ids[2], text="the edit won")
+
+    emb.during = meanwhile
+    store.embed_pending()
+    assert set(_copies(store)) == {ids[1], ids[2]}
+    assert store.pending() == 0 and store.search("the edit won", k=1, mode="vector")[0].id == ids[2]
+    db.close()
+
 _CHILD = textwrap.dedent(
     """
     import sys, time

@@ -163,6 +163,7 @@ def test_ingest_and_hybrid_search_with_the_real_model(store: Path, tmp_path: Pat
     hits = js("search", "our office dog", "--tier", "archival", "-k", "1")
     assert hits[0]["source"].endswith("pets.md")
     assert js("reindex", "--tier", "archival")["reindexed"]["archival"] >= 2
+    assert js("reindex", "--reembed")["reindexed"]["archival"] >= 2
 
 
 def test_text_search_starts_without_torch(store: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -219,3 +220,115 @@ def test_postgres_database_url(pg_url: str, tmp_path: Path) -> None:
         for mode in ("text", "vector", "hybrid"):
             assert sorted(h.tier for h in mem.search("postgres", k=5, mode=mode)) == ["archival", "recall"]
             assert [h.id for h in mem.search_archival("full text", mode=mode, tags=["db"], metadata={"v": 1})] == [1]
+
+
+# --- a damaged vector index heals itself from SQL ------------------------------------------
+
+
+_FILL = textwrap.dedent(
+    """
+    import sys
+    from memory.embeddings import HashEmbedder
+    from memory.manager import MemoryManager
+    # Enough rows that Chroma persists HNSW files for both tiers.
+    with MemoryManager.open(sys.argv[1], embedder=HashEmbedder(64), background_embed=False) as mem:
+        mem.recall.append_many([{"content": f"message {i} about topic {i % 13}"} for i in range(1200)])
+        mem.archival.insert_many([f"chunk {i} about subject {i % 17}" for i in range(1200)])
+        mem.embed_pending()
+    """
+)
+
+
+def _damaged_store(path: Path) -> Path:
+    """A store written by another process, then its HNSW headers overwritten with garbage, as
+    a kill -9 while Chroma persisted them can leave them. (Another process, because Chroma
+    keeps a loaded index in memory for the life of the process that wrote it.)"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", _FILL, str(path)], env=env, check=True, timeout=300)
+    headers = list((path / "chroma").glob("*/header.bin"))
+    assert len(headers) == 2
+    for h in headers:
+        with open(h, "r+b") as fh:
+            fh.write(random.Random(7).randbytes(64))
+    return path
+
+
+def test_damaged_hnsw_files_are_rebuilt_from_sql_on_the_first_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Counting(HashEmbedder):
+        texts = 0
+
+        def embed(self, texts: list[str]) -> list[list[float]]:  # type: ignore[override]
+            Counting.texts += len(texts)
+            return super().embed(texts)
+
+    store = _damaged_store(tmp_path / "m")
+    with MemoryManager.open(store, embedder=Counting(64), background_embed=False) as mem:
+        mem.archival.insert("a new chunk about subject 3")
+        mem.recall.append("a new message about topic 5")
+        mem.embed_pending()  # the first write meets the damage, rebuilds, and refills everything
+        assert mem.pending() == 0
+        # Refilled from the SQL vector copies: only the 2 new rows are embedded (twice: the
+        # batch that met the damage is queued again by the rebuild), not the 2400 old ones.
+        assert Counting.texts == 4
+        assert "rebuilding it from SQL" in caplog.text
+        assert mem.archival.index.count() == 1201 and mem.recall_search.index.count() == 1201
+        # Vectors are back: an exact text comes first with similarity 1 (the 64-dimension test
+        # embedder gives texts that differ only in a number the same vector, hence no id check).
+        top = mem.archival.search("chunk 42 about subject 8", k=1, mode="vector")[0]
+        assert top.score > 0.999 and top.text.endswith("about subject 8")
+        top = mem.search_recall("message 7 about topic 7", k=1, mode="vector")[0]
+        assert top.score > 0.999 and top.text.endswith("about topic 7")
+
+
+def test_a_search_on_damaged_files_answers_and_queues_the_rebuild(tmp_path: Path) -> None:
+    with open_mem(_damaged_store(tmp_path / "m")) as mem:
+        hits = mem.archival.search("chunk 42 about subject 8", k=3)  # hybrid: text still finds it
+        assert hits[0].text == "chunk 42 about subject 8"
+        assert mem.archival.pending() == 1200
+        mem.embed_pending()
+        assert mem.archival.search("chunk 42 about subject 8", k=1, mode="vector")[0].score > 0.999
+
+
+class _BrokenCollection:
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def upsert(self, **kw: object) -> None:
+        raise RuntimeError(self.message)
+
+
+class _Client:
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.created = 0
+
+    def get_or_create_collection(self, name: str, **kw: object) -> _BrokenCollection:
+        self.created += 1
+        return _BrokenCollection(self.message)
+
+    def delete_collection(self, name: str) -> None:
+        pass
+
+
+def test_an_index_is_rebuilt_once_and_other_errors_never_rebuild() -> None:
+    from memory.errors import IndexError_
+    from memory.vectors import VectorIndex
+
+    calls: list[int] = []
+    damaged = VectorIndex(_Client("Error in compaction: Failed to apply logs to the hnsw segment writer"),
+                          "t", HashEmbedder(8))  # fmt: skip
+    damaged.rebuild = lambda: calls.append(1)
+    with pytest.raises(IndexError_, match="after rebuilding it from SQL"):
+        damaged.upsert([1], [[0.0] * 8], [{}])
+    with pytest.raises(IndexError_, match="hnsw"):  # no second rebuild in this process
+        damaged.upsert([1], [[0.0] * 8], [{}])
+    assert calls == [1]
+
+    mismatch = VectorIndex(_Client("Collection expecting embedding with dimension of 64, got 8"),
+                           "t", HashEmbedder(8))  # fmt: skip
+    mismatch.rebuild = lambda: calls.append(2)
+    with pytest.raises(IndexError_, match="reindex"):
+        mismatch.upsert([1], [[0.0] * 8], [{}])
+    assert calls == [1]
