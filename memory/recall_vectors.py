@@ -15,6 +15,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -194,15 +195,18 @@ class RecallSearch:
         ``per_session`` messages.
 
         The candidates are the messages a ``search`` in the same mode ranks (its full
-        candidate depth, ``FusionConfig.depth``); a session's score pools its messages'
-        scores (``memory.search.pool_groups``), so a session where the subject comes up
-        several times ranks above one that mentions it once. Sessions are per agent: the
+        candidate depth, ``FusionConfig.depth``), except that in hybrid mode a message's
+        text and vector scores are fused by their soft maximum (``combine="softmax"``), not
+        their mean. A session's score pools its messages' scores
+        (``memory.search.pool_groups``), so a session where the subject comes up several
+        times ranks above one that mentions it once. Sessions are per agent: the
         same session id under two agents is two sessions.
         """
         if not isinstance(k, int) or k < 1 or not isinstance(per_session, int) or per_session < 1:
             raise ValidationError("k and per_session must be >= 1")
         filters = {"agent_id": agent_id, "session_id": None, "role": role, "since": since, "until": until}
-        ranked = self._ranked(query, mode, self.fusion.depth, 0, filters, now)
+        cfg = dataclasses.replace(self.fusion, combine="softmax")
+        ranked = self._ranked(query, mode, cfg.depth, 0, filters, now, cfg)
         where = {m.id: (m.agent_id, m.session_id) for m in self.recall.get_many([i for i, _ in ranked])}
         pooled = pool_groups([(i, s) for i, s in ranked if i in where], where.__getitem__)[:k]
         # Snippets only for the messages returned, not for the whole candidate pool.
@@ -216,10 +220,11 @@ class RecallSearch:
         ]
 
     def _ranked(
-        self, query: str, mode: str, k: int, offset: int, filters: dict[str, Any], now: datetime | None
+        self, query: str, mode: str, k: int, offset: int, filters: dict[str, Any], now: datetime | None,
+        cfg: FusionConfig | None = None,
     ) -> Ranked:
         cands = self.candidates(query, mode=mode, **filters)
-        cfg = self.fusion
+        cfg = cfg or self.fusion
         target = parse_relative(query, now or datetime.now(UTC)) if mode == "hybrid" else None
         if target is None or cfg.time_weight <= 0:
             return cands.rank(mode, k=k, offset=offset, config=cfg)

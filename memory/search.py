@@ -8,16 +8,18 @@ Rules this module keeps:
 * Fusion is a normalised, weighted score combination over the *union* of both candidate
   lists, not a rank-only vote: each candidate gets both scores (the cosine similarity of a
   text-only candidate is looked up from its stored vector; a BM25 score missing from the text
-  list counts as the list's floor), each score is normalised per query (BM25 by its maximum,
-  cosine min-max over the candidates), and the two are mixed with a query-dependent weight
-  that leans towards the list whose top is more clearly separated from the rest. Reciprocal
-  rank fusion (``method="rrf"``) is kept as the classic alternative.
+  list counts as the list's floor). By default (``norm="zscore"``) the square root of BM25
+  and the cosine are standardised over the union and weighted equally. Max/min-max
+  normalisation, a query-dependent weight (``adaptive``) and reciprocal rank fusion
+  (``method="rrf"``) are kept as alternatives; docs/benchmarks.md compares them.
 * Items without a vector yet (still in the embedding queue) are ranked by their text score
   alone, so nothing pending is invisible.
 * Groups of items (the messages of one conversation session) are ranked by ``pool_groups``:
   a soft maximum (log-sum-exp) of their members' standardised scores, so a session with
   several relevant messages outranks one with a single equally good message, while one very
-  good message still dominates many weak ones.
+  good message still dominates many weak ones. Session search fuses each message's two
+  scores with the same soft maximum (``combine="softmax"``), so a session is scored by all
+  its (message, method) evidence alike.
 """
 
 from __future__ import annotations
@@ -59,10 +61,16 @@ class FusionConfig:
     default for its latency, see docs/benchmarks.md);
     ``time_weight`` is the bonus (in fused-score units) for matching a relative time
     expression of the query ("two weeks ago"), see ``memory.temporal``.
+    ``combine`` (z-score fusion): ``mean``, the weighted mean of the two standardised scores,
+    rewards what both methods agree on; ``softmax``, their weighted log-sum-exp (temperature
+    one standard deviation), also lets an item that one method scores far above the rest
+    rank high. Message search uses ``mean``; session search ``softmax``, the same soft
+    maximum its pooling over a session's messages uses (docs/benchmarks.md).
     """
 
     method: Literal["convex", "rrf"] = "convex"
     norm: Literal["max", "zscore"] = "zscore"
+    combine: Literal["mean", "softmax"] = "mean"
     text_weight: float = 0.5
     adaptive: bool = False
     rrf_k: int = 60
@@ -190,8 +198,15 @@ def hybrid_rank(
         for i in union:
             tn = (t_all[i] - tz[0]) / tz[1]
             # An item still waiting for its vector is ranked by its text score alone.
-            score = w * tn + (1 - w) * (cos[i] - vz[0]) / vz[1] if i in cos else tn
-            fused.append((i, score))
+            if i not in cos:
+                fused.append((i, tn))
+                continue
+            vn = (cos[i] - vz[0]) / vz[1]
+            if cfg.combine == "softmax":
+                top = max(tn, vn)
+                fused.append((i, top + math.log(w * math.exp(tn - top) + (1 - w) * math.exp(vn - top))))
+            else:
+                fused.append((i, w * tn + (1 - w) * vn))
     else:
         for i in union:
             t = bm25.get(i, t_floor)

@@ -38,6 +38,17 @@ def test_hybrid_uses_both_scores_of_every_candidate() -> None:
     assert set(_rank(text, cos, method="rrf")) == {1, 2, 3, 4, 5}
 
 
+
+def test_softmax_combine_lets_one_method_carry_an_item() -> None:
+    # 1 stands far above the rest by vector and is last by text; 2 is good on both.
+    text = [(2, 9.0)] + [(i, 4.0 - i / 10) for i in range(10, 30)] + [(1, 0.5)]
+    cos = {1: 0.95, 2: 0.6} | {i: 0.35 + i / 1000 for i in range(10, 30)}
+    assert _rank(text, cos)[0] == 2  # the mean rewards agreement
+    assert _rank(text, cos, combine="softmax")[0] == 1  # the soft maximum, a standout
+    # Both agree when one item is best on both.
+    text = [(1, 9.5), *text[:-1]]
+    assert _rank(text, cos)[0] == _rank(text, cos, combine="softmax")[0] == 1
+
 def test_pending_items_rank_by_text_and_k_does_not_change_the_order() -> None:
     text = [(7, 5.0), (1, 4.0), (2, 3.0)]
     cos = {1: 0.9, 2: 0.2, 3: 0.5}  # 7 has no vector yet
