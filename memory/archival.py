@@ -70,8 +70,7 @@ class ArchivalStore:
         self.fusion = fusion or FusionConfig()
         self.embed_batch = embed_batch
         if index is not None:
-            self.queue.register(TIER, QueueSource(index, self._load_for_embedding))
-            index.rebuild = self._queue_everything
+            self.queue.register(TIER, QueueSource(index, self._load_for_embedding, TABLE))
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -332,21 +331,11 @@ class ArchivalStore:
         return self.queue.drain(TIER, batch=batch or self.embed_batch)
 
     def reindex(self, *, reembed: bool = False) -> int:
-        """Rebuild the vector collection from SQL; returns the number of chunks indexed.
-
-        Vectors come from their SQL copies where the current embedder made them, so only
-        chunks without one are embedded (a new model embeds everything); ``reembed`` embeds
-        every chunk again regardless."""
+        """Rebuild the vector collection from SQL; returns the number of chunks indexed
+        (``EmbeddingQueue.reindex``: stored vector copies are reused unless ``reembed``)."""
         if self.index is None:
             return 0
-        if reembed:
-            self.queue.drop_all_copies(TIER)
-        self.index.reset()
-        self._queue_everything()
-        return self.embed_pending()
-
-    def _queue_everything(self) -> None:
-        self.queue.enqueue_all(TIER, TABLE)
+        return self.queue.reindex(TIER, reembed=reembed, batch=self.embed_batch)
 
     # --- searching -------------------------------------------------------------------------
 

@@ -55,8 +55,7 @@ class RecallSearch:
         self.queue = queue
         self.fusion = fusion or FusionConfig(depth=RECALL_DEPTH)
         if self.index is not None:
-            queue.register(TIER, QueueSource(self.index, self._load))
-            self.index.rebuild = self._queue_everything
+            queue.register(TIER, QueueSource(self.index, self._load, TABLE, "content <> ''"))
             recall.add_append_hook(self._on_append)
         recall.add_forget_hook(self._on_forget)
 
@@ -93,18 +92,8 @@ class RecallSearch:
 
     def reindex(self, *, reembed: bool = False) -> int:
         """Rebuild the recall vector collection from the log; returns messages indexed
-        (from the SQL vector copies of the current embedder where there are, see
-        ``ArchivalStore.reindex``; ``reembed`` embeds every message again)."""
-        if self.index is None:
-            return 0
-        if reembed:
-            self.queue.drop_all_copies(TIER)
-        self.index.reset()
-        self._queue_everything()
-        return self.embed_pending()
-
-    def _queue_everything(self) -> None:
-        self.queue.enqueue_all(TIER, TABLE, "content <> ''")
+        (``EmbeddingQueue.reindex``: stored vector copies are reused unless ``reembed``)."""
+        return self.queue.reindex(TIER, reembed=reembed) if self.index is not None else 0
 
     def candidates(
         self,

@@ -323,10 +323,13 @@ class VectorIndex:
 
 @dataclass
 class QueueSource:
-    """How to embed one tier: its index and a loader of ``(id, text, metadata)`` rows."""
+    """How to embed one tier: its index, a loader of ``(id, text, metadata)`` rows, and the
+    rows that make up the tier (``table``, optionally ``AND where``)."""
 
     index: VectorIndex
     load: Callable[[Connection, list[int]], list[tuple[int, str, Meta]]]
+    table: str
+    where: str = ""
 
 
 class EmbeddingQueue:
@@ -343,6 +346,19 @@ class EmbeddingQueue:
 
     def register(self, tier: str, source: QueueSource) -> None:
         self.sources[tier] = source
+        source.index.rebuild = lambda: self.enqueue_all(tier, source.table, source.where)
+
+    def reindex(self, tier: str, *, reembed: bool = False, batch: int = 256) -> int:
+        """Rebuild ``tier``'s collection from SQL; returns the number of rows indexed. Vectors
+        come from their SQL copies where the current embedder made them, so only rows without
+        one are embedded (a new model embeds everything); ``reembed`` embeds every row."""
+        src = self.sources[tier]
+        if reembed:
+            with self.db.write() as conn:
+                conn.execute(text(f"DELETE FROM {VECTORS_TABLE} WHERE tier = :t"), {"t": tier})
+        src.index.reset()
+        self.enqueue_all(tier, src.table, src.where)
+        return self.drain(tier, batch=batch)
 
     def on_enqueue(self, fn: Callable[[], None]) -> None:
         self._listeners.append(fn)
@@ -398,11 +414,6 @@ class EmbeddingQueue:
             text(f"DELETE FROM {VECTORS_TABLE} WHERE tier = :t AND item_id = :i"),
             [{"t": tier, "i": int(i)} for i in ids],
         )
-
-    def drop_all_copies(self, tier: str) -> None:
-        """Forget every vector copy of ``tier`` (before re-embedding it with a new model)."""
-        with self.db.write() as conn:
-            conn.execute(text(f"DELETE FROM {VECTORS_TABLE} WHERE tier = :t"), {"t": tier})
 
     def copies(self, conn: Connection, tier: str, model: str, ids: Sequence[int]) -> dict[int, Any]:
         """``id -> float32 vector`` of the SQL copies made by ``model`` among ``ids``."""

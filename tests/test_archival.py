@@ -180,7 +180,7 @@ def test_reindex_rebuilds_vectors_from_sql(store: ArchivalStore) -> None:
 
 
 
-class _CountingEmbedder(HashEmbedder):
+class CountingEmbedder(HashEmbedder):
     """The test embedder, counting the texts it embeds; ``during`` runs inside each call."""
 
     def __init__(self) -> None:
@@ -205,7 +205,7 @@ def test_vectors_are_copied_to_sql_and_a_refill_does_not_embed_again(
     tmp_path: Path, chroma_factory: Callable[[], Any]
 ) -> None:
     db = Database.open(tmp_path / "memory.db")
-    emb = _CountingEmbedder()
+    emb = CountingEmbedder()
     store = ArchivalStore(db, VectorIndex(chroma_factory(), "refill", emb), EmbeddingQueue(db))
     assert store.index is not None
     ids = store.insert_many([f"chunk number {i} of the refill test" for i in range(40)])
@@ -237,7 +237,7 @@ def test_a_new_model_ignores_the_old_copies(tmp_path: Path) -> None:
     old = ArchivalStore(db, VectorIndex(client, "model1", HashEmbedder(64)), EmbeddingQueue(db))
     ids = old.insert_many([f"chunk {i}" for i in range(5)])
     old.embed_pending()
-    emb = _CountingEmbedder()
+    emb = CountingEmbedder()
     emb._dim = 32  # another model: its copies differ in name and size
     new = ArchivalStore(db, VectorIndex(client, "model2", emb), EmbeddingQueue(db))
     assert new.reindex() == 5 and emb.texts == 5
@@ -249,7 +249,7 @@ def test_no_copy_is_kept_for_an_item_deleted_while_it_was_embedded(
     tmp_path: Path, chroma_factory: Callable[[], Any]
 ) -> None:
     db = Database.open(tmp_path / "memory.db")
-    emb = _CountingEmbedder()
+    emb = CountingEmbedder()
     store = ArchivalStore(db, VectorIndex(chroma_factory(), "race", emb), EmbeddingQueue(db))
     ids = store.insert_many(["doomed chunk", "kept chunk", "edited chunk"])
 

@@ -256,22 +256,18 @@ def _damaged_store(path: Path) -> Path:
 def test_damaged_hnsw_files_are_rebuilt_from_sql_on_the_first_write(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class Counting(HashEmbedder):
-        texts = 0
+    from test_archival import CountingEmbedder
 
-        def embed(self, texts: list[str]) -> list[list[float]]:  # type: ignore[override]
-            Counting.texts += len(texts)
-            return super().embed(texts)
-
+    counting = CountingEmbedder()
     store = _damaged_store(tmp_path / "m")
-    with MemoryManager.open(store, embedder=Counting(64), background_embed=False) as mem:
+    with MemoryManager.open(store, embedder=counting, background_embed=False) as mem:
         mem.archival.insert("a new chunk about subject 3")
         mem.recall.append("a new message about topic 5")
         mem.embed_pending()  # the first write meets the damage, rebuilds, and refills everything
         assert mem.pending() == 0
         # Refilled from the SQL vector copies: only the 2 new rows are embedded (twice: the
         # batch that met the damage is queued again by the rebuild), not the 2400 old ones.
-        assert Counting.texts == 4
+        assert counting.texts == 4
         assert "rebuilding it from SQL" in caplog.text
         assert mem.archival.index.count() == 1201 and mem.recall_search.index.count() == 1201
         # Vectors are back: an exact text comes first with similarity 1 (the 64-dimension test
