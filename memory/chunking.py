@@ -7,6 +7,10 @@ Rules this module keeps:
 * Chunks break at paragraph, then line, then sentence boundaries where they can, and never
   exceed ``chunk_tokens`` unless one token is longer; consecutive chunks share about
   ``overlap`` tokens so a fact split across a boundary is still found whole in one of them.
+* ``passages`` cuts a message into the pieces it is embedded as: sentences (at ``.!?`` and line
+  breaks), a sentence shorter than ``min_words`` joined to the next, one longer than
+  ``max_words`` cut into windows, at most ``max_passages`` of them. A text of one passage is
+  embedded whole, exactly as it reads.
 * Files are read as UTF-8 with undecodable bytes replaced; binary files (a NUL byte in the
   first 8 KiB) and unknown extensions are skipped, never half-ingested.
 """
@@ -20,7 +24,10 @@ from pathlib import Path
 
 from memory.errors import ValidationError
 
-__all__ = ["DEFAULT_EXTS", "TextChunk", "chunk_text", "count_tokens", "iter_files", "read_text_file"]
+__all__ = [
+    "DEFAULT_EXTS", "MAX_PASSAGES", "TextChunk", "chunk_text", "count_tokens", "iter_files", "passages",
+    "read_text_file",
+]
 
 DEFAULT_EXTS = frozenset(
     {
@@ -32,6 +39,8 @@ DEFAULT_EXTS = frozenset(
 )
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _BREAKS = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?])\s+"))
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")
+MAX_PASSAGES = 64
 
 
 def count_tokens(text: str) -> int:
@@ -85,6 +94,41 @@ def chunk_text(text: str, *, chunk_tokens: int = 256, overlap: int = 32) -> list
             break
         begin = max(end - overlap, begin + 1)
     return chunks
+
+
+def passages(
+    text: str, *, min_words: int = 6, max_words: int = 120, max_passages: int = MAX_PASSAGES
+) -> list[str]:
+    """The pieces ``text`` is embedded as, in order: its sentences, a sentence of fewer than
+    ``min_words`` words joined to the next, one of more than ``max_words`` cut into windows of
+    that many words; at most ``max_passages`` (the rest of a longer text is left to full-text
+    search). A text that makes one passage is returned whole: ``[text]``.
+
+    One vector for a whole message blurs a fact mentioned in passing among other talk (and
+    the model reads only its first 256 word pieces); a vector per sentence keeps it sharp, and
+    a search scores the message by its best passage.
+    """
+    out: list[str] = []
+    pending: list[str] = []
+    for sentence in _SENTENCE_END.split(text):
+        words = sentence.split()
+        if not words:
+            continue
+        for a in range(0, len(words), max_words):
+            pending.extend(words[a : a + max_words])
+            if len(pending) >= min_words:
+                out.append(" ".join(pending))
+                pending = []
+        if len(out) > max_passages:
+            break
+    if pending:
+        if out and len(out) <= max_passages:
+            out[-1] = out[-1] + " " + " ".join(pending)
+        else:
+            out.append(" ".join(pending))
+    if len(out) <= 1:
+        return [text]
+    return out[:max_passages]
 
 
 def _first_token_at(starts: list[int], offset: int) -> int:

@@ -25,6 +25,8 @@ variable                    meaning                                             
 ``RLMEM_EMBED_THREADS``     torch threads (0 = torch's default)                 ``1``
 ``RLMEM_EMBED_DEVICE``      torch device                                        ``cpu``
 ``RLMEM_EMBED_RECALL``      embed recall messages for semantic search           ``true``
+``RLMEM_RECALL_PASSAGES``   embed a message sentence by sentence (best passage  ``true``
+                            scores it); false: one vector per message
 ``RLMEM_BACKGROUND_EMBED``  embed queued items in a background thread           ``true``
 ``RLMEM_BUSY_TIMEOUT_S``    seconds to wait for another writer                  ``30``
 ``RLMEM_TEXT_WEIGHT``       base BM25 weight of hybrid fusion (0..1)            ``0.5``
@@ -72,6 +74,7 @@ class MemoryConfig:
     embed_threads: int = 1
     embed_device: str = "cpu"
     embed_recall: bool = True
+    recall_passages: bool = True
     background_embed: bool = True
     busy_timeout_s: float = 30.0
     text_weight: float = 0.5

@@ -98,7 +98,7 @@ class MemoryManager:
         )
         self.recall_search = RecallSearch(
             self.recall, VectorIndex(self._chroma, "rlmem_recall", embedder, lock_path=lock),
-            self.queue, embed=config.embed_recall, fusion=recall_fusion,
+            self.queue, embed=config.embed_recall, passages=config.recall_passages, fusion=recall_fusion,
         )
         self._blocks: dict[str, Any] = {}
         self._worker: EmbeddingWorker | None = None

@@ -27,6 +27,12 @@ Rules this module keeps:
   recreated empty, every row of its tier is queued again (and refilled from the SQL copies,
   embedding only what has none), and the operation is retried. Text search keeps finding
   everything meanwhile.
+* A tier may embed an item as several passages (``QueueSource.split``; the recall tier does,
+  see ``memory.chunking.passages``). Its Chroma ids are then ``"<id>"`` for the first passage
+  and ``"<id>.<n>"`` for the others, each with the item's filter metadata and ``_item``; a
+  search scores an item by its best passage. The SQL copy of such an item holds all its
+  passages' vectors, one after the other, under the model's name plus ``#passages``, so
+  copies made before a tier split its items are not reused for it.
 """
 
 from __future__ import annotations
@@ -186,6 +192,7 @@ class VectorIndex:
         self.lock_path = lock_path
         self.rebuild: Callable[[], None] | None = None
         self.rebuilt = False
+        self.parts = False  # items may have several vectors (passages); see the module notes
         self._collection: Any = None
         self._mutex = threading.RLock()
 
@@ -247,19 +254,32 @@ class VectorIndex:
                 f"{damage}); run reindex()"
             ) from exc
 
-    def upsert(self, ids: Sequence[int], vectors: Sequence[Sequence[float]], metas: Sequence[Meta]) -> None:
+    def upsert(self, ids: Sequence[int], vectors: Sequence[Any], metas: Sequence[Meta]) -> None:
+        """Write each item's vector, or (an index with ``parts``) its passages' vectors: a
+        ``(passages, dim)`` matrix per item. Passages an item no longer has are deleted."""
         if not ids:
             return
-
-        mat = np.asarray(vectors, dtype=np.float32)
+        if not self.parts:
+            mat = np.asarray(vectors, dtype=np.float32)
+            keys = [str(i) for i in ids]
+            metadatas = [dict(m) if m else {"_": 0} for m in metas]
+        else:
+            mats = [np.asarray(v, dtype=np.float32).reshape(-1, np.shape(v)[-1]) for v in vectors]
+            mat = np.concatenate(mats)
+            keys = [_part_id(i, n) for i, m in zip(ids, mats, strict=True) for n in range(len(m))]
+            metadatas = [
+                {**m, "_item": int(i)} for i, v, m in zip(ids, mats, metas, strict=True) for _ in range(len(v))
+            ]
 
         def op() -> None:
             with self.write_lock():
-                self.collection.upsert(
-                    ids=[str(i) for i in ids],
-                    embeddings=mat,
-                    metadatas=[dict(m) if m else {"_": 0} for m in metas],
-                )
+                stale: list[str] = []
+                if self.parts:
+                    old = self.collection.get(where={"_item": {"$in": [int(i) for i in ids]}}, include=[])
+                    stale = sorted(set(old["ids"]) - set(keys))
+                self.collection.upsert(ids=keys, embeddings=mat, metadatas=metadatas)
+                if stale:
+                    self.collection.delete(ids=stale)
 
         self._guarded("cannot write vectors to", op, _MODEL_HINT)
 
@@ -270,6 +290,8 @@ class VectorIndex:
         def op() -> None:
             with self.write_lock():
                 self.collection.delete(ids=[str(i) for i in ids])
+                if self.parts:
+                    self.collection.delete(where={"_item": {"$in": [int(i) for i in ids]}})
 
         self._guarded("cannot delete vectors from", op)
 
@@ -287,22 +309,33 @@ class VectorIndex:
     def query(
         self, vector: Sequence[float], k: int, where: Mapping[str, Any] | None = None
     ) -> list[tuple[int, float]]:
-        """``(id, cosine similarity)`` of the ``k`` nearest vectors, best first."""
+        """``(id, cosine similarity)`` of the ``k`` nearest items, best first (an item with
+        several passages: its best passage's)."""
         if k <= 0:
             return []
-        res = self._guarded(
-            "vector search failed in",
-            lambda: self.collection.query(
-                query_embeddings=[list(vector)],
-                n_results=k,
-                where=dict(where) if where else None,
-                include=["distances"],
-            ),
-            _MODEL_HINT,
-        )
-        ids = res["ids"][0] if res["ids"] else []
-        dists = res["distances"][0] if res.get("distances") else [0.0] * len(ids)
-        return [(int(i), 1.0 - float(d)) for i, d in zip(ids, dists, strict=True)]
+        n = k * 3 if self.parts else k
+        while True:
+
+            def ask(n: int = n) -> Any:
+                return self.collection.query(
+                    query_embeddings=[np.asarray(vector, dtype=np.float32)],
+                    n_results=n,
+                    where=dict(where) if where else None,
+                    include=["distances"],
+                )
+
+            res = self._guarded("vector search failed in", ask, _MODEL_HINT)
+            ids = res["ids"][0] if res["ids"] else []
+            dists = res["distances"][0] if res.get("distances") else [0.0] * len(ids)
+            best: dict[int, float] = {}
+            for i, d in zip(ids, dists, strict=True):
+                item = int(i.split(".", 1)[0])
+                if item not in best:  # nearest first: an item's first hit is its best passage
+                    best[item] = 1.0 - float(d)
+            # Passages of the same items can fill the n results: ask for more, within reason.
+            if len(best) >= k or len(ids) < n or n >= _MAX_QUERY:
+                return list(best.items())[:k]
+            n = min(n * 4, _MAX_QUERY)
 
     def similarities(self, vector: Sequence[float], ids: Sequence[int]) -> dict[int, float]:
         """Cosine similarity of ``vector`` to each id's vector in Chroma (ids without one are
@@ -323,13 +356,27 @@ class VectorIndex:
 
 @dataclass
 class QueueSource:
-    """How to embed one tier: its index, a loader of ``(id, text, metadata)`` rows, and the
-    rows that make up the tier (``table``, optionally ``AND where``)."""
+    """How to embed one tier: its index, a loader of ``(id, text, metadata)`` rows, the rows
+    that make up the tier (``table``, optionally ``AND where``), and ``split``, which cuts an
+    item's text into the passages it is embedded as (None: one vector per item)."""
 
     index: VectorIndex
     load: Callable[[Connection, list[int]], list[tuple[int, str, Meta]]]
     table: str
     where: str = ""
+    split: Callable[[str], list[str]] | None = None
+
+    @property
+    def model(self) -> str:
+        """The name its SQL vector copies are kept under."""
+        return self.index.embedder.name + ("#passages" if self.split is not None else "")
+
+
+def _part_id(item: int, n: int) -> str:
+    return str(item) if n == 0 else f"{item}.{n}"
+
+
+_MAX_QUERY = 20_000
 
 
 class EmbeddingQueue:
@@ -346,6 +393,7 @@ class EmbeddingQueue:
 
     def register(self, tier: str, source: QueueSource) -> None:
         self.sources[tier] = source
+        source.index.parts = source.split is not None
         source.index.rebuild = lambda: self.enqueue_all(tier, source.table, source.where)
 
     def reindex(self, tier: str, *, reembed: bool = False, batch: int = 256) -> int:
@@ -416,7 +464,8 @@ class EmbeddingQueue:
         )
 
     def copies(self, conn: Connection, tier: str, model: str, ids: Sequence[int]) -> dict[int, Any]:
-        """``id -> float32 vector`` of the SQL copies made by ``model`` among ``ids``."""
+        """``id -> float32 vector`` (all its passages' vectors end to end, for a tier that
+        splits) of the SQL copies made by ``model`` among ``ids``."""
         out: dict[int, Any] = {}
         for a in range(0, len(ids), 500):
             marks = ",".join(str(int(i)) for i in ids[a : a + 500])
@@ -437,11 +486,16 @@ class EmbeddingQueue:
         (vectors of a store written before copies were kept)."""
         if not ids:
             return {}
-        index = self.sources[tier].index
+        src = self.sources[tier]
+        index = src.index
         q = np.asarray(vector, dtype=np.float32)
         with self.db.read() as conn:
-            found = self.copies(conn, tier, index.embedder.name, ids)
-        out = {i: float(v @ q) for i, v in found.items() if v.shape == q.shape}
+            found = self.copies(conn, tier, src.model, ids)
+        out = {
+            i: float((v.reshape(-1, q.size) @ q).max())
+            for i, v in found.items()
+            if v.size and v.size % q.size == 0
+        }
         rest = [i for i in ids if i not in out]
         if rest:
             queued = self.pending_ids(tier, rest)
@@ -485,6 +539,7 @@ class EmbeddingQueue:
     def _drain_batch(self, tier: str, batch: int) -> int:
         src = self.sources[tier]
         embedder = src.index.embedder
+        model = src.model
         with self.db.read() as conn:
             rows = conn.execute(
                 text(
@@ -497,13 +552,20 @@ class EmbeddingQueue:
                 return 0
             seqs = {int(r[0]): int(r[1]) for r in rows}
             items = src.load(conn, list(seqs))
-            have = self.copies(conn, tier, embedder.name, [i for i, _, _ in items])
+            have = self.copies(conn, tier, model, [i for i, _, _ in items])
         # Items with a current copy (a collection being refilled) are not embedded again.
         todo = [(i, t) for i, t, _ in items if i not in have]
         fresh: dict[int, Any] = {}
         if todo:
-            made = embedder.embed([t for _, t in todo])
-            fresh = {i: np.asarray(v, dtype=np.float32) for (i, _), v in zip(todo, made, strict=True)}
+            split = src.split or (lambda t: [t])
+            pieces = [(i, p) for i, t in todo for p in split(t)]
+            made = np.asarray(embedder.embed([p for _, p in pieces]), dtype=np.float32)
+            for (i, _), v in zip(pieces, made, strict=True):
+                fresh.setdefault(i, []).append(v)
+            fresh = {i: np.stack(vs) if src.split else vs[0] for i, vs in fresh.items()}
+        if have and src.split:
+            dim = embedder.dim
+            have = {i: v.reshape(-1, dim) for i, v in have.items()}
         if items:
             vecs = [fresh[i] if i in fresh else have[i] for i, _, _ in items]
             src.index.upsert([i for i, _, _ in items], vecs, [m for _, _, m in items])
@@ -522,7 +584,7 @@ class EmbeddingQueue:
                         " vec = excluded.vec"
                     ),
                     [
-                        {"t": tier, "i": i, "m": embedder.name, "v": v.tobytes(), "s": seqs[i]}
+                        {"t": tier, "i": i, "m": model, "v": v.tobytes(), "s": seqs[i]}
                         for i, v in fresh.items()
                     ],
                 )

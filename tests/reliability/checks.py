@@ -278,8 +278,9 @@ def _agree(mem: Any, model: bool) -> list[str]:
         }
     indexes = {"archival": mem.archival.index, "recall": mem.recall_search.index}
     for tier, rows in sql.items():
-        got = indexes[tier].collection.get(include=[])
-        have = {int(i) for i in got["ids"]}
+        index = indexes[tier]
+        got = index.collection.get(include=[])
+        have = {int(i.split(".", 1)[0]) for i in got["ids"]}  # "<id>" or "<id>.<passage>"
         missing, extra = set(rows) - have, have - set(rows)
         if missing or extra:
             fails.append(
@@ -287,18 +288,23 @@ def _agree(mem: Any, model: bool) -> list[str]:
             )
         sample = sorted(set(rows) & have)[-200:]
         if sample:
-            res = indexes[tier].collection.get(ids=[str(i) for i in sample], include=["embeddings"])
-            stored = {
-                int(i): np.asarray(v) for i, v in zip(res["ids"], res["embeddings"], strict=True)
-            }
-            fresh = mem.embedder.embed([rows[i] for i in sample])
+            # Every passage of a sampled row is the embedding of that passage of its text.
+            split = mem.queue.sources[tier].split or (lambda t: [t])
+            keys = [(i, n, p) for i in sample for n, p in enumerate(split(rows[i]))]
+            ids = [str(i) if n == 0 else f"{i}.{n}" for i, n, _ in keys]
+            res = index.collection.get(ids=ids, include=["embeddings"])
+            stored = {k: np.asarray(v) for k, v in zip(res["ids"], res["embeddings"], strict=True)}
+            fresh = mem.embedder.embed([p for _, _, p in keys])
             bad = [
-                i
-                for i, v in zip(sample, fresh, strict=True)
-                if float(stored[i] @ np.asarray(v)) < 0.999
+                k
+                for k, v in zip(ids, fresh, strict=True)
+                if k not in stored or float(stored[k] @ np.asarray(v)) < 0.999
             ]
             if bad:
                 fails.append(
                     f"{tier}: {len(bad)} vectors are not the embedding of their row's text (e.g. id {bad[0]})"
                 )
+            sampled, wanted = set(sample), set(ids)
+            if any(int(k.split(".", 1)[0]) in sampled and k not in wanted for k in got["ids"]):
+                fails.append(f"{tier}: Chroma holds passages its rows no longer have")
     return fails
