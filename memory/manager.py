@@ -87,7 +87,7 @@ class MemoryManager:
         base = FusionConfig(method=config.fusion, text_weight=config.text_weight)  # type: ignore[arg-type]
         # fusion_depth 0 keeps each tier's own default depth.
         archival_fusion = replace(base, depth=config.fusion_depth or base.depth)
-        recall_fusion = replace(base, depth=config.fusion_depth or RECALL_DEPTH)
+        recall_fusion = replace(base, depth=config.fusion_depth or RECALL_DEPTH, combine="softmax")
         lock = None if config.chroma_host else config.chroma_path / ".rlmem-write.lock"
         self._chroma = _LazyChroma(config)
         self.queue = EmbeddingQueue(db)

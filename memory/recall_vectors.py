@@ -15,7 +15,6 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -55,7 +54,7 @@ class RecallSearch:
         self.recall = recall
         self.index = index if embed else None
         self.queue = queue
-        self.fusion = fusion or FusionConfig(depth=RECALL_DEPTH)
+        self.fusion = fusion or FusionConfig(depth=RECALL_DEPTH, combine="softmax")
         if self.index is not None:
             # A message is embedded sentence by sentence and scored by its best passage
             # (docs/benchmarks.md: turn-level MRR 0.73 -> 0.79 on LongMemEval).
@@ -190,8 +189,8 @@ class RecallSearch:
 
         The candidates are the messages a ``search`` in the same mode ranks (its full
         candidate depth, ``FusionConfig.depth``), except that in hybrid mode a message's
-        text and vector scores are fused by their soft maximum (``combine="softmax"``), not
-        their mean. A session's score pools its messages' scores
+        text and vector scores are fused as ``FusionConfig.for_sessions`` says (by default
+        their soft maximum, BM25 weighing 0.35). A session's score pools its messages' scores
         (``memory.search.pool_groups``), so a session where the subject comes up several
         times ranks above one that mentions it once. Sessions are per agent: the
         same session id under two agents is two sessions.
@@ -199,7 +198,7 @@ class RecallSearch:
         if not isinstance(k, int) or k < 1 or not isinstance(per_session, int) or per_session < 1:
             raise ValidationError("k and per_session must be >= 1")
         filters = {"agent_id": agent_id, "session_id": None, "role": role, "since": since, "until": until}
-        cfg = dataclasses.replace(self.fusion, combine="softmax")
+        cfg = self.fusion.for_sessions()
         ranked = self._ranked(query, mode, cfg.depth, 0, filters, now, cfg)
         where = {m.id: (m.agent_id, m.session_id) for m in self.recall.get_many([i for i, _ in ranked])}
         pooled = pool_groups([(i, s) for i, s in ranked if i in where], where.__getitem__)[:k]

@@ -9,7 +9,8 @@ Rules this module keeps:
   lists, not a rank-only vote: each candidate gets both scores (the cosine similarity of a
   text-only candidate is looked up from its stored vector; a BM25 score missing from the text
   list counts as the list's floor). By default (``norm="zscore"``) the square root of BM25
-  and the cosine are standardised over the union and weighted equally. Max/min-max
+  and the cosine are standardised over the union and weighted equally, then combined by
+  their mean (archival) or soft maximum (recall messages; ``FusionConfig.combine``). Max/min-max
   normalisation, a query-dependent weight (``adaptive``) and reciprocal rank fusion
   (``method="rrf"``) are kept as alternatives; docs/benchmarks.md compares them.
 * Items without a vector yet (still in the embedding queue) are ranked by their text score
@@ -18,15 +19,14 @@ Rules this module keeps:
   a soft maximum (log-sum-exp) of their members' standardised scores, so a session with
   several relevant messages outranks one with a single equally good message, while one very
   good message still dominates many weak ones. Session search fuses each message's two
-  scores with the same soft maximum (``combine="softmax"``), so a session is scored by all
-  its (message, method) evidence alike.
+  scores by ``FusionConfig.for_sessions`` first.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from memory.errors import ValidationError
@@ -64,8 +64,11 @@ class FusionConfig:
     ``combine`` (z-score fusion): ``mean``, the weighted mean of the two standardised scores,
     rewards what both methods agree on; ``softmax``, their weighted log-sum-exp (temperature
     one standard deviation), also lets an item that one method scores far above the rest
-    rank high. Message search uses ``mean``; session search ``softmax``, the same soft
-    maximum its pooling over a session's messages uses (docs/benchmarks.md).
+    rank high. Recall message search uses ``softmax`` (its vectors, by passages, are often
+    sure of an item BM25 misses), archival chunk search ``mean``. Session search fuses each
+    message's scores with ``session_combine`` and ``session_text_weight`` before pooling
+    them per session. The recall settings were chosen on held-apart questions, see
+    docs/benchmarks.md.
     """
 
     method: Literal["convex", "rrf"] = "convex"
@@ -76,6 +79,12 @@ class FusionConfig:
     rrf_k: int = 60
     depth: int = 100
     time_weight: float = 2.0
+    session_combine: Literal["mean", "softmax"] = "softmax"
+    session_text_weight: float = 0.35
+
+    def for_sessions(self) -> FusionConfig:
+        """The fusion of one message's scores when messages are pooled into sessions."""
+        return replace(self, combine=self.session_combine, text_weight=self.session_text_weight)
 
     def candidates(self, k: int, offset: int) -> int:
         # A fixed depth (not a multiple of k) makes the ranking independent of k: the top 10

@@ -49,6 +49,28 @@ def test_softmax_combine_lets_one_method_carry_an_item() -> None:
     text = [(1, 9.5), *text[:-1]]
     assert _rank(text, cos)[0] == _rank(text, cos, combine="softmax")[0] == 1
 
+def test_recall_and_archival_fusion_defaults_and_the_session_rule(tmp_path: Path) -> None:
+    from memory.embeddings import HashEmbedder
+
+    cfg = FusionConfig(text_weight=0.6, depth=50)
+    assert cfg.for_sessions() == FusionConfig(text_weight=0.35, depth=50, combine="softmax")
+    with MemoryManager.open(tmp_path / "m", embedder=HashEmbedder(64), background_embed=False) as mem:
+        assert mem.recall_search.fusion.combine == "softmax"  # messages: the soft maximum
+        assert mem.archival.fusion.combine == "mean"
+        mem.recall.append_many([{"content": f"note {i} about gardens", "session_id": f"s{i % 3}"} for i in range(9)])
+        mem.embed_pending()
+        seen: list[FusionConfig] = []
+        ranked = mem.recall_search._ranked
+
+        def spy(*a: object) -> object:
+            seen.append(a[-1])  # type: ignore[arg-type]
+            return ranked(*a)  # type: ignore[arg-type]
+
+        mem.recall_search._ranked = spy  # type: ignore[method-assign]
+        assert len(mem.search_sessions("gardens", k=3)) == 3
+        assert seen == [mem.recall_search.fusion.for_sessions()]
+
+
 def test_pending_items_rank_by_text_and_k_does_not_change_the_order() -> None:
     text = [(7, 5.0), (1, 4.0), (2, 3.0)]
     cos = {1: 0.9, 2: 0.2, 3: 0.5}  # 7 has no vector yet
