@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from retrieval import load  # noqa: E402
+from retrieval import load
 
 
 def main() -> int:
