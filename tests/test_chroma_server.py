@@ -93,3 +93,29 @@ def test_manager_on_chroma_server(chroma_server: tuple[str, int], tmp_path: Path
         assert not (tmp_path / "store" / "chroma").exists()
         tiers = {h.tier for h in mem.search("launch", k=5, mode="vector")}
         assert tiers == {"recall", "archival"}
+
+
+def test_recall_passages_on_chroma_server(chroma_server: tuple[str, int], tmp_path: Path) -> None:
+    from memory.embeddings import HashEmbedder
+    from memory.manager import MemoryManager
+
+    host, port = chroma_server
+    talk = (
+        "We spent the morning sorting out the garage and the old bikes. "
+        "The weather stayed grey and cold all day long, sadly. "
+        "By the way, the rocket launch moved to next friday afternoon."
+    )
+    with MemoryManager.open(
+        tmp_path / "store", embedder=HashEmbedder(32), chroma_host=host, chroma_port=port,
+        background_embed=False,
+    ) as mem:
+        index = mem.recall_search.index
+        assert index is not None
+        a = mem.recall.append(talk, session_id="s1").id
+        b = mem.recall.append("nothing to report", session_id="s2").id
+        assert mem.embed_pending() == 2
+        assert sorted(index.collection.get(include=[])["ids"]) == sorted([str(a), f"{a}.1", f"{a}.2", str(b)])
+        hits = mem.search_recall("rocket launch friday", mode="vector", session_id="s1")
+        assert [h.id for h in hits] == [a]  # one hit per message, filtered on the server
+        mem.forget(ids=[a], reason="test")  # every passage is deleted on the server too
+        assert index.collection.get(include=[])["ids"] == [str(b)]
