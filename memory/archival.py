@@ -39,7 +39,7 @@ from memory.archival_schema import (
 )
 from memory.archival_search import grep_chunks, search_chunks
 from memory.chunking import chunk_text, iter_files, read_text_file
-from memory.db import Database
+from memory.db import Database, id_lists
 from memory.errors import NotFoundError, ValidationError
 from memory.recall_query import check_row_id, check_text, to_us
 from memory.search import FusionConfig
@@ -279,11 +279,9 @@ class ArchivalStore:
 
     def _fetch(self, conn: Connection, ids: Sequence[int]) -> dict[int, Chunk]:
         out: dict[int, Chunk] = {}
-        for i in range(0, len(ids), 500):
-            part = ",".join(str(int(x)) for x in ids[i : i + 500])
-            if part:
-                for r in conn.execute(sql_text(f"SELECT {_COLS} FROM {TABLE} c WHERE c.id IN ({part})")):
-                    out[int(r[0])] = row_to_chunk(r)
+        for part in id_lists(ids):
+            for r in conn.execute(sql_text(f"SELECT {_COLS} FROM {TABLE} c WHERE c.id IN ({part})")):
+                out[int(r[0])] = row_to_chunk(r)
         return out
 
     def get(self, id: int) -> Chunk:

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from memory import chunking
+from memory.db import id_lists
 from memory.errors import ValidationError
 from memory.recall import RecallLog
 from memory.recall_query import build_filters, check_text, to_us
@@ -71,8 +72,7 @@ class RecallSearch:
 
     def _load(self, conn: Connection, ids: list[int]) -> list[tuple[int, str, Meta]]:
         out: list[tuple[int, str, Meta]] = []
-        for a in range(0, len(ids), 500):
-            marks = ",".join(str(int(i)) for i in ids[a : a + 500])
+        for marks in id_lists(ids):
             rows = conn.execute(
                 text(
                     f"SELECT id, content, agent_id, session_id, role, created_us FROM {TABLE}"

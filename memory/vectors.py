@@ -51,7 +51,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from memory.db import Database, Migration
+from memory.db import Database, Migration, id_lists
 from memory.embeddings import Embedder
 from memory.errors import ConfigError, IndexError_
 
@@ -60,7 +60,9 @@ __all__ = [
     "EmbeddingWorker",
     "QueueSource",
     "VectorIndex",
+    "item_of",
     "make_chroma_client",
+    "part_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -266,7 +268,7 @@ class VectorIndex:
         else:
             mats = [np.asarray(v, dtype=np.float32).reshape(-1, np.shape(v)[-1]) for v in vectors]
             mat = np.concatenate(mats)
-            keys = [_part_id(i, n) for i, m in zip(ids, mats, strict=True) for n in range(len(m))]
+            keys = [part_id(i, n) for i, m in zip(ids, mats, strict=True) for n in range(len(m))]
             metadatas = [
                 {**m, "_item": int(i)} for i, v, m in zip(ids, mats, metas, strict=True) for _ in range(len(v))
             ]
@@ -329,7 +331,7 @@ class VectorIndex:
             dists = res["distances"][0] if res.get("distances") else [0.0] * len(ids)
             best: dict[int, float] = {}
             for i, d in zip(ids, dists, strict=True):
-                item = int(i.split(".", 1)[0])
+                item = item_of(i)
                 if item not in best:  # nearest first: an item's first hit is its best passage
                     best[item] = 1.0 - float(d)
             # Passages of the same items can fill the n results: ask for more, within reason.
@@ -366,14 +368,24 @@ class QueueSource:
     where: str = ""
     split: Callable[[str], list[str]] | None = None
 
+    def pieces(self, text: str) -> list[str]:
+        """The texts one item is embedded as: its passages, or the text whole."""
+        return self.split(text) if self.split is not None else [text]
+
     @property
     def model(self) -> str:
         """The name its SQL vector copies are kept under."""
         return self.index.embedder.name + ("#passages" if self.split is not None else "")
 
 
-def _part_id(item: int, n: int) -> str:
+def part_id(item: int, n: int) -> str:
+    """The Chroma id of an item's ``n``-th passage: ``"<id>"`` for the first, ``"<id>.<n>"``."""
     return str(item) if n == 0 else f"{item}.{n}"
+
+
+def item_of(chroma_id: str) -> int:
+    """The item id of a Chroma id made by ``part_id``."""
+    return int(chroma_id.split(".", 1)[0])
 
 
 _MAX_QUERY = 20_000
@@ -467,8 +479,7 @@ class EmbeddingQueue:
         """``id -> float32 vector`` (all its passages' vectors end to end, for a tier that
         splits) of the SQL copies made by ``model`` among ``ids``."""
         out: dict[int, Any] = {}
-        for a in range(0, len(ids), 500):
-            marks = ",".join(str(int(i)) for i in ids[a : a + 500])
+        for marks in id_lists(ids):
             rows = conn.execute(
                 text(
                     f"SELECT item_id, vec FROM {VECTORS_TABLE}"
@@ -521,9 +532,7 @@ class EmbeddingQueue:
             return set()
         out: set[int] = set()
         with self.db.read() as conn:
-            for i in range(0, len(ids), 500):
-                part = [int(x) for x in ids[i : i + 500]]
-                marks = ",".join(str(x) for x in part)
+            for marks in id_lists(ids):
                 rows = conn.execute(
                     text(f"SELECT item_id FROM {QUEUE_TABLE} WHERE tier = :t AND item_id IN ({marks})"),
                     {"t": tier},
@@ -557,8 +566,7 @@ class EmbeddingQueue:
         todo = [(i, t) for i, t, _ in items if i not in have]
         fresh: dict[int, Any] = {}
         if todo:
-            split = src.split or (lambda t: [t])
-            pieces = [(i, p) for i, t in todo for p in split(t)]
+            pieces = [(i, p) for i, t in todo for p in src.pieces(t)]
             made = np.asarray(embedder.embed([p for _, p in pieces]), dtype=np.float32)
             for (i, _), v in zip(pieces, made, strict=True):
                 fresh.setdefault(i, []).append(v)

@@ -270,6 +270,8 @@ def check_vectors(store: Path, *, model: bool = False) -> tuple[list[str], dict[
 def _agree(mem: Any, model: bool) -> list[str]:
     import numpy as np
 
+    from memory.vectors import item_of, part_id
+
     fails = []
     with mem.db.read() as conn:
         sql = {
@@ -280,7 +282,7 @@ def _agree(mem: Any, model: bool) -> list[str]:
     for tier, rows in sql.items():
         index = indexes[tier]
         got = index.collection.get(include=[])
-        have = {int(i.split(".", 1)[0]) for i in got["ids"]}  # "<id>" or "<id>.<passage>"
+        have = {item_of(i) for i in got["ids"]}
         missing, extra = set(rows) - have, have - set(rows)
         if missing or extra:
             fails.append(
@@ -289,9 +291,9 @@ def _agree(mem: Any, model: bool) -> list[str]:
         sample = sorted(set(rows) & have)[-200:]
         if sample:
             # Every passage of a sampled row is the embedding of that passage of its text.
-            split = mem.queue.sources[tier].split or (lambda t: [t])
-            keys = [(i, n, p) for i in sample for n, p in enumerate(split(rows[i]))]
-            ids = [str(i) if n == 0 else f"{i}.{n}" for i, n, _ in keys]
+            source = mem.queue.sources[tier]
+            keys = [(i, n, p) for i in sample for n, p in enumerate(source.pieces(rows[i]))]
+            ids = [part_id(i, n) for i, n, _ in keys]
             res = index.collection.get(ids=ids, include=["embeddings"])
             stored = {k: np.asarray(v) for k, v in zip(res["ids"], res["embeddings"], strict=True)}
             fresh = mem.embedder.embed([p for _, _, p in keys])
@@ -305,6 +307,6 @@ def _agree(mem: Any, model: bool) -> list[str]:
                     f"{tier}: {len(bad)} vectors are not the embedding of their row's text (e.g. id {bad[0]})"
                 )
             sampled, wanted = set(sample), set(ids)
-            if any(int(k.split(".", 1)[0]) in sampled and k not in wanted for k in got["ids"]):
+            if any(item_of(k) in sampled and k not in wanted for k in got["ids"]):
                 fails.append(f"{tier}: Chroma holds passages its rows no longer have")
     return fails
