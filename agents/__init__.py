@@ -12,10 +12,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agents.agent import AGENT_TOOLS, Agent, Reply, ToolCallRecord
+    from agents.agent.core import AGENT_TOOLS, Agent, Reply, ToolCallRecord
     from agents.ask import ask
-    from agents.tools import TOOLS, ToolContext, anthropic_tools, call_tool
-    from agents.transcripts import ImportSummary, import_transcript, read_transcript
+    from agents.integrations.transcripts import ImportSummary, import_transcript, read_transcript
+    from agents.tools.builtin import TOOLS, ToolContext, anthropic_tools, call_tool
 
 __all__ = [
     "AGENT_TOOLS",
@@ -33,18 +33,18 @@ __all__ = [
 ]
 
 _WHERE = {
-    "AGENT_TOOLS": "agents.agent",
-    "Agent": "agents.agent",
-    "Reply": "agents.agent",
-    "ToolCallRecord": "agents.agent",
+    "AGENT_TOOLS": "agents.agent.core",
+    "Agent": "agents.agent.core",
+    "Reply": "agents.agent.core",
+    "ToolCallRecord": "agents.agent.core",
     "ask": "agents.ask",
-    "TOOLS": "agents.tools",
-    "ToolContext": "agents.tools",
-    "anthropic_tools": "agents.tools",
-    "call_tool": "agents.tools",
-    "ImportSummary": "agents.transcripts",
-    "import_transcript": "agents.transcripts",
-    "read_transcript": "agents.transcripts",
+    "TOOLS": "agents.tools.builtin",
+    "ToolContext": "agents.tools.builtin",
+    "anthropic_tools": "agents.tools.builtin",
+    "call_tool": "agents.tools.builtin",
+    "ImportSummary": "agents.integrations.transcripts",
+    "import_transcript": "agents.integrations.transcripts",
+    "read_transcript": "agents.integrations.transcripts",
 }
 
 

@@ -15,8 +15,8 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.memory_prompt import memory_system_prompt
-from agents.memory_repl import MemoryBinding, bind_memory
+from agents.repl.binding import MemoryBinding, bind_memory
+from agents.repl.prompt import memory_system_prompt
 from memory.errors import ValidationError
 from rlm_core.engine import RLM, Event, Result
 from rlm_core.limits import Limits

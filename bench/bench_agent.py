@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.agent import Agent  # noqa: E402
-from memory.embeddings import HashEmbedder  # noqa: E402
+from agents.agent.core import Agent  # noqa: E402
 from memory.manager import MemoryManager  # noqa: E402
+from memory.vectors.embeddings import HashEmbedder  # noqa: E402
 from rlm_core.lm import ScriptedLM  # noqa: E402
 
 

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _build_store(path: Path, n: int) -> None:
     sys.path.insert(0, str(ROOT))
-    from memory.embeddings import HashEmbedder
     from memory.manager import MemoryManager
+    from memory.vectors.embeddings import HashEmbedder
 
     mem = MemoryManager.open(path, embedder=HashEmbedder(), background_embed=False, embed_recall=False)
     try:
@@ -77,14 +77,14 @@ def main() -> None:
     commands = {
         "python -c pass (baseline)": [py, "-c", "pass"],
         "python -c 'import sqlalchemy'": [py, "-c", "import sqlalchemy, sqlite3"],
-        "python -c 'import agents.cli'": [py, "-c", "import agents.cli"],
-        "rlmem --help": [py, "-m", "agents.cli", "--help"],
-        "rlmem search --mode text": [py, "-m", "agents.cli", "search", "item4242 gamma", "--mode", "text"],
-        "rlmem grep": [py, "-m", "agents.cli", "grep", "item424[0-9]", "--limit", "5"],
-        "rlmem stats": [py, "-m", "agents.cli", "stats"],
+        "python -c 'import agents.cli.main'": [py, "-c", "import agents.cli.main"],
+        "rlmem --help": [py, "-m", "agents.cli.main", "--help"],
+        "rlmem search --mode text": [py, "-m", "agents.cli.main", "search", "item4242 gamma", "--mode", "text"],
+        "rlmem grep": [py, "-m", "agents.cli.main", "grep", "item424[0-9]", "--limit", "5"],
+        "rlmem stats": [py, "-m", "agents.cli.main", "stats"],
     }
     check = subprocess.run(
-        [py, "-c", "import sys; from agents.cli import main; main(['search', 'x', '--mode', 'text']);"
+        [py, "-c", "import sys; from agents.cli.main import main; main(['search', 'x', '--mode', 'text']);"
                    " print('torch' in sys.modules)"],
         env=env, capture_output=True, text=True,
     )

@@ -35,9 +35,9 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tests")]
 
 from memory_corpus import fill_recall  # noqa: E402
 
-from agents.memory_repl import bind_memory  # noqa: E402
+from agents.repl.binding import bind_memory  # noqa: E402
 from memory.manager import MemoryManager  # noqa: E402
-from rlm_core.repl import Sandbox, SandboxLimits  # noqa: E402
+from rlm_core.sandbox.repl import Sandbox, SandboxLimits  # noqa: E402
 
 GREPS = {
     "literal (SQL prefilter)": "Heliotrope",
@@ -85,7 +85,7 @@ def _cell(sb: Sandbox, code: str) -> Callable[[], None]:
 
 
 def _open(path: Path, embedder_name: str) -> MemoryManager:
-    from memory.embeddings import HashEmbedder, SentenceTransformerEmbedder
+    from memory.vectors.embeddings import HashEmbedder, SentenceTransformerEmbedder
 
     embedder = HashEmbedder() if embedder_name == "hash" else SentenceTransformerEmbedder(threads=1)
     return MemoryManager.open(path, embedder=embedder, embed_recall=False, background_embed=False)

@@ -1,6 +1,6 @@
 """Embedding cost of recall messages by passages against whole messages, same run.
 
-Recall messages are embedded sentence by sentence (``memory.chunking.passages``); this
+Recall messages are embedded sentence by sentence (``memory.text.chunking.passages``); this
 measures what that costs over one vector per message, on user turns of a LongMemEval-format
 file (a random sample, the best of three rounds each)::
 
@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from retrieval import DEFAULT_DATA, load
 
-from memory.chunking import passages
-from memory.embeddings import SentenceTransformerEmbedder
+from memory.text.chunking import passages
+from memory.vectors.embeddings import SentenceTransformerEmbedder
 
 
 def main() -> int:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from memory.db import Database
-from memory.recall import RecallLog
+from memory.recall.log import RecallLog
 
 WORDS_PER_MESSAGE = 20
 VOCAB = 50_000

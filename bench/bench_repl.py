@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlm_core.repl import Sandbox, SandboxLimits
+from rlm_core.sandbox.repl import Sandbox, SandboxLimits
 
 __all__ = ["main"]
 

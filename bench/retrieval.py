@@ -41,8 +41,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from memory.embeddings import CachedEmbedder, SentenceTransformerEmbedder
 from memory.manager import MemoryManager
+from memory.vectors.embeddings import CachedEmbedder, SentenceTransformerEmbedder
 
 DEFAULT_DATA = "/work/shared/data/longmemeval_s_dev100.json.gz"
 MODES = ("text", "vector", "hybrid")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from agents.agent import Agent
-from agents.summary import SUMMARY_SYSTEM
+from agents.agent.core import Agent
+from agents.agent.summary import SUMMARY_SYSTEM
 from memory.manager import MemoryManager
 from rlm_core.lm import FunctionLM, LMRequest, LMResponse, ToolCall
 

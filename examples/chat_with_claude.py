@@ -10,9 +10,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from agents.agent import Agent
+from agents.agent.core import Agent
 from memory.manager import MemoryManager
-from rlm_core.anthropic_lm import AnthropicLM
+from rlm_core.lm.anthropic import AnthropicLM
 
 
 def main(store: Path) -> None:

@@ -12,9 +12,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from agents.agent import Agent
-from memory.embeddings import HashEmbedder
+from agents.agent.core import Agent
 from memory.manager import MemoryManager
+from memory.vectors.embeddings import HashEmbedder
 from rlm_core.lm import LMResponse, ScriptedLM, ToolCall
 
 try:

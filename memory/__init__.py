@@ -35,21 +35,21 @@ __all__ = [
 ]
 
 _WHERE = {
-    "ArchivalStore": "memory.archival",
-    "Chunk": "memory.archival",
-    "IngestSummary": "memory.archival",
+    "ArchivalStore": "memory.archival.store",
+    "Chunk": "memory.archival.store",
+    "IngestSummary": "memory.archival.store",
     "Block": "memory.blocks",
     "WorkingMemory": "memory.blocks",
-    "CachedEmbedder": "memory.embeddings",
-    "Embedder": "memory.embeddings",
-    "HashEmbedder": "memory.embeddings",
-    "SentenceTransformerEmbedder": "memory.embeddings",
+    "CachedEmbedder": "memory.vectors.embeddings",
+    "Embedder": "memory.vectors.embeddings",
+    "HashEmbedder": "memory.vectors.embeddings",
+    "SentenceTransformerEmbedder": "memory.vectors.embeddings",
     "CompiledContext": "memory.manager",
     "MemoryManager": "memory.manager",
     "MemoryConfig": "memory.config",
     "Database": "memory.db",
-    "FusionConfig": "memory.search",
-    "RecallLog": "memory.recall",
+    "FusionConfig": "memory.fusion",
+    "RecallLog": "memory.recall.log",
     "GrepHit": "memory.types",
     "Message": "memory.types",
     "SearchHit": "memory.types",
@@ -58,20 +58,20 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
-    from memory.archival import ArchivalStore, Chunk, IngestSummary
+    from memory.archival.store import ArchivalStore, Chunk, IngestSummary
     from memory.blocks import Block, WorkingMemory
     from memory.config import MemoryConfig
     from memory.db import Database
-    from memory.embeddings import (
+    from memory.fusion import FusionConfig
+    from memory.manager import CompiledContext, MemoryManager
+    from memory.recall.log import RecallLog
+    from memory.types import GrepHit, Message, SearchHit, SessionHit, SessionInfo
+    from memory.vectors.embeddings import (
         CachedEmbedder,
         Embedder,
         HashEmbedder,
         SentenceTransformerEmbedder,
     )
-    from memory.manager import CompiledContext, MemoryManager
-    from memory.recall import RecallLog
-    from memory.search import FusionConfig
-    from memory.types import GrepHit, Message, SearchHit, SessionHit, SessionInfo
 
 
 def __getattr__(name: str) -> Any:

@@ -53,7 +53,7 @@ from sqlalchemy.engine import Connection
 
 from memory.db import Database, Migration
 from memory.errors import BlockLimitError, NotFoundError, ReadOnlyBlockError, ValidationError
-from memory.recall_query import check_id, check_text, from_us, to_us
+from memory.text.query import check_id, check_text, from_us, to_us
 
 __all__ = ["MIGRATIONS", "Block", "BlockEdit", "WorkingMemory"]
 

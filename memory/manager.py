@@ -25,18 +25,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from memory.archival import ArchivalStore
-from memory.archival_search import chunk_candidates, chunk_hits
+from memory.archival.search import chunk_candidates, chunk_hits
+from memory.archival.store import ArchivalStore
 from memory.config import MemoryConfig
 from memory.db import Database
-from memory.embeddings import Embedder, SentenceTransformerEmbedder
 from memory.errors import ValidationError
-from memory.recall import RecallLog
-from memory.recall_query import estimate_tokens
-from memory.recall_vectors import RecallSearch
-from memory.search import RECALL_DEPTH, Candidates, FusionConfig, merge_candidates
+from memory.fusion import RECALL_DEPTH, Candidates, FusionConfig, merge_candidates
+from memory.recall.hybrid import RecallSearch
+from memory.recall.log import RecallLog
+from memory.text.query import estimate_tokens
 from memory.types import GrepHit, SearchHit, SessionHit
-from memory.vectors import EmbeddingQueue, EmbeddingWorker, VectorIndex, make_chroma_client
+from memory.vectors.embeddings import Embedder, SentenceTransformerEmbedder
+from memory.vectors.index import EmbeddingQueue, EmbeddingWorker, VectorIndex, make_chroma_client
 
 __all__ = ["CompiledContext", "MemoryManager"]
 

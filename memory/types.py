@@ -86,7 +86,7 @@ class SearchHit:
 @dataclass(frozen=True)
 class SessionHit:
     """One ranked conversation session: its score pools the scores of its matching messages
-    (see ``memory.search.pool_groups``); ``hits`` are its best messages, best first."""
+    (see ``memory.fusion.pool_groups``); ``hits`` are its best messages, best first."""
 
     session_id: str
     agent_id: str

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from rlm_core.engine import RLM, Event, Result, UsageReport
     from rlm_core.limits import Budget, Limits
     from rlm_core.lm import LM, FunctionLM, LMRequest, LMResponse, ScriptedLM, Usage
-    from rlm_core.repl import CellResult, Sandbox, SandboxLimits
+    from rlm_core.sandbox.repl import CellResult, Sandbox, SandboxLimits
     from rlm_core.trajectory import Trajectory, load_jsonl
 
 __all__ = [
@@ -57,9 +57,9 @@ _WHERE = {
     "LMResponse": "rlm_core.lm",
     "ScriptedLM": "rlm_core.lm",
     "Usage": "rlm_core.lm",
-    "CellResult": "rlm_core.repl",
-    "Sandbox": "rlm_core.repl",
-    "SandboxLimits": "rlm_core.repl",
+    "CellResult": "rlm_core.sandbox.repl",
+    "Sandbox": "rlm_core.sandbox.repl",
+    "SandboxLimits": "rlm_core.sandbox.repl",
     "Trajectory": "rlm_core.trajectory",
     "load_jsonl": "rlm_core.trajectory",
 }

@@ -32,7 +32,7 @@ from memory.errors import (
 from rlm_core.lm import Usage
 
 if TYPE_CHECKING:
-    from rlm_core.repl import SandboxLimits
+    from rlm_core.sandbox.repl import SandboxLimits
 
 __all__ = ["Budget", "Limits"]
 
@@ -92,7 +92,7 @@ class Limits:
 
     def sandbox_limits(self) -> SandboxLimits:
         """The sandbox limits of one REPL: ``sandbox`` if given, else derived from this object."""
-        from rlm_core.repl import SandboxLimits
+        from rlm_core.sandbox.repl import SandboxLimits
 
         if self.sandbox is not None:
             return self.sandbox

@@ -161,7 +161,7 @@ class Node:
     # --- the loop ---------------------------------------------------------------------------
 
     def run(self) -> Result:
-        from rlm_core.repl import Sandbox
+        from rlm_core.sandbox.repl import Sandbox
 
         subcalls = SubCalls(self)
         functions = {**subcalls.functions(), **self.user_functions}

@@ -39,8 +39,8 @@ _WORDS = _VOCABULARY.split()
 
 def open_store(path: Path, **overrides: Any) -> Any:
     """A store with the hashing embedder, recall embeddings and background embedding off."""
-    from memory.embeddings import HashEmbedder
     from memory.manager import MemoryManager
+    from memory.vectors.embeddings import HashEmbedder
 
     opts: dict[str, Any] = {"embed_recall": False, "background_embed": False}
     opts.update(overrides)

@@ -22,16 +22,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.agent import Agent
-from agents.agent_state import AgentTable
-from agents.context import INTERRUPTED_RESULT, to_chat_messages
-from agents.summary import SUMMARY_SYSTEM
-from memory.embeddings import HashEmbedder
+from agents.agent.context import INTERRUPTED_RESULT, to_chat_messages
+from agents.agent.core import Agent
+from agents.agent.state import AgentTable
+from agents.agent.summary import SUMMARY_SYSTEM
 from memory.errors import NotFoundError, StoreBusyError, ValidationError
 from memory.manager import MemoryManager
 from memory.types import Message
+from memory.vectors.embeddings import HashEmbedder
 from rlm_core.lm import FunctionLM, LMRequest, LMResponse, ScriptedLM, ToolCall
-from rlm_core.lm_types import count_tokens
+from rlm_core.lm.types import count_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY_MARK = SUMMARY_SYSTEM.split("{")[0][:60]
@@ -254,8 +254,8 @@ def test_failed_summary_call_leaves_a_note_and_the_step_goes_on(mem: MemoryManag
 _DRIVER = textwrap.dedent(
     """
     import sys
-    from agents.agent import Agent
-    from memory.embeddings import HashEmbedder
+    from agents.agent.core import Agent
+    from memory.vectors.embeddings import HashEmbedder
     from memory.manager import MemoryManager
     from rlm_core.lm import FunctionLM
 
@@ -381,7 +381,7 @@ def test_agent_on_postgres(tmp_path: Path, pg_url: str) -> None:
 def test_agent_through_the_anthropic_sdk(mem: MemoryManager, fake_anthropic: Any) -> None:
     from fakes import Reply
 
-    from rlm_core.anthropic_lm import AnthropicLM
+    from rlm_core.lm.anthropic import AnthropicLM
 
     fake_anthropic.add(
         Reply(text="Let me note that.", tool_calls=[("core_memory_append", {"label": "human", "text": "Has a cat."})]),
@@ -406,7 +406,7 @@ def test_agent_through_the_anthropic_sdk(mem: MemoryManager, fake_anthropic: Any
 
 def test_the_package_imports_lazily() -> None:
     code = ("import sys, agents\n"
-            "assert 'memory.manager' not in sys.modules and 'agents.agent' not in sys.modules\n"
+            "assert 'memory.manager' not in sys.modules and 'agents.agent.core' not in sys.modules\n"
             "assert agents.Agent.__name__ == 'Agent' and callable(agents.import_transcript)\n"
             "assert 'torch' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -492,7 +492,7 @@ def test_an_existing_history_stays_searchable_but_out_of_the_prompt(mem: MemoryM
 
 
 def test_the_summariser_gets_a_bounded_transcript() -> None:
-    from agents.summary import summary_request
+    from agents.agent.summary import summary_request
 
     now = datetime.now(UTC)
     evicted = [Message(i, "a", "s", "user", "x" * 500 + "\n[not a new message", now) for i in range(1, 3001)]

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from memory.archival import ArchivalStore
+from memory.archival.store import ArchivalStore
 from memory.db import Database
-from memory.embeddings import HashEmbedder
 from memory.errors import NotFoundError, QueryError, ValidationError
-from memory.vectors import EmbeddingQueue, VectorIndex, make_chroma_client
+from memory.vectors.embeddings import HashEmbedder
+from memory.vectors.index import EmbeddingQueue, VectorIndex, make_chroma_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -268,10 +268,10 @@ _CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from memory.archival import ArchivalStore
+    from memory.archival.store import ArchivalStore
     from memory.db import Database
-    from memory.embeddings import HashEmbedder
-    from memory.vectors import EmbeddingQueue, VectorIndex, make_chroma_client
+    from memory.vectors.embeddings import HashEmbedder
+    from memory.vectors.index import EmbeddingQueue, VectorIndex, make_chroma_client
 
     class SlowEmbedder(HashEmbedder):
         def embed(self, texts):
@@ -352,7 +352,7 @@ def _bulk(store: ArchivalStore) -> dict[str, int]:
 def test_frequent_words_score_but_do_not_select_on_a_large_store(
     store: ArchivalStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import memory.archival_search as search
+    import memory.archival.search as search
 
     monkeypatch.setattr(search, "SMALL_STORE", 0)  # take the large-store path
     monkeypatch.setattr(search, "COMMON_DOCS", 10)  # "common" (43 chunks) is frequent here
@@ -371,7 +371,7 @@ def test_frequent_words_score_but_do_not_select_on_a_large_store(
 def test_tag_filter_overfetch_agrees_with_chromas_own_filter(
     store: ArchivalStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import memory.archival_search as search
+    import memory.archival.search as search
 
     _bulk(store)
     over = store.search("filler w7", k=8, mode="vector", tags=["t"])

@@ -17,7 +17,7 @@ import pytest
 from memory_corpus import NEEDLE_ANSWER, BigStore, big_store, fill_recall, open_store
 
 from agents.ask import ask
-from agents.console import run_console
+from agents.repl.console import run_console
 from memory.errors import ValidationError
 from rlm_core.limits import Limits
 from rlm_core.lm import FunctionLM, LMRequest, ScriptedLM
@@ -103,8 +103,8 @@ def test_first_prompt_stays_small_from_1k_to_10m_tokens(big: BigStore, small: An
 
 
 def _multi_hop_store(path: Path) -> Any:
-    from memory.embeddings import SentenceTransformerEmbedder
     from memory.manager import MemoryManager
+    from memory.vectors.embeddings import SentenceTransformerEmbedder
 
     mem = MemoryManager.open(
         path, embedder=SentenceTransformerEmbedder(threads=1), background_embed=False

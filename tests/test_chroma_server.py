@@ -29,7 +29,7 @@ from test_archival import (  # noqa: F401 - rerun these tests against the server
     test_update_and_delete,
 )
 
-from memory.vectors import make_chroma_client
+from memory.vectors.index import make_chroma_client
 
 pytestmark = pytest.mark.chroma_server
 
@@ -79,8 +79,8 @@ def chroma_factory(chroma_server: tuple[str, int]) -> Callable[[], Any]:
 
 
 def test_manager_on_chroma_server(chroma_server: tuple[str, int], tmp_path: Path) -> None:
-    from memory.embeddings import HashEmbedder
     from memory.manager import MemoryManager
+    from memory.vectors.embeddings import HashEmbedder
 
     host, port = chroma_server
     with MemoryManager.open(
@@ -96,8 +96,8 @@ def test_manager_on_chroma_server(chroma_server: tuple[str, int], tmp_path: Path
 
 
 def test_recall_passages_on_chroma_server(chroma_server: tuple[str, int], tmp_path: Path) -> None:
-    from memory.embeddings import HashEmbedder
     from memory.manager import MemoryManager
+    from memory.vectors.embeddings import HashEmbedder
 
     host, port = chroma_server
     talk = (

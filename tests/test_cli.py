@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agents.cli import main
+from agents.cli.main import main
 from rlm_core.lm import ScriptedLM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,7 +170,7 @@ def test_text_search_starts_without_torch(store: Path) -> None:
     ok("log", "cold start check")
     code = (
         "import json, sys\n"
-        "from agents.cli import main\n"
+        "from agents.cli.main import main\n"
         f"rc = main(['--store', {str(store)!r}, 'search', 'cold', '--mode', 'text'])\n"
         "heavy = [m for m in ('torch', 'chromadb', 'sentence_transformers') if m in sys.modules]\n"
         "print(json.dumps({'rc': rc, 'heavy': heavy}))\n"
@@ -184,7 +184,7 @@ def test_text_search_starts_without_torch(store: Path) -> None:
 
 
 def test_help_and_module_entry_point() -> None:
-    proc = subprocess.run([sys.executable, "-m", "agents.cli", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "agents.cli.main", "--help"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert proc.returncode == 0
     for command in ("init", "ingest", "import", "log", "search", "grep", "ask", "chat", "repl", "serve",
@@ -200,7 +200,7 @@ def test_mcp_command_serves_the_store_over_stdio(store: Path) -> None:
 
     ok("log", "the office plant is a ficus named Gus")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RLMEM_BACKGROUND_EMBED": "false"}
-    params = StdioServerParameters(command=sys.executable, args=["-m", "agents.cli", "--store", str(store), "mcp"],
+    params = StdioServerParameters(command=sys.executable, args=["-m", "agents.cli.main", "--store", str(store), "mcp"],
                                    env=env)
 
     async def session() -> tuple[set[str], str]:

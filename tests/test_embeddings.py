@@ -10,8 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from memory.embeddings import CachedEmbedder, Embedder, HashEmbedder, SentenceTransformerEmbedder
 from memory.errors import ConfigError, ValidationError
+from memory.vectors.embeddings import (
+    CachedEmbedder,
+    Embedder,
+    HashEmbedder,
+    SentenceTransformerEmbedder,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,8 +49,8 @@ def test_minilm_from_package_path_normalised_and_semantic(minilm: SentenceTransf
 
 def test_torch_is_imported_lazily() -> None:
     code = (
-        "import sys, memory, memory.errors, memory.embeddings\n"
-        "from memory.embeddings import SentenceTransformerEmbedder\n"
+        "import sys, memory, memory.errors, memory.vectors.embeddings\n"
+        "from memory.vectors.embeddings import SentenceTransformerEmbedder\n"
         "e = SentenceTransformerEmbedder(); d = e.dim\n"
         "heavy = [m for m in ('torch', 'sentence_transformers', 'chromadb', 'sqlalchemy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -441,7 +441,7 @@ def test_limit_errors_are_rlm_limit_errors_with_a_result() -> None:
 
 def test_end_to_end_with_anthropic_lm_against_a_fake_server() -> None:
     fakes = pytest.importorskip("fakes.anthropic_server")
-    anthropic_lm = pytest.importorskip("rlm_core.anthropic_lm")
+    anthropic_lm = pytest.importorskip("rlm_core.lm.anthropic")
 
     def handler(body: dict[str, Any]) -> str:
         if body.get("system"):  # a root turn

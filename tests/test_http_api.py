@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from agents.http import ServerThread, create_app
-from memory.embeddings import HashEmbedder
+from agents.server.http import ServerThread, create_app
 from memory.errors import ConfigError
 from memory.manager import MemoryManager
+from memory.vectors.embeddings import HashEmbedder
 from rlm_core.lm import ScriptedLM
 
 TOKEN = "s3cret-token"

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 from letta_rig import Rig, letta_rig, make_agent, mock_script
 
-from agents.http import ServerThread
-from agents.letta import (
+from agents.integrations.letta import (
     DEFAULT_LETTA_TOOLS,
     ClientTools,
     export_tools,
@@ -24,9 +23,10 @@ from agents.letta import (
     letta_tool_source,
     push_blocks,
 )
-from agents.tools import tool_schema
-from memory.embeddings import HashEmbedder
+from agents.server.http import ServerThread
+from agents.tools.builtin import tool_schema
 from memory.manager import MemoryManager
+from memory.vectors.embeddings import HashEmbedder
 from rlm_core.lm import ScriptedLM
 
 __all__ = ["letta_rig", "mock_script"]  # fixtures, re-exported for pytest
@@ -157,7 +157,7 @@ def test_client_side_tools_answer_in_this_process(
 def test_import_blocks_messages_passages_idempotently(
     letta_rig: Rig, agent: Any, mem: MemoryManager, mock_script: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agents.letta_sync._PAGE", 2)  # every list is read over several pages
+    monkeypatch.setattr("agents.integrations.letta_sync._PAGE", 2)  # every list is read over several pages
     client = letta_rig.client
     client.agents.passages.create(agent.id, text="Letta passage about the blue whale.", tags=["animals"])
     client.agents.passages.create(agent.id, text="Second passage.")

@@ -9,7 +9,7 @@ import pytest
 
 from memory.errors import ConfigError, LMTransientError
 from rlm_core.lm import DEFAULT_PRICES, ModelPrice, PriceTable, Usage
-from rlm_core.retry import RetryPolicy, Transient, is_transient_status, parse_retry_after
+from rlm_core.lm.retry import RetryPolicy, Transient, is_transient_status, parse_retry_after
 
 
 def test_every_default_price_is_sane() -> None:

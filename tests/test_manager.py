@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from memory.config import MemoryConfig
-from memory.embeddings import HashEmbedder
 from memory.errors import ConfigError, ValidationError
 from memory.manager import MemoryManager
+from memory.vectors.embeddings import HashEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -177,7 +177,7 @@ def test_reindex_rebuilds_both_collections(tmp_path: Path) -> None:
 _WRITER = textwrap.dedent(
     """
     import sys
-    from memory.embeddings import HashEmbedder
+    from memory.vectors.embeddings import HashEmbedder
     from memory.manager import MemoryManager
     with MemoryManager.open(sys.argv[1], embedder=HashEmbedder(64), background_embed=False) as mem:
         for i in range(40):
@@ -228,7 +228,7 @@ def test_postgres_database_url(pg_url: str, tmp_path: Path) -> None:
 _FILL = textwrap.dedent(
     """
     import sys
-    from memory.embeddings import HashEmbedder
+    from memory.vectors.embeddings import HashEmbedder
     from memory.manager import MemoryManager
     # Enough rows that Chroma persists HNSW files for both tiers.
     with MemoryManager.open(sys.argv[1], embedder=HashEmbedder(64), background_embed=False) as mem:
@@ -310,7 +310,7 @@ class _Client:
 
 def test_an_index_is_rebuilt_once_and_other_errors_never_rebuild() -> None:
     from memory.errors import IndexError_
-    from memory.vectors import VectorIndex
+    from memory.vectors.index import VectorIndex
 
     calls: list[int] = []
     damaged = VectorIndex(_Client("Error in compaction: Failed to apply logs to the hnsw segment writer"),

@@ -1,4 +1,4 @@
-"""The MCP server over stdio, driven by the MCP SDK's own client (``python -m agents.mcp``).
+"""The MCP server over stdio, driven by the MCP SDK's own client (``python -m agents.server.mcp``).
 
 The server is a real subprocess on a real store (SQLite + embedded Chroma, the packaged MiniLM
 model), exactly as Claude Code or Claude Desktop would start it.
@@ -38,7 +38,7 @@ def _params(*args: str) -> StdioServerParameters:
     env = {k: v for k, v in os.environ.items() if k.startswith(("RLMEM_", "HF_", "TRANSFORMERS_"))}
     env |= {"ANONYMIZED_TELEMETRY": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
             "PYTHONPATH": str(REPO)}
-    return StdioServerParameters(command=sys.executable, args=["-m", "agents.mcp", *args], env=env, cwd=str(REPO))
+    return StdioServerParameters(command=sys.executable, args=["-m", "agents.server.mcp", *args], env=env, cwd=str(REPO))
 
 
 async def _session(params: StdioServerParameters, scenario: Any) -> Any:

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from memory_corpus import open_store
 
-from agents.memory_prompt import memory_summary
-from agents.memory_repl import MemoryBinding, bind_memory
-from rlm_core.repl import Sandbox
+from agents.repl.binding import MemoryBinding, bind_memory
+from agents.repl.prompt import memory_summary
+from rlm_core.sandbox.repl import Sandbox
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 

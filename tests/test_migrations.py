@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import text
 
 from memory import blocks as blocks_mod
-from memory import recall_schema
 from memory.blocks import WorkingMemory
 from memory.db import Database, Migration
 from memory.errors import MigrationError
-from memory.recall import RecallLog
+from memory.recall import schema as recall_schema
+from memory.recall.log import RecallLog
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from memory.chunking import MAX_PASSAGES, passages
 from memory.manager import MemoryManager
+from memory.text.chunking import MAX_PASSAGES, passages
 from tests.test_archival import CountingEmbedder
 
 LONG = (

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from memory.db import Database
 from memory.errors import NotFoundError, QueryError, ValidationError
-from memory.recall import RecallLog
+from memory.recall.log import RecallLog
 from memory.types import Message
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

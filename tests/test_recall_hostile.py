@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from memory.db import Database
 from memory.errors import NotFoundError, QueryError, UserError, ValidationError
-from memory.recall import RecallLog
+from memory.recall.log import RecallLog
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from memory.errors import QueryError, SandboxError, ValidationError
-from rlm_core.repl import CellResult, Sandbox, SandboxLimits
-from rlm_core.sandbox_policy import CappedStream, cut_output
+from rlm_core.sandbox.policy import CappedStream, cut_output
+from rlm_core.sandbox.repl import CellResult, Sandbox, SandboxLimits
 
 FAST = SandboxLimits(cell_timeout_s=10.0, memory_mb=1024)
 

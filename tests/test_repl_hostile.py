@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from memory.errors import SandboxError
-from rlm_core.repl import Sandbox, SandboxLimits
+from rlm_core.sandbox.repl import Sandbox, SandboxLimits
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from test_embeddings import minilm  # noqa: F401 - the session-scoped real model
 
-from memory.embeddings import SentenceTransformerEmbedder
 from memory.errors import ValidationError
+from memory.fusion import FusionConfig, check_mode, hybrid_rank, rrf
 from memory.manager import MemoryManager
-from memory.search import FusionConfig, check_mode, hybrid_rank, rrf
+from memory.vectors.embeddings import SentenceTransformerEmbedder
 
 
 def test_rrf() -> None:
@@ -50,7 +50,7 @@ def test_softmax_combine_lets_one_method_carry_an_item() -> None:
     assert _rank(text, cos)[0] == _rank(text, cos, combine="softmax")[0] == 1
 
 def test_recall_and_archival_fusion_defaults_and_the_session_rule(tmp_path: Path) -> None:
-    from memory.embeddings import HashEmbedder
+    from memory.vectors.embeddings import HashEmbedder
 
     cfg = FusionConfig(text_weight=0.6, depth=50)
     assert cfg.for_sessions() == FusionConfig(text_weight=0.35, depth=50, combine="softmax")
@@ -128,7 +128,7 @@ def test_retrieval_quality_with_minilm(tmp_path: Path, minilm: SentenceTransform
 def test_relative_time_expressions() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from memory.temporal import parse_relative, time_prior
+    from memory.text.temporal import parse_relative, time_prior
 
     now = datetime(2024, 6, 15, 12, tzinfo=UTC)  # a Saturday
     assert parse_relative("what did I buy 10 days ago?", now) == (now - timedelta(days=10), timedelta(days=3))
@@ -148,7 +148,7 @@ def test_relative_time_expressions() -> None:
 def test_hybrid_search_favours_the_time_the_query_names(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from memory.embeddings import HashEmbedder
+    from memory.vectors.embeddings import HashEmbedder
 
     now = datetime(2024, 6, 15, tzinfo=UTC)
     with MemoryManager.open(tmp_path / "m", embedder=HashEmbedder(64), background_embed=False) as mem:
@@ -169,7 +169,7 @@ def test_hybrid_search_favours_the_time_the_query_names(tmp_path: Path) -> None:
 
 
 def test_pool_groups_rewards_repeated_evidence_but_not_noise() -> None:
-    from memory.search import pool_groups
+    from memory.fusion import pool_groups
 
     # Session "a": one message at the top; "b": two messages each a little below it.
     ranked = [(1, 10.0), (2, 9.5), (3, 9.4), (4, 1.0), (5, 0.9), (6, 0.8), (7, 0.7)]
@@ -188,7 +188,7 @@ def test_pool_groups_rewards_repeated_evidence_but_not_noise() -> None:
 
 
 def test_search_sessions_pools_messages_per_session(tmp_path: Path) -> None:
-    from memory.embeddings import HashEmbedder
+    from memory.vectors.embeddings import HashEmbedder
 
     with MemoryManager.open(tmp_path / "m", embedder=HashEmbedder(64), background_embed=False) as mem:
         mem.recall.append_many(

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import pytest
 
-from agents.tools import (
+from agents.tools.builtin import (
     HIT_TEXT_CHARS,
     TOOLS,
     ToolContext,
@@ -22,8 +22,7 @@ from agents.tools import (
     call_tool,
     tool_schema,
 )
-from agents.toolspec import bound, check_arguments, function_schema, parse_docstring
-from memory.embeddings import HashEmbedder
+from agents.tools.spec import bound, check_arguments, function_schema, parse_docstring
 from memory.errors import (
     BlockLimitError,
     ConfigError,
@@ -33,6 +32,7 @@ from memory.errors import (
     ValidationError,
 )
 from memory.manager import MemoryManager
+from memory.vectors.embeddings import HashEmbedder
 from rlm_core.lm import ScriptedLM
 
 

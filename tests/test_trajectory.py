@@ -11,7 +11,7 @@ from memory.db import Database
 from memory.errors import ErrorLimitError, NotFoundError, ValidationError
 from rlm_core import RLM, FunctionLM, Limits, ScriptedLM, Trajectory, load_jsonl
 from rlm_core.lm import LMRequest
-from rlm_core.trajectory_store import list_trajectories, load_trajectory
+from rlm_core.trajectory.store import list_trajectories, load_trajectory
 
 
 def repl(code: str) -> str:

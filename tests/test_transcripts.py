@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.transcripts import detect_format, import_transcript, read_transcript
-from memory.embeddings import HashEmbedder
+from agents.integrations.transcripts import detect_format, import_transcript, read_transcript
 from memory.errors import NotFoundError, ValidationError
 from memory.manager import MemoryManager
+from memory.vectors.embeddings import HashEmbedder
 
 
 @pytest.fixture()

@@ -113,7 +113,7 @@ def _recall(db: Any, acks: list[dict[str, Any]]) -> list[str]:
 
 
 def _archival(db: Any, acks: list[dict[str, Any]]) -> list[str]:
-    from memory.chunking import chunk_text
+    from memory.text.chunking import chunk_text
 
     fails = []
     with db.read() as conn:
@@ -245,8 +245,8 @@ def _tables(db: Any) -> set[str]:
 def check_vectors(store: Path, *, model: bool = False) -> tuple[list[str], dict[str, int]]:
     """Reopen the store with Chroma: pending embeddings complete, every SQL row has its own
     vector, and ``reindex`` rebuilds the same set. Returns (failures, counts)."""
-    from memory.embeddings import HashEmbedder
     from memory.manager import MemoryManager
+    from memory.vectors.embeddings import HashEmbedder
 
     fails: list[str] = []
     info: dict[str, int] = {}
@@ -270,7 +270,7 @@ def check_vectors(store: Path, *, model: bool = False) -> tuple[list[str], dict[
 def _agree(mem: Any, model: bool) -> list[str]:
     import numpy as np
 
-    from memory.vectors import item_of, part_id
+    from memory.vectors.index import item_of, part_id
 
     fails = []
     with mem.db.read() as conn:

@@ -28,11 +28,11 @@ __all__ = ["Run", "run_writers", "searcher", "writer"]
 
 def _log(store: str, busy_timeout_s: float) -> Any:
     from memory.db import Database
-    from memory.embeddings import HashEmbedder
     from memory.manager import MemoryManager
+    from memory.vectors.embeddings import HashEmbedder
 
     if "://" in store:
-        from memory.recall import RecallLog
+        from memory.recall.log import RecallLog
 
         return RecallLog(Database.open(store, busy_timeout_s=busy_timeout_s))
     mem = MemoryManager.open(

@@ -17,7 +17,7 @@ import pytest
 
 from memory.db import Database
 from memory.errors import StoreBusyError
-from memory.recall import RecallLog
+from memory.recall.log import RecallLog
 from reliability.procs import run_writers
 
 
@@ -120,8 +120,8 @@ def test_threads_of_one_process_share_a_store(tmp_path: Path) -> None:
 
 
 def test_every_writing_operation_gives_store_busy_under_a_held_lock(tmp_path: Path) -> None:
-    from memory.embeddings import HashEmbedder
     from memory.manager import MemoryManager
+    from memory.vectors.embeddings import HashEmbedder
 
     mem = MemoryManager.open(
         tmp_path / "store", embedder=HashEmbedder(), background_embed=False, busy_timeout_s=0.5

@@ -47,7 +47,7 @@ def test_recall_on_postgres_survives_kills(pg_url: str, tmp_path: Path) -> None:
 def test_the_checker_catches_lost_duplicated_and_half_written_rows(tmp_path: Path) -> None:
     """The harness is only as good as its checks: break a store on purpose and expect reports."""
     from memory.db import Database
-    from memory.recall import RecallLog
+    from memory.recall.log import RecallLog
     from reliability.checks import check_sql
 
     db_path = tmp_path / "memory.db"

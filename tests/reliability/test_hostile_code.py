@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 
 from agents.ask import ask
-from agents.memory_repl import MemoryBinding
-from memory.embeddings import HashEmbedder
+from agents.repl.binding import MemoryBinding
 from memory.manager import MemoryManager
+from memory.vectors.embeddings import HashEmbedder
 from rlm_core.engine import RLM
 from rlm_core.limits import Limits
 from rlm_core.lm import ScriptedLM
-from rlm_core.repl import SandboxLimits
+from rlm_core.sandbox.repl import SandboxLimits
 
 SECRET = "sk-ant-api03-NOT-FOR-THE-WORKER-" + uuid.uuid4().hex
 LIMITS = Limits(

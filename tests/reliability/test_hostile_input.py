@@ -19,10 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.cli import main as rlmem
-from agents.transcripts import import_transcript
+from agents.cli.main import main as rlmem
+from agents.integrations.transcripts import import_transcript
 from memory.config import MemoryConfig
-from memory.embeddings import HashEmbedder
 from memory.errors import (
     ConfigError,
     NotFoundError,
@@ -32,6 +31,7 @@ from memory.errors import (
     ValidationError,
 )
 from memory.manager import MemoryManager
+from memory.vectors.embeddings import HashEmbedder
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 FTS_SOUP = st.lists(st.sampled_from([*list('"*-+:^()[]{}~\'\\/.,;!?&|<>=@#% \t\n'), " AND ", " OR ", " NOT ", "NEAR", "NEAR/2", "teal", "colour", "é", "日"]),
@@ -332,7 +332,7 @@ def test_the_store_is_intact_after_all_of_it(mem: MemoryManager) -> None:
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=ANY_TEXT)
 def test_agent_step_with_any_user_message(mem: MemoryManager, text: str) -> None:
-    from agents.agent import Agent
+    from agents.agent.core import Agent
     from rlm_core.lm import ScriptedLM
 
     try:

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from agents.http import OPERATIONS, ServerThread
-from memory.embeddings import HashEmbedder
+from agents.server.http import OPERATIONS, ServerThread
 from memory.manager import MemoryManager
+from memory.vectors.embeddings import HashEmbedder
 from rlm_core.lm import ScriptedLM
 
 TOKEN = "abuse-test-token-0123456789"

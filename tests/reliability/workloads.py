@@ -48,8 +48,8 @@ def make_text(rng: random.Random, head: str, *, big: float = 0.03) -> str:
 
 
 def _manager(store: Path, model: bool = False, chroma: bool = True) -> Any:
-    from memory.embeddings import HashEmbedder
     from memory.manager import MemoryManager
+    from memory.vectors.embeddings import HashEmbedder
 
     mem = MemoryManager.open(
         store, embedder=None if model else HashEmbedder(), background_embed=True
@@ -64,7 +64,7 @@ def _recall(
 ) -> None:
     if pg_url:
         from memory.db import Database
-        from memory.recall import RecallLog
+        from memory.recall.log import RecallLog
 
         log = RecallLog(Database.open(pg_url))
     else:
@@ -143,7 +143,7 @@ def _agent_lm() -> Any:
 
 
 def _agent(store: Path, attempt: int, rng: random.Random, acks: Acks) -> None:
-    from agents.agent import Agent
+    from agents.agent.core import Agent
     from memory.errors import NotFoundError
 
     mem = _manager(store)

@@ -1,0 +1,255 @@
+"""``rlmem``: the command line over a memory store.
+
+Rules this module keeps:
+
+* argparse only, noun commands with verbs (``blocks list|show|set``, ``trajectory
+  list|show|export``); ``--store`` and ``--json`` are accepted before or after the command.
+* Importing this module imports nothing heavy; each command imports what it needs when it
+  runs (see ``agents.cli.common``), so ``rlmem search --mode text`` never loads torch.
+* Errors from the ``memory.errors`` hierarchy print one line on stderr that says what to do,
+  and exit with status 2 (the caller's input or setup) or 1 (the store or the model failed);
+  Ctrl-C exits with 130. Tracebacks appear only with ``RLMEM_DEBUG=1``.
+* ``main(argv, lm=...)`` takes a model object for ``ask`` and ``chat``, so programs and tests
+  drive the command without an API key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from agents.cli import memory as cli_memory
+from agents.cli import model as cli_model
+from agents.cli.common import CliContext, default_store_dir
+from memory.errors import LMError, MissingAPIKeyError, RlmMemoryError, UserError
+
+if TYPE_CHECKING:
+    from rlm_core.lm import LM
+
+__all__ = ["build_parser", "main"]
+
+_EPILOG = f"""\
+The store is --store DIR, else $RLMEM_STORE, else {default_store_dir()}.
+Start with `rlmem init`, then `rlmem log "..."` and `rlmem search "..."`.
+Models: ask/chat use Anthropic (set ANTHROPIC_API_KEY) or any OpenAI-compatible server
+(--base-url URL --model NAME)."""
+
+
+def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--store", default=argparse.SUPPRESS, metavar="DIR",
+                   help="memory store directory (default: $RLMEM_STORE or the default location)")
+    p.add_argument("--json", action="store_true", default=json_default,
+                   help="print JSON for scripts instead of text")
+    return p
+
+
+def _filters(p: argparse.ArgumentParser, *, agent_default: str | None = None) -> None:
+    p.add_argument("--agent", default=agent_default, help="only this agent id")
+    p.add_argument("--session", help="only this session id")
+    p.add_argument("--role", choices=["user", "assistant", "system", "tool"], help="only this role")
+    p.add_argument("--since", help="only at or after this ISO date/time (e.g. 2024-05-01)")
+    p.add_argument("--until", help="only before this ISO date/time")
+
+
+def _models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="model name (default: $RLMEM_MODEL or claude-sonnet-4-5)")
+    p.add_argument("--sub-model", default=None, help="model for sub-queries (default: --model)")
+    p.add_argument("--base-url", default=None,
+                   help="an OpenAI-compatible endpoint (e.g. http://127.0.0.1:11434/v1) instead "
+                        "of Anthropic")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="rlmem", description="Hybrid memory for long-lived LLM agents.", epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter, parents=[_common(False)],
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def cmd(name: str, help: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[common], **kw)
+
+    p = cmd("init", "create a memory store (a directory)")
+    p.add_argument("path", nargs="?", help="store directory (default: the --store location)")
+    p.add_argument("--database-url", help="keep the tables in this PostgreSQL URL instead")
+    p.add_argument("--chroma-host", help="keep vectors on the Chroma server at this host")
+    p.add_argument("--chroma-port", type=int, default=None, help="port of the Chroma server (8000)")
+
+    p = cmd("ingest", "add files or directories to archival memory (chunked and embedded)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--chunk-tokens", type=int, default=None, help="tokens per chunk")
+    p.add_argument("--overlap", type=int, default=None, help="tokens shared by neighbouring chunks")
+    p.add_argument("--tag", action="append", default=[], dest="tags", help="tag every chunk (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = cmd("import", "import chat transcripts into the recall log")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--format", choices=["jsonl", "claude-code"], default=None,
+                   help="transcript format (default: detected from the file)")
+    p.add_argument("--agent", default="default", help="agent id to file the messages under")
+    p.add_argument("--session", default=None, help="put every message in this session")
+
+    p = cmd("log", "append a message to the recall log")
+    p.add_argument("text", help="message text ('-' reads standard input)")
+    p.add_argument("--role", default="user", choices=["user", "assistant", "system", "tool"])
+    p.add_argument("--agent", default="default")
+    p.add_argument("--session", default="default")
+
+    p = cmd("search", "search memory (full text, vector, or both)")
+    p.add_argument("query")
+    p.add_argument("--mode", choices=["text", "vector", "hybrid"], default="hybrid")
+    p.add_argument("--tier", choices=["all", "recall", "archival"], default="all")
+    p.add_argument("-k", type=int, default=10, help="number of results")
+    p.add_argument("--sessions", action="store_true",
+                   help="rank whole conversation sessions of the recall log, not single messages")
+    p.add_argument("--no-wait", action="store_true",
+                   help="search now, without embedding what is still queued (found by text only)")
+    _filters(p)
+
+    p = cmd("grep", "regular-expression search over memory")
+    p.add_argument("pattern")
+    p.add_argument("--tier", choices=["all", "recall", "archival"], default="recall")
+    p.add_argument("-i", "--ignore-case", action="store_true")
+    p.add_argument("-F", "--literal", action="store_true", help="the pattern is plain text")
+    p.add_argument("--limit", type=int, default=50)
+    _filters(p)
+
+    p = cmd("ask", "answer a question from memory with a recursive model (RLM)")
+    p.add_argument("question")
+    _models(p)
+    p.add_argument("--agent", default=None, help="whose blocks to use")
+    p.add_argument("--max-iterations", type=int, default=None)
+    p.add_argument("--max-cost", type=float, default=None, help="stop past this cost in USD")
+    p.add_argument("--show-trajectory", action="store_true", help="print every step of the run")
+
+    p = cmd("chat", "talk with a long-lived agent (created on first use)")
+    p.add_argument("--agent", default="assistant", help="agent name (default: assistant)")
+    _models(p)
+    p.add_argument("--persona", default=None, help="persona block of a new agent")
+    p.add_argument("--human", default=None, help="human block of a new agent")
+    p.add_argument("--new-session", action="store_true", help="start a new session")
+    p.add_argument("-m", "--message", action="append", default=None,
+                   help="send this message and exit (repeatable; no prompt)")
+
+    p = cmd("repl", "an interactive console with the namespace the root model gets")
+    _models(p)
+    p.add_argument("--agent", default=None)
+
+    p = cmd("serve", "serve the HTTP API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--token", default=None,
+                   help="bearer token clients must send (default: $RLMEM_TOKEN; needed off loopback)")
+    _models(p)
+
+    p = cmd("mcp", "run the MCP server on stdio (for Claude Code / Claude Desktop)")
+    p.add_argument("--agent", default=None, help="whose blocks and messages the tools use")
+    _models(p)
+
+    p = cmd("blocks", "working-memory blocks")
+    bsub = p.add_subparsers(dest="blocks_command", metavar="VERB", required=True)
+    for verb, text in (("list", "list blocks"), ("show", "print one block"),
+                       ("set", "set a block's value (created if missing)"),
+                       ("history", "the edits of one block")):
+        b = bsub.add_parser(verb, help=text, description=text, parents=[common])
+        b.add_argument("--agent", default="default")
+        if verb != "list":
+            b.add_argument("label")
+        if verb == "set":
+            b.add_argument("value", help="the new value ('-' reads standard input)")
+            b.add_argument("--limit", type=int, default=None, help="character limit of a new block")
+            b.add_argument("--description", default=None)
+
+    p = cmd("sessions", "list conversation sessions")
+    p.add_argument("--agent", default=None)
+
+    cmd("agents", "list the agents in the store")
+    cmd("stats", "counts and sizes of every tier")
+
+    p = cmd("trajectory", "recorded RLM runs")
+    tsub = p.add_subparsers(dest="trajectory_command", metavar="VERB", required=True)
+    t = tsub.add_parser("list", help="recent runs", parents=[common])
+    t.add_argument("--limit", type=int, default=20)
+    t = tsub.add_parser("show", help="print one run", parents=[common])
+    t.add_argument("run_id")
+    t = tsub.add_parser("export", help="write one run as HTML or JSON lines", parents=[common])
+    t.add_argument("run_id")
+    fmt = t.add_mutually_exclusive_group()
+    fmt.add_argument("--html", action="store_true", help="HTML page (the default)")
+    fmt.add_argument("--jsonl", action="store_true", help="JSON lines")
+    t.add_argument("-o", "--output", default=None, help="file to write (default: RUN_ID.html/.jsonl)")
+
+    p = cmd("reindex", "rebuild the vector index from the database")
+    p.add_argument("--tier", choices=["all", "recall", "archival"], default="all")
+    p.add_argument("--reembed", action="store_true",
+                   help="embed every row again (default: reuse the stored vectors of the current model)")
+    return parser
+
+
+_COMMANDS = {
+    "init": cli_memory.cmd_init,
+    "ingest": cli_memory.cmd_ingest,
+    "import": cli_memory.cmd_import,
+    "log": cli_memory.cmd_log,
+    "search": cli_memory.cmd_search,
+    "grep": cli_memory.cmd_grep,
+    "blocks": cli_memory.cmd_blocks,
+    "sessions": cli_memory.cmd_sessions,
+    "agents": cli_memory.cmd_agents,
+    "stats": cli_memory.cmd_stats,
+    "reindex": cli_memory.cmd_reindex,
+    "ask": cli_model.cmd_ask,
+    "chat": cli_model.cmd_chat,
+    "repl": cli_model.cmd_repl,
+    "serve": cli_model.cmd_serve,
+    "mcp": cli_model.cmd_mcp,
+    "trajectory": cli_model.cmd_trajectory,
+}
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    lm: LM | None = None,
+    sub_lm: LM | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run ``rlmem`` with ``argv``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    ctx = CliContext(store_arg=getattr(args, "store", None), json=bool(getattr(args, "json", False)),
+                     out=stdout or sys.stdout, err=stderr or sys.stderr, lm=lm, sub_lm=sub_lm)
+    if not args.command:
+        parser.print_help(ctx.out)
+        return 0
+    try:
+        return int(_COMMANDS[args.command](ctx, args) or 0)
+    except KeyboardInterrupt:
+        ctx.warn("interrupted")
+        return 130
+    except RlmMemoryError as exc:
+        if os.environ.get("RLMEM_DEBUG"):
+            raise
+        code = 2 if isinstance(exc, UserError | MissingAPIKeyError) else 1
+        if ctx.json:
+            print(json.dumps({"error": type(exc).__name__, "message": str(exc)}), file=ctx.err)
+        else:
+            kind = "error" if not isinstance(exc, LMError) else "model error"
+            ctx.warn(f"{kind}: {exc}")
+        return code
+    except BrokenPipeError:  # `rlmem search ... | head` closed the pipe: not an error
+        return 0
+    finally:
+        ctx.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

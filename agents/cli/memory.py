@@ -1,0 +1,340 @@
+"""``rlmem`` commands over the memory tiers alone (no language model).
+
+Rules this module keeps:
+
+* Strings from the command line are parsed here, at the edge (dates, ``-`` for stdin), and
+  passed to the tiers as objects.
+* A command that reads only SQL (``log``, ``search --mode text``, ``grep``, ``blocks``,
+  ``sessions``, ``stats``) must not trigger an embedding: torch stays unloaded.
+* Every command has a ``--json`` form that prints the same facts as data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agents.cli.common import CliContext, jsonable
+from memory.errors import NotFoundError, ValidationError
+
+__all__ = [
+    "cmd_agents",
+    "cmd_blocks",
+    "cmd_grep",
+    "cmd_import",
+    "cmd_ingest",
+    "cmd_init",
+    "cmd_log",
+    "cmd_reindex",
+    "cmd_search",
+    "cmd_sessions",
+    "cmd_stats",
+]
+
+
+def _when(value: str | None, flag: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(
+            f"{flag} takes an ISO 8601 date or time such as 2024-05-01 or 2024-05-01T14:30, got {value!r}"
+        ) from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, name in (("agent", "agent_id"), ("session", "session_id"), ("role", "role")):
+        if getattr(args, key, None):
+            out[name] = getattr(args, key)
+    for key in ("since", "until"):
+        when = _when(getattr(args, key, None), f"--{key}")
+        if when is not None:
+            out[key] = when
+    return out
+
+
+def _text_arg(value: str) -> str:
+    return sys.stdin.read() if value == "-" else value
+
+
+def _one_line(text: str, width: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _time(dt: Any) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if isinstance(dt, datetime) else "-"
+
+
+# --- store ---------------------------------------------------------------------------------
+
+
+def cmd_init(ctx: CliContext, args: argparse.Namespace) -> int:
+    if args.path:
+        ctx.store_arg = args.path
+    path = ctx.store_path
+    if args.database_url or args.chroma_host:
+        path.mkdir(parents=True, exist_ok=True)
+        toml = path / "rlmem.toml"
+        if toml.exists():
+            raise ValidationError(f"{toml} exists already: edit it instead of passing URLs to init")
+        lines = ["# rlm-memory store configuration (see docs/configuration.md)"]
+        if args.database_url:
+            lines.append(f'database_url = "{args.database_url}"')
+        if args.chroma_host:
+            lines.append(f'chroma_host = "{args.chroma_host}"')
+        if args.chroma_port:
+            lines.append(f"chroma_port = {int(args.chroma_port)}")
+        toml.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    existed = (path / "memory.db").exists() or (path / "rlmem.toml").exists()
+    ctx.open_memory(create=True)
+    verb = "opened existing" if existed else "created"
+    ctx.emit({"store": str(path), "created": not existed},
+             f"{verb} memory store at {path}\nnext: rlmem log \"a first message\" --store {path}")
+    return 0
+
+
+def cmd_stats(ctx: CliContext, args: argparse.Namespace) -> int:
+    mem = ctx.open_memory()
+    stats = jsonable(mem.stats())
+
+    def human() -> None:
+        ctx.print(f"store: {ctx.store_path}")
+        _print_tree(ctx, stats, "")
+
+    ctx.emit(stats, human)
+    return 0
+
+
+def _print_tree(ctx: CliContext, data: Any, indent: str) -> None:
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if isinstance(v, dict | list) and v:
+                ctx.print(f"{indent}{k}:")
+                _print_tree(ctx, v, indent + "  ")
+            else:
+                ctx.print(f"{indent}{k}: {v}")
+    elif isinstance(data, list):
+        for v in data:
+            ctx.print(f"{indent}- {v}")
+
+
+def cmd_reindex(ctx: CliContext, args: argparse.Namespace) -> int:
+    mem = ctx.open_memory(embed=True)
+    tiers = ("recall", "archival") if args.tier == "all" else (args.tier,)
+    if tiers == ("recall",):
+        result: Any = {"recall": mem.recall_search.reindex(reembed=args.reembed)}
+    elif tiers == ("archival",):
+        result = {"archival": mem.archival.reindex(reembed=args.reembed)}
+    else:
+        result = mem.reindex(reembed=args.reembed)
+    ctx.emit({"reindexed": jsonable(result)}, f"reindexed: {jsonable(result)}")
+    return 0
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def cmd_log(ctx: CliContext, args: argparse.Namespace) -> int:
+    mem = ctx.open_memory()
+    msg = mem.recall.append(_text_arg(args.text), role=args.role, agent_id=args.agent,
+                            session_id=args.session)
+    ctx.emit(msg, f"logged message {msg.id} ({msg.role}, session {msg.session_id})")
+    return 0
+
+
+def cmd_ingest(ctx: CliContext, args: argparse.Namespace) -> int:
+    for p in args.paths:
+        if not Path(p).expanduser().exists():
+            raise NotFoundError(f"no such file or directory: {p}")
+    mem = ctx.open_memory(embed=True)
+    kw: dict[str, Any] = {"progress": not (args.no_progress or ctx.json)}
+    if args.chunk_tokens is not None:
+        kw["chunk_tokens"] = args.chunk_tokens
+    if args.overlap is not None:
+        kw["overlap"] = args.overlap
+    if args.tags:
+        kw["tags"] = list(args.tags)
+    summary = mem.archival.ingest([Path(p).expanduser() for p in args.paths], **kw)
+    data = jsonable(summary)
+    ctx.emit(data, "ingested: " + ", ".join(f"{k}={v}" for k, v in data.items())
+             if isinstance(data, dict) else f"ingested: {data}")
+    return 0
+
+
+def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
+    from agents.integrations.transcripts import detect_format, import_transcript
+
+    paths = [Path(f).expanduser() for f in args.files]
+    for p in paths:
+        if not p.is_file():
+            raise NotFoundError(f"no such transcript file: {p}")
+        detect_format(p)  # reads the first line: a broken file fails before the store opens
+    mem = ctx.open_memory()
+    results = [
+        import_transcript(mem, p, format=args.format, agent_id=args.agent, session_id=args.session)
+        for p in paths
+    ]
+
+    def human() -> None:
+        for r in results:
+            ctx.print(f"{r.path} ({r.format}): {r.messages} messages imported into "
+                      f"{len(r.sessions)} sessions, {r.already_present} already present, "
+                      f"{r.skipped} empty skipped")
+
+    ctx.emit([r.to_dict() for r in results], human)
+    return 0
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def cmd_search(ctx: CliContext, args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise ValidationError(f"-k must be at least 1, got {args.k}")
+    mem = ctx.open_memory(embed=args.mode != "text")
+    if args.mode != "text" and not args.no_wait and (queued := mem.pending()):
+        # A one-shot command: messages logged just before must be found by meaning too.
+        ctx.warn(f"embedding {queued} queued item(s) first (--no-wait skips this)")
+        mem.wait_embedded(timeout=3600)
+    if args.sessions:
+        return _search_sessions(ctx, mem, args)
+    tiers = ("recall", "archival") if args.tier == "all" else (args.tier,)
+    hits = mem.search(args.query, tiers=tiers, k=args.k, mode=args.mode, **_filters(args))
+
+    def human() -> None:
+        if not hits:
+            ctx.print("no results")
+        for h in hits:
+            where = (f"{h.session_id} {h.role}" if h.tier == "recall"
+                     else f"{h.source}#{h.position}")
+            ctx.print(f"[{h.tier} {h.id}] {h.score:.3g} {_time(h.created_at)} {where}")
+            ctx.print(f"    {_one_line(h.snippet or h.text)}")
+
+    ctx.emit([h.to_dict() for h in hits], human)
+    return 0
+
+
+def _search_sessions(ctx: CliContext, mem: Any, args: argparse.Namespace) -> int:
+    filters = _filters(args)
+    if "session_id" in filters or args.tier == "archival":
+        raise ValidationError("--sessions ranks recall sessions: drop --session and --tier archival")
+    sessions = mem.search_sessions(args.query, k=args.k, mode=args.mode, **filters)
+
+    def human() -> None:
+        if not sessions:
+            ctx.print("no results")
+        for s in sessions:
+            ctx.print(f"[{s.agent_id}/{s.session_id}] {s.score:.3g}")
+            for h in s.hits:
+                ctx.print(f"    [{h.id}] {_time(h.created_at)} {h.role}: {_one_line(h.snippet or h.text)}")
+
+    ctx.emit([s.to_dict() for s in sessions], human)
+    return 0
+
+
+def cmd_grep(ctx: CliContext, args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise ValidationError(f"--limit must be at least 1, got {args.limit}")
+    mem = ctx.open_memory()
+    hits = mem.grep(args.pattern, tier=args.tier, ignore_case=args.ignore_case,
+                    literal=args.literal, limit=args.limit, **_filters(args))
+
+    def human() -> None:
+        for h in hits:
+            where = h.session_id if h.tier == "recall" else h.source
+            ctx.print(f"[{h.tier} {h.id}] {_time(h.created_at)} {where}: {_one_line(h.snippet)}")
+        if not hits:
+            ctx.print("no matches")
+
+    ctx.emit([h.to_dict() for h in hits], human)
+    return 0
+
+
+def cmd_sessions(ctx: CliContext, args: argparse.Namespace) -> int:
+    mem = ctx.open_memory()
+    sessions = mem.recall.sessions(agent_id=args.agent)
+
+    def human() -> None:
+        for s in sessions:
+            ctx.print(f"{s.session_id}  agent={s.agent_id}  {s.message_count} messages  "
+                      f"{_time(s.first_at)} .. {_time(s.last_at)}")
+        if not sessions:
+            ctx.print("no sessions")
+
+    ctx.emit([s.to_dict() for s in sessions], human)
+    return 0
+
+
+def cmd_agents(ctx: CliContext, args: argparse.Namespace) -> int:
+    from agents.agent.state import AgentTable
+
+    mem = ctx.open_memory()
+    records = AgentTable(mem.db).list()
+
+    def human() -> None:
+        for r in records:
+            n = mem.recall.count(agent_id=r.agent_id)
+            ctx.print(f"{r.agent_id}  {n} messages  session {r.session_id}  "
+                      f"last active {_time(r.updated_at)}")
+        if not records:
+            ctx.print("no agents (start one with `rlmem chat --agent NAME`)")
+
+    ctx.emit([r.to_dict() for r in records], human)
+    return 0
+
+
+def _block_dict(b: Any) -> dict[str, Any]:
+    if hasattr(b, "to_dict"):
+        return dict(b.to_dict())
+    return {k: getattr(b, k, None) for k in ("label", "value", "limit", "description", "read_only")}
+
+
+def cmd_blocks(ctx: CliContext, args: argparse.Namespace) -> int:
+    mem = ctx.open_memory()
+    wm = mem.blocks(args.agent)
+    verb = args.blocks_command
+    if verb == "list":
+        blocks = wm.list()
+
+        def human_list() -> None:
+            for b in blocks:
+                ro = " read-only" if getattr(b, "read_only", False) else ""
+                ctx.print(f"{b.label}  {len(b.value)}/{b.limit} chars{ro}  {b.description or ''}".rstrip())
+            if not blocks:
+                ctx.print(f"no blocks for agent {args.agent!r}")
+
+        ctx.emit([_block_dict(b) for b in blocks], human_list)
+    elif verb == "show":
+        b = wm.get(args.label)
+        ctx.emit(_block_dict(b), b.value)
+    elif verb == "set":
+        value = _text_arg(args.value)
+        if any(b.label == args.label for b in wm.list()):
+            wm.set(args.label, value, actor="cli")
+        else:
+            kw: dict[str, Any] = {"actor": "cli"}
+            if args.limit is not None:
+                kw["limit"] = args.limit
+            if args.description is not None:
+                kw["description"] = args.description
+            wm.create(args.label, value, **kw)
+        b = wm.get(args.label)
+        ctx.emit(_block_dict(b), f"block {b.label!r} now holds {len(b.value)}/{b.limit} characters")
+    else:  # history
+        edits = wm.history(args.label)
+
+        def human_history() -> None:
+            for e in edits:
+                d = jsonable(e)
+                ctx.print(f"{d.get('created_at') or d.get('at', '')} {d.get('actor', '')} "
+                          f"{d.get('op') or d.get('operation', '')}: {_one_line(str(d.get('new') or d.get('new_value', '')), 100)}")
+
+        ctx.emit(jsonable(edits), human_history)
+    return 0

@@ -1,0 +1,390 @@
+"""Full-text search and grep over the recall log (used through ``RecallLog``); the bounded
+full-text search (``bounded_fts_ids``) serves the archival tier too, over its own tables.
+
+Rules this module keeps:
+
+* **Full text, bounded cost.** The query's phrases (see ``recall_query``) are OR-ed and ranked by
+  BM25 (SQLite FTS5; ``score = -bm25``) or ``ts_rank`` (PostgreSQL), higher is better.
+  Ranking is O(matching rows), so frequent words are handled explicitly. One bounded scan per
+  phrase finds its ``common_docs``-th newest match; a phrase with fewer matches is *rare*.
+  - Rare phrases present: only they select and rank; the frequent ones are dropped (their
+    IDF is small, and ranking them would cost O(their matches)). With ``score_frequent``
+    (the archival tier) the frequent, not ubiquitous phrases still add to the score of the
+    rare phrases' matches, at O(those matches), so the order is full BM25's among them.
+  - Otherwise, frequent phrases in over half of the recent messages are *ubiquitous*: BM25
+    gives them IDF <= 0 (FTS5 clamps it to 1e-6), so they carry no ranking information and
+    are dropped too. The rest are ranked over their newest ``max_candidates`` matches (after
+    filters); older messages that match only frequent words can then be missed (search a
+    rarer word, or use ``grep``, to reach them).
+  - Only ubiquitous phrases: the newest matches come first, with score 0.0.
+  Snippets are cut in Python around the first query word (FTS5 ``snippet()`` is quadratic
+  in the message length), the same on both dialects.
+* **grep** streams ``(id, content)`` in id order in batches sized to hold about
+  ``batch_chars`` characters (the row count adapts, 64 to 8192 rows), so memory stays
+  bounded whatever the message sizes. A literal every match must contain is tested in SQL first. Patterns
+  without anchors or lookarounds run once over each batch joined by newlines, and each hit is
+  confirmed on its own message; others run message by message. ``timeout_s`` bounds the
+  whole call (the ``regex`` engine checks it while matching, so catastrophic backtracking
+  stops too): past it, ``QueryError``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from re import _parser as sre_parse  # type: ignore[attr-defined]
+from typing import Any
+
+import regex
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from memory.db import Database
+from memory.errors import QueryError
+from memory.recall.schema import FTS_TABLE, TABLE
+from memory.text.query import Filters, compile_pattern, fts5_quote, fts_phrases, required_literal
+
+__all__ = [
+    "RECALL_FTS", "FtsSource", "bounded_fts_ids", "grep_ids", "make_snippet", "search_ids",
+    "snippet_pattern",
+]
+
+SNIPPET_CHARS = 60
+
+
+def _like_escape(s: str) -> str:
+    return "%" + s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+# --- full text ---------------------------------------------------------------------------
+
+
+_WORDS = regex.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True)
+class FtsSource:
+    """Where a tier's full text lives: the content table (and the alias its filter SQL uses,
+    with an integer ``id`` and, on PostgreSQL, a ``tsv`` column) and its FTS5 table."""
+
+    table: str
+    fts: str
+    alias: str
+
+
+RECALL_FTS = FtsSource(TABLE, FTS_TABLE, "m")
+
+
+def search_ids(
+    conn: Connection,
+    dialect: str,
+    query: str,
+    filters: Filters,
+    *,
+    k: int,
+    offset: int,
+    common_docs: int,
+    max_candidates: int,
+) -> list[tuple[int, float]]:
+    """``(id, score)`` of the best matches, best first."""
+    return bounded_fts_ids(
+        conn, dialect, fts_phrases(query), RECALL_FTS, filters.sql(), filters.params,
+        k=k, offset=offset, common_docs=common_docs, max_candidates=max_candidates,
+    )
+
+
+def bounded_fts_ids(
+    conn: Connection,
+    dialect: str,
+    phrases: Sequence[str],
+    source: FtsSource,
+    where: str,
+    where_params: Mapping[str, Any],
+    *,
+    k: int,
+    offset: int,
+    common_docs: int,
+    max_candidates: int,
+    score_frequent: bool = False,
+) -> list[tuple[int, float]]:
+    """``(id, score)`` of the best matches of the OR-ed ``phrases``, best first, at a cost
+    bounded as the module docstring says. ``where`` is an ``AND ...`` fragment over
+    ``source.alias`` (the content table), with ``where_params``. ``score_frequent``: when
+    rare phrases select the candidates, score them with the frequent phrases too."""
+    if not phrases or k <= 0:
+        return []
+    pg = dialect == "postgresql"
+    a, table, fts = source.alias, source.table, source.fts
+    if pg:
+        src, rid = f"{table} {a}", f"{a}.id"
+    else:
+        src = f"{fts} f JOIN {table} {a} ON {a}.id = f.rowid" if where else f"{fts} f"
+        rid = "f.rowid"
+
+    def match_of(ps: Sequence[str], params: dict[str, Any], tag: str = "") -> str:
+        if pg:
+            params.update({f"p{tag}{i}": p for i, p in enumerate(ps)})
+            return "(" + " || ".join(f"phraseto_tsquery('simple', :p{tag}{i})" for i in range(len(ps))) + ")"
+        params[f"q{tag}"] = " OR ".join(fts5_quote(p) for p in ps)
+        return f":q{tag}"
+
+    def matches(tsq: str) -> str:
+        return f"{a}.tsv @@ {tsq}" if pg else f"{fts} MATCH {tsq}"
+
+    # One bounded scan per phrase: its common_docs-th newest match, if it has that many.
+    rare: list[str] = []
+    common: list[str] = []
+    ubiquitous: list[str] = []
+    top_id = None
+    for p in phrases:
+        pp: dict[str, Any] = {"o": common_docs - 1}
+        tsq = match_of([p], pp)
+        cut = conn.execute(
+            text(f"SELECT {rid} FROM {src if pg else fts + ' f'}"
+                 f" WHERE {matches(tsq)} ORDER BY {rid} DESC LIMIT 1 OFFSET :o"),
+            pp,
+        ).scalar()  # fmt: skip
+        if cut is None:
+            rare.append(p)
+            continue
+        if top_id is None:
+            top_id = int(conn.execute(text(f"SELECT max(id) FROM {table}")).scalar_one())
+        # In over half of the recent rows: BM25's IDF is <= 0 (FTS5 clamps it to
+        # 1e-6), so the phrase adds nothing to any score and ranking it is pure cost.
+        (ubiquitous if common_docs * 2 > top_id - int(cut) + 1 else common).append(p)
+    params: dict[str, Any] = dict(where_params)
+    params.update(k=k, off=offset)
+    if not rare and not common:
+        tsq = match_of(ubiquitous, params)
+        sql = (
+            f"SELECT {rid}, 0.0 FROM {src} WHERE {matches(tsq)}{where}"
+            f" ORDER BY {rid} DESC LIMIT :k OFFSET :off"
+        )
+        return [(int(r[0]), 0.0) for r in conn.execute(text(sql), params)]
+    tsq = match_of(rare or common, params)
+    if rare and common and score_frequent:
+        return _rank_rare_by_all(conn, source, pg, rid, src, where, params, tsq, match_of(rare + common, params, "a"))
+    cut_sql = ""
+    if not rare:
+        params["mc"] = max_candidates - 1
+        cutoff = conn.execute(
+            text(f"SELECT {rid} FROM {src} WHERE {matches(tsq)}{where} ORDER BY {rid} DESC LIMIT 1 OFFSET :mc"),
+            params,
+        ).scalar()
+        if cutoff is not None:
+            cut_sql = f" AND {rid} >= :cut"
+            params["cut"] = cutoff
+    score = f"ts_rank({a}.tsv, {tsq})" if pg else f"-bm25({fts})"
+    sql = (
+        f"SELECT {rid}, {score} AS score FROM {src} WHERE {matches(tsq)}{where}{cut_sql}"
+        f" ORDER BY score DESC, {rid} DESC LIMIT :k OFFSET :off"
+    )
+    return [(int(r[0]), float(r[1])) for r in conn.execute(text(sql), params)]
+
+
+def snippet_pattern(query: str) -> re.Pattern[str] | None:
+    """The regex that finds the query's words (whole words, any case); None without words."""
+    words = {w.casefold() for w in _WORDS.findall(query.replace("\x00", " "))}
+    if not words:
+        return None
+    alt = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<![^\W_])(?:{alt})(?![^\W_])", re.IGNORECASE)
+
+
+def make_snippet(content: str, rx: re.Pattern[str] | None, width: int = SNIPPET_CHARS) -> str:
+    """An excerpt around the first query word in ``content``, query words in ``[...]``.
+
+    Built in Python rather than by FTS5 ``snippet()`` (quadratic on long messages: minutes
+    for a 10 MB one) or ``ts_headline``, so both dialects give the same excerpt.
+    """
+    m = rx.search(content) if rx is not None else None
+    if rx is None or m is None:
+        return content[: 2 * width] + ("…" if len(content) > 2 * width else "")
+    a = max(0, m.start() - width)
+    b = min(len(content), m.end() + width)
+    marked = rx.sub(lambda x: f"[{x.group()}]", content[a:b])
+    return ("…" if a else "") + marked + ("…" if b < len(content) else "")
+
+
+def _rank_rare_by_all(
+    conn: Connection, source: FtsSource, pg: bool, rid: str, src: str, where: str,
+    params: dict[str, Any], rare_q: str, all_q: str,
+) -> list[tuple[int, float]]:
+    """The matches of ``rare_q``, ranked by their score for ``all_q``."""
+    fts = source.fts
+    if pg:
+        sql = (
+            f"SELECT {rid}, ts_rank({source.alias}.tsv, {all_q}) AS score FROM {src}"
+            f" WHERE {source.alias}.tsv @@ {rare_q}{where}"
+            f" ORDER BY score DESC, {rid} DESC LIMIT :k OFFSET :off"
+        )
+        return [(int(r[0]), float(r[1])) for r in conn.execute(text(sql), params)]
+    # FTS5 ranks by one MATCH expression. "rare AND (rare OR frequent)" matches exactly the
+    # rare phrases' rows, and BM25 is a sum over the expression's phrases, so its score
+    # less the rare-only score is the score over all the phrases: two cheap scans of the
+    # candidates instead of ranking every row that has a frequent word.
+    both = {**params, "both": f"({params['q']}) AND ({params['qa']})"}
+    scored = conn.execute(text(f"SELECT {rid}, -bm25({fts}) FROM {src} WHERE {fts} MATCH :both{where}"), both)
+    own: dict[Any, Any] = dict(conn.execute(text(f"SELECT rowid, -bm25({fts}) FROM {fts} WHERE {fts} MATCH :q"), {"q": params["q"]}).all())
+    ranked = [(int(i), float(s) - float(own.get(i, 0.0))) for i, s in scored]
+    # Rounded so that equal scores (up to float noise) tie-break by id like the SQL path.
+    ranked.sort(key=lambda x: (-round(x[1], 9), -x[0]))
+    return ranked[params["off"] : params["off"] + params["k"]]
+
+
+# --- grep --------------------------------------------------------------------------------
+
+_UNSAFE_OPS = {sre_parse.AT, sre_parse.ASSERT, sre_parse.ASSERT_NOT, sre_parse.GROUPREF}
+
+
+def _blob_safe(pattern: str) -> bool:
+    """True when a match inside one message never depends on what is outside it: no anchors
+    except word boundaries (a newline is a non-word character, like a string edge), no
+    lookarounds, no back-references to be safe."""
+    try:
+        with warnings.catch_warnings():
+            # re warns about syntax the regex package reads differently (nested sets):
+            # then the parse is not trusted.
+            warnings.simplefilter("error")
+            parsed = sre_parse.parse(pattern)
+    except Exception:
+        return False
+
+    def walk(seq: Any) -> bool:
+        for op, arg in seq:
+            if op in _UNSAFE_OPS:
+                if op is sre_parse.AT and arg in (sre_parse.AT_BOUNDARY, sre_parse.AT_NON_BOUNDARY):
+                    continue
+                return False
+            for sub in arg if isinstance(arg, list | tuple) else ():
+                if isinstance(sub, sre_parse.SubPattern) and not walk(sub):
+                    return False
+                if isinstance(sub, list | tuple):
+                    for s in sub:
+                        if isinstance(s, sre_parse.SubPattern) and not walk(s):
+                            return False
+        return True
+
+    return walk(parsed)
+
+
+def _snippet(content: str, start: int, end: int) -> str:
+    a = max(0, start - SNIPPET_CHARS)
+    b = min(len(content), end + SNIPPET_CHARS)
+    return ("…" if a else "") + content[a:b] + ("…" if b < len(content) else "")
+
+
+def grep_ids(
+    db: Database,
+    pattern: str,
+    filters: Filters,
+    *,
+    ignore_case: bool,
+    literal: bool,
+    limit: int,
+    timeout_s: float | None,
+    batch_chars: int = 16_000_000,
+) -> list[tuple[int, str, str]]:
+    """``(id, snippet, matched text)`` in id order, at most ``limit``, one per message."""
+    rx = compile_pattern(pattern, ignore_case=ignore_case, literal=literal)
+    if limit <= 0:
+        return []
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    params: dict[str, Any] = dict(filters.params)
+    pre = ""
+    lit = required_literal(pattern, ignore_case=ignore_case, literal=literal)
+    if lit is not None:
+        s, ic = lit
+        if ic:
+            op = "ILIKE" if db.dialect == "postgresql" else "LIKE"
+            pre = f" AND m.content {op} :lit ESCAPE '\\'"
+            params["lit"] = _like_escape(s)
+        else:
+            fn = "strpos" if db.dialect == "postgresql" else "instr"
+            pre = f" AND {fn}(m.content, :lit) > 0"
+            params["lit"] = s
+    sql = text(
+        f"SELECT m.id, m.content FROM {TABLE} m WHERE m.id > :after{filters.sql()}{pre}"
+        " ORDER BY m.id LIMIT :batch"
+    )
+    blob = literal or _blob_safe(rx.pattern)
+
+    def remaining() -> float | None:
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
+    hits: list[tuple[int, str, str]] = []
+    after = 0
+    batch = 64
+    search: Callable[..., Any] = rx.search
+    try:
+        while len(hits) < limit:
+            with db.read() as conn:
+                rows = conn.execute(sql, {**params, "after": after, "batch": batch}).all()
+            if not rows:
+                break
+            chars = sum(len(r[1]) for r in rows)
+            after = int(rows[-1][0])
+            if blob:
+                _grep_blob(rows, search, remaining, hits, limit)
+            else:
+                for rid, content in rows:
+                    m = search(content, timeout=remaining())
+                    if m is not None:
+                        hits.append((int(rid), _snippet(content, m.start(), m.end()), m.group()))
+                        if len(hits) >= limit:
+                            break
+            if len(rows) < batch:
+                break
+            # Aim the next batch at batch_chars, given this batch's average message size.
+            batch = max(64, min(8192, batch_chars * len(rows) // max(1, chars)))
+    except TimeoutError:
+        raise QueryError(
+            f"grep for {pattern!r} ran past timeout_s={timeout_s}: the pattern may backtrack "
+            "catastrophically (nested repeats such as (a+)+); simplify it, narrow the filters, "
+            "or raise timeout_s"
+        ) from None
+    return hits
+
+
+def _grep_blob(
+    rows: Sequence[Any],
+    search: Callable[..., Any],
+    remaining: Callable[[], float | None],
+    hits: list[tuple[int, str, str]],
+    limit: int,
+) -> None:
+    contents = [r[1] for r in rows]
+    blob = "\n".join(contents)
+    starts: list[int] = []
+    pos = 0
+    for c in contents:
+        starts.append(pos)
+        pos += len(c) + 1
+    pos = 0
+    n = len(contents)
+    while pos <= len(blob) and len(hits) < limit:
+        m = search(blob, pos, timeout=remaining())
+        if m is None:
+            return
+        i = bisect.bisect_right(starts, m.start()) - 1
+        content = contents[i]
+        base = starts[i]
+        if m.end() <= base + len(content):
+            hits.append((int(rows[i][0]), _snippet(content, m.start() - base, m.end() - base), m.group()))
+        else:
+            # The match ran past the message's end: decide on the message alone.
+            m2 = search(content, timeout=remaining())
+            if m2 is not None:
+                hits.append((int(rows[i][0]), _snippet(content, m2.start(), m2.end()), m2.group()))
+        if i + 1 >= n:
+            return
+        pos = starts[i + 1]

@@ -1,0 +1,271 @@
+"""``AnthropicLM``: the LM protocol on the official ``anthropic`` SDK (Messages API).
+
+Rules this module keeps:
+
+* The API key comes from ``api_key=`` or ``ANTHROPIC_API_KEY``; without either the
+  constructor raises ``MissingAPIKeyError`` naming the variable, before any request.
+  A ready-made SDK ``client=`` (and ``async_client=``) brings its own credentials.
+* Retries are ours (``rlm_core.lm.retry``), not the SDK's: the SDK clients run with
+  ``max_retries=0`` so one policy, with a tunable backoff, governs sync and async calls.
+  429, 529, 5xx, 408/409 and connection errors are retried; other 4xx become
+  ``LMResponseError`` carrying the server's message; exhausted retries ``LMTransientError``.
+* The system prompt is sent as one text block marked ``cache_control: ephemeral`` when
+  ``cache_system`` is on, so the stable prefix of every call is read from the prompt cache.
+  ``"system"`` messages in the list are appended to it. ``cache_conversation`` also marks
+  the whole request (top-level ``cache_control``) so a loop that only appends turns reads
+  its earlier turns from the cache too; off by default, as cache writes cost 1.25x input.
+* Usage maps ``cache_creation_input_tokens`` to ``cache_write_tokens`` and
+  ``cache_read_input_tokens`` to ``cache_read_tokens``; cost comes from ``PriceTable``.
+* Async calls use one ``AsyncAnthropic`` per event loop (``rlm_core.lm.loops``): an SDK
+  client's connection pool belongs to the loop that opened it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import anthropic
+
+from memory.errors import ConfigError, LMResponseError, MissingAPIKeyError, ValidationError
+from rlm_core.lm.loops import PerLoop
+from rlm_core.lm.pricing import PricesArg, PriceTable
+from rlm_core.lm.retry import RetryPolicy, Transient, is_transient_status, parse_retry_after
+from rlm_core.lm.types import ChatMessage, LMResponse, ToolCall, Usage
+
+__all__ = ["AnthropicLM"]
+
+_CACHE_CONTROL = {"type": "ephemeral"}
+
+
+class AnthropicLM:
+    """A Claude model behind the ``LM`` protocol.
+
+    >>> lm = AnthropicLM("claude-sonnet-4-5", max_tokens=2048)  # doctest: +SKIP
+    >>> lm.complete([{"role": "user", "content": "hi"}], system="Be brief.").text  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str = "claude-sonnet-4-5",
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_tokens: int = 4096,
+        temperature: float | None = None,
+        max_retries: int = 4,
+        timeout_s: float = 120.0,
+        prices: PricesArg = None,
+        cache_system: bool = True,
+        cache_conversation: bool = False,
+        client: anthropic.Anthropic | None = None,
+        async_client: anthropic.AsyncAnthropic | None = None,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 60.0,
+    ) -> None:
+        if max_tokens < 1:
+            raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be 0 or more, got {max_retries}")
+        self.model = model
+        self.name = model
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.cache_system = cache_system
+        self.cache_conversation = cache_conversation
+        self.timeout_s = timeout_s
+        self.retry = RetryPolicy(max_retries, backoff_base_s, backoff_max_s)
+        self.prices = PriceTable(model, prices)
+        self._base_url = base_url
+        self._api_key: str | None = None
+        if client is None and async_client is None:
+            key = api_key or os.environ.get("ANTHROPIC_API_KEY")
+            if not key:
+                raise MissingAPIKeyError("ANTHROPIC_API_KEY", "Anthropic")
+            self._api_key = key
+            client = anthropic.Anthropic(
+                api_key=key, base_url=base_url, max_retries=0, timeout=timeout_s
+            )
+        self._client = client.with_options(max_retries=0) if client is not None else None
+        self._async_given = (
+            async_client.with_options(max_retries=0) if async_client is not None else None
+        )
+        self._async_clients: PerLoop[anthropic.AsyncAnthropic] = PerLoop()
+
+    def __repr__(self) -> str:
+        return f"AnthropicLM(model={self.model!r}, max_tokens={self.max_tokens})"
+
+    # --- request building ------------------------------------------------------------------
+
+    def _params(
+        self,
+        messages: Sequence[ChatMessage],
+        system: str | None,
+        max_tokens: int | None,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        system_parts = [system] if system else []
+        chat: list[dict[str, Any]] = []
+        for m in messages:
+            if m.get("role") == "system":
+                system_parts.append(str(m.get("content", "")))
+            else:
+                chat.append({"role": m.get("role"), "content": m.get("content")})
+        if not chat:
+            raise ValidationError(f"{self.name}: nothing to send: give at least one user message")
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": max_tokens or self.max_tokens,
+            "messages": chat,
+        }
+        if system_parts:
+            block: dict[str, Any] = {"type": "text", "text": "\n\n".join(system_parts)}
+            if self.cache_system:
+                block["cache_control"] = dict(_CACHE_CONTROL)
+            params["system"] = [block]
+        if tools:
+            params["tools"] = [dict(t) for t in tools]
+        if self.cache_conversation:
+            params["cache_control"] = dict(_CACHE_CONTROL)
+        if self.temperature is not None:
+            # SDK 2.x dropped the argument (recent models reject sampling parameters with
+            # 400); older models still take it in the body.
+            params["extra_body"] = {"temperature": self.temperature}
+        return params
+
+    def _response(self, msg: Any) -> LMResponse:
+        try:
+            # Only text blocks are the answer; tool_use blocks become ToolCalls, and every
+            # block is kept in ``content`` so the turn can be sent back verbatim.
+            text = "".join(b.text for b in msg.content if getattr(b, "type", None) == "text")
+            calls = [
+                ToolCall(b.id, b.name, dict(b.input or {}))
+                for b in msg.content
+                if getattr(b, "type", None) == "tool_use"
+            ]
+            content = [
+                b.model_dump(exclude_none=True) if hasattr(b, "model_dump") else dict(b)
+                for b in msg.content
+            ]
+            u = msg.usage
+            usage = Usage(
+                input_tokens=u.input_tokens or 0,
+                output_tokens=u.output_tokens or 0,
+                cache_read_tokens=getattr(u, "cache_read_input_tokens", None) or 0,
+                cache_write_tokens=getattr(u, "cache_creation_input_tokens", None) or 0,
+            )
+        except (AttributeError, TypeError) as exc:
+            raise LMResponseError(
+                f"{self.name}: the response is not a Messages API message: {str(msg)[:200]}"
+            ) from exc
+        return LMResponse(
+            text=text,
+            usage=usage,
+            stop_reason=msg.stop_reason or "unknown",
+            model=msg.model or self.model,
+            cost_usd=self.prices.cost(usage, self.model),
+            raw=msg,
+            tool_calls=calls,
+            content=content,
+        )
+
+    def _translate(self, exc: Exception) -> Exception:
+        """Map an SDK exception to ``Transient`` (retry) or an ``LMError`` (fail now)."""
+        if isinstance(exc, anthropic.APIStatusError):
+            status = exc.status_code
+            message = exc.api_message or exc.message
+            if is_transient_status(status):
+                return Transient(
+                    f"HTTP {status}: {message}", parse_retry_after(exc.response.headers)
+                )
+            hint = ""
+            if status in (401, 403):
+                hint = " (check ANTHROPIC_API_KEY or the api_key argument)"
+            return LMResponseError(f"{self.name}: HTTP {status}: {message}{hint}")
+        if isinstance(exc, anthropic.APIConnectionError):
+            return Transient(f"connection failed: {exc}")
+        if isinstance(exc, anthropic.AnthropicError):
+            return LMResponseError(f"{self.name}: unusable response: {exc}")
+        return exc
+
+    # --- the protocol -----------------------------------------------------------------------
+
+    def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> LMResponse:
+        client = self._client
+        if client is None:
+            raise ConfigError(
+                f"{self.name}: built with async_client only; use acomplete or pass client="
+            )
+        params = self._params(messages, system, max_tokens, tools)
+
+        def attempt() -> LMResponse:
+            try:
+                msg = client.messages.create(**params)
+            except anthropic.AnthropicError as exc:
+                raise self._translate(exc) from exc
+            return self._response(msg)
+
+        return self.retry.run(f"{self.name} call", attempt)
+
+    async def acomplete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> LMResponse:
+        client = self._async_client()
+        if client is None:
+            # A ready-made sync client without an async twin: keep the loop free anyway.
+            return await asyncio.to_thread(
+                self.complete, messages, system=system, max_tokens=max_tokens, tools=tools
+            )
+        params = self._params(messages, system, max_tokens, tools)
+
+        async def attempt() -> LMResponse:
+            try:
+                msg = await client.messages.create(**params)
+            except anthropic.AnthropicError as exc:
+                raise self._translate(exc) from exc
+            return self._response(msg)
+
+        return await self.retry.arun(f"{self.name} call", attempt)
+
+    def _async_client(self) -> anthropic.AsyncAnthropic | None:
+        if self._async_given is not None:
+            return self._async_given
+        if self._api_key is None:
+            return None
+        key = self._api_key
+        return self._async_clients.get(
+            lambda: anthropic.AsyncAnthropic(
+                api_key=key, base_url=self._base_url, max_retries=0, timeout=self.timeout_s
+            )
+        )
+
+    def close(self) -> None:
+        """Close the sync HTTP connections."""
+        if self._client is not None:
+            self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the running event loop's HTTP connections (others go with their loops)."""
+        client = self._async_clients.pop_current()
+        if client is not None:
+            await client.close()
+
+    def __enter__(self) -> AnthropicLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,300 @@
+"""``OpenAICompatibleLM``: the LM protocol over a ``/chat/completions`` endpoint.
+
+For local servers (Ollama, vLLM, llama.cpp, LM Studio) and hosted OpenAI-compatible APIs,
+over plain HTTP with ``httpx``.
+
+Rules this module keeps:
+
+* The key is optional (local servers take none): ``api_key=`` or ``OPENAI_API_KEY``, sent as
+  ``Authorization: Bearer`` when present.
+* Same retry and error semantics as ``AnthropicLM`` (``rlm_core.lm.retry``): 408/409/429/5xx and
+  transport errors are retried; other 4xx become ``LMResponseError`` with the server's message.
+* The system prompt goes first as a ``{"role": "system"}`` message.
+* Usage comes from the response: ``prompt_tokens`` minus the cached part is ``input_tokens``,
+  ``prompt_tokens_details.cached_tokens`` is ``cache_read_tokens``. A server that reports no
+  usage gets a ``count_tokens`` estimate, so token budgets still hold.
+* ``finish_reason`` is mapped onto the shared stop-reason vocabulary (``stop`` -> ``end_turn``,
+  ``length`` -> ``max_tokens``, ``tool_calls`` -> ``tool_use``, ``content_filter`` ->
+  ``refusal``).
+* Cost is 0.0 unless ``prices=`` names the model (local models are free; no warning then).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from memory.errors import ConfigError, LMResponseError, ValidationError
+from rlm_core.lm.loops import PerLoop
+from rlm_core.lm.pricing import PricesArg, PriceTable
+from rlm_core.lm.retry import RetryPolicy, Transient, is_transient_status, parse_retry_after
+from rlm_core.lm.types import ChatMessage, LMResponse, ToolCall, Usage, content_text, count_tokens
+
+__all__ = ["OpenAICompatibleLM"]
+
+_FINISH = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+class OpenAICompatibleLM:
+    """A model served by an OpenAI-compatible ``chat/completions`` endpoint."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str = "http://127.0.0.1:11434/v1",
+        api_key: str | None = None,
+        max_tokens: int = 4096,
+        temperature: float | None = None,
+        max_retries: int = 4,
+        timeout_s: float = 120.0,
+        prices: PricesArg = None,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 60.0,
+    ) -> None:
+        if max_tokens < 1:
+            raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be 0 or more, got {max_retries}")
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
+        self.model = model
+        self.name = model
+        self.base_url = base_url.rstrip("/")
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.timeout_s = timeout_s
+        self.retry = RetryPolicy(max_retries, backoff_base_s, backoff_max_s)
+        # Only an explicit table prices anything: a local model missing from it is not news.
+        self.prices = PriceTable(model, prices, defaults={}, warn_unknown=prices is not None)
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        self._headers = {"Content-Type": "application/json"}
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+        self._url = f"{self.base_url}/chat/completions"
+        self._client = httpx.Client(timeout=timeout_s, headers=self._headers)
+        self._async_clients: PerLoop[httpx.AsyncClient] = PerLoop()
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatibleLM(model={self.model!r}, base_url={self.base_url!r})"
+
+    def _body(
+        self,
+        messages: Sequence[ChatMessage],
+        system: str | None,
+        max_tokens: int | None,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        chat: list[dict[str, Any]] = []
+        if system:
+            chat.append({"role": "system", "content": system})
+        for m in messages:
+            chat.extend(_to_openai(m))
+        if not any(m["role"] != "system" for m in chat):
+            raise ValidationError(f"{self.name}: nothing to send: give at least one user message")
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": chat,
+            "max_tokens": max_tokens or self.max_tokens,
+            "stream": False,
+        }
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t["name"],
+                        "description": t.get("description", ""),
+                        "parameters": t.get("input_schema", {"type": "object"}),
+                    },
+                }
+                for t in tools
+            ]
+        return body
+
+    def _check(self, resp: httpx.Response) -> Any:
+        """The decoded body of a 2xx response; raises ``Transient`` or ``LMResponseError``."""
+        if resp.status_code >= 400:
+            message = _error_message(resp)
+            if is_transient_status(resp.status_code):
+                raise Transient(
+                    f"HTTP {resp.status_code}: {message}", parse_retry_after(resp.headers)
+                )
+            raise LMResponseError(f"{self.name}: HTTP {resp.status_code}: {message}")
+        try:
+            return resp.json()
+        except json.JSONDecodeError as exc:
+            raise LMResponseError(
+                f"{self.name}: the server at {self.base_url} answered with non-JSON: "
+                f"{resp.text[:200]!r}"
+            ) from exc
+
+    def _response(self, body: dict[str, Any], data: Any) -> LMResponse:
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+            finish = choice.get("finish_reason")
+            calls = [
+                ToolCall(
+                    str(c.get("id") or f"call_{i}"),
+                    c["function"]["name"],
+                    _arguments(c["function"].get("arguments")),
+                )
+                for i, c in enumerate(choice["message"].get("tool_calls") or [])
+            ]
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise LMResponseError(
+                f"{self.name}: response has no choices[0].message: {str(data)[:200]}"
+            ) from exc
+        u = data.get("usage") or {}
+        if u:
+            prompt = int(u.get("prompt_tokens") or 0)
+            cached = int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+            usage = Usage(
+                input_tokens=max(0, prompt - cached),
+                output_tokens=int(u.get("completion_tokens") or 0),
+                cache_read_tokens=cached,
+            )
+        else:
+            sent = "".join(content_text(m.get("content")) for m in body["messages"])
+            usage = Usage(input_tokens=count_tokens(sent), output_tokens=count_tokens(text))
+        return LMResponse(
+            text=text,
+            usage=usage,
+            stop_reason=_FINISH.get(finish, finish) if finish else "unknown",
+            model=str(data.get("model") or self.model),
+            cost_usd=self.prices.cost(usage, self.model),
+            raw=data,
+            tool_calls=calls,
+        )
+
+    def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> LMResponse:
+        body = self._body(messages, system, max_tokens, tools)
+
+        def attempt() -> LMResponse:
+            try:
+                resp = self._client.post(self._url, json=body)
+            except httpx.TransportError as exc:
+                raise Transient(f"cannot reach {self._url}: {exc!r}") from exc
+            return self._response(body, self._check(resp))
+
+        return self.retry.run(f"{self.name} call", attempt)
+
+    async def acomplete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> LMResponse:
+        body = self._body(messages, system, max_tokens, tools)
+        client = self._async_client()
+
+        async def attempt() -> LMResponse:
+            try:
+                resp = await client.post(self._url, json=body)
+            except httpx.TransportError as exc:
+                raise Transient(f"cannot reach {self._url}: {exc!r}") from exc
+            return self._response(body, self._check(resp))
+
+        return await self.retry.arun(f"{self.name} call", attempt)
+
+    def _async_client(self) -> httpx.AsyncClient:
+        return self._async_clients.get(
+            lambda: httpx.AsyncClient(timeout=self.timeout_s, headers=self._headers)
+        )
+
+    def close(self) -> None:
+        """Close the sync HTTP connections."""
+        self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the running event loop's HTTP connections (others go with their loops)."""
+        client = self._async_clients.pop_current()
+        if client is not None:
+            await client.aclose()
+
+    def __enter__(self) -> OpenAICompatibleLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _arguments(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw or "{}")
+    except (TypeError, json.JSONDecodeError):
+        return {"_raw": raw}
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def _to_openai(m: ChatMessage) -> list[dict[str, Any]]:
+    """One Anthropic-shaped message as chat-completions messages.
+
+    Assistant ``tool_use`` blocks become ``tool_calls``; user ``tool_result`` blocks become
+    ``role: tool`` messages, which must directly follow the assistant turn that asked.
+    """
+    role, content = m.get("role"), m.get("content")
+    if not isinstance(content, list):
+        return [{"role": role, "content": content}]
+    if role == "assistant":
+        out: dict[str, Any] = {"role": "assistant", "content": content_text(content) or None}
+        calls = [
+            {
+                "id": b.get("id"),
+                "type": "function",
+                "function": {"name": b.get("name"), "arguments": json.dumps(b.get("input") or {})},
+            }
+            for b in content
+            if isinstance(b, dict) and b.get("type") == "tool_use"
+        ]
+        if calls:
+            out["tool_calls"] = calls
+        return [out]
+    msgs: list[dict[str, Any]] = [
+        {"role": "tool", "tool_call_id": b.get("tool_use_id"), "content": content_text(b.get("content", ""))}
+        for b in content
+        if isinstance(b, dict) and b.get("type") == "tool_result"
+    ]
+    text = "".join(
+        str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text"
+    )
+    if text or not msgs:
+        msgs.append({"role": role, "content": text})
+    return msgs
+
+
+def _error_message(resp: httpx.Response) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.text[:500] or resp.reason_phrase
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            return str(err.get("message") or err)[:500]
+        return str(err)[:500]
+    return str(data)[:500]

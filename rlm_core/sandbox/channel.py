@@ -1,0 +1,155 @@
+"""The parent's end of the channel to a REPL worker.
+
+Rules this module keeps:
+
+* Frames are an 8-byte big-endian length and a pickle. What the parent sends is plain
+  ``pickle``; what it receives goes through ``safe_loads`` (plain data only), and a message
+  that fails that, or claims more than ``MAX_MESSAGE`` bytes, ends the worker.
+* The socket is non-blocking and every wait has a deadline, and while waiting to read the
+  worker process is polled: nothing here can block forever on a stuck or dead worker.
+* Sends are serialised by a lock (callback replies come from many threads); there is one
+  reader, the thread running the current request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from typing import Any
+
+from rlm_core.sandbox.policy import safe_loads
+
+__all__ = ["MAX_MESSAGE", "Conn", "Deadline", "WorkerGone", "kill_group", "peek_exit"]
+
+_HEADER = struct.Struct(">Q")
+MAX_MESSAGE = 2 << 30
+
+
+class WorkerGone(Exception):
+    """The worker died, closed the channel or broke the protocol."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Deadline(Exception):
+    """The deadline of the current request passed."""
+
+
+class Conn:
+    """Parent end of the channel: non-blocking socket, every wait bounded by a deadline."""
+
+    def __init__(self, sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+        self.sock = sock
+        self.proc = proc
+        sock.setblocking(False)
+        self._send_lock = threading.Lock()
+        self.closed = False
+
+    def _wait(self, want_write: bool, deadline: float) -> None:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Deadline
+            r, w, _ = select.select(
+                [] if want_write else [self.sock], [self.sock] if want_write else [], [],
+                min(left, 0.25),
+            )
+            if r or w:
+                return
+            if not want_write and peek_exit(self.proc, 0) is not None:
+                # Drain what is buffered before declaring the worker gone.
+                r, _, _ = select.select([self.sock], [], [], 0)
+                if r:
+                    return
+                raise WorkerGone("worker exited")
+
+    def send(self, msg: Any, deadline: float) -> None:
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._send_lock:
+            for part in (_HEADER.pack(len(data)), data):  # no concatenation: values can be big
+                view = memoryview(part)
+                while view:
+                    self._wait(True, deadline)
+                    try:
+                        n = self.sock.send(view)
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:
+                        raise WorkerGone(f"channel closed ({exc})") from None
+                    view = view[n:]
+
+    def _exact(self, n: int, deadline: float) -> bytearray:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            self._wait(False, deadline)
+            try:
+                k = self.sock.recv_into(view[got:], n - got)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise WorkerGone(f"channel closed ({exc})") from None
+            if k == 0:
+                raise WorkerGone("worker closed the channel")
+            got += k
+        return buf
+
+    def recv(self, deadline: float) -> Any:
+        (n,) = _HEADER.unpack(self._exact(_HEADER.size, deadline))
+        if n > MAX_MESSAGE:
+            raise WorkerGone(f"worker sent an oversized message ({n} bytes)")
+        try:
+            return safe_loads(self._exact(n, deadline))
+        except Exception as exc:  # untrusted bytes: anything but plain data is a violation
+            raise WorkerGone(f"worker sent an invalid message ({exc})") from None
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    # The group is killed before the leader is reaped, so its pid (= the group id) cannot
+    # have been reused by an unrelated process at this point.
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+
+
+def peek_exit(proc: subprocess.Popen[bytes], wait_s: float) -> int | None:
+    """The worker's exit status (negative: killed by that signal) without reaping it.
+
+    The leader stays a zombie until ``kill_group`` has killed the rest of its group, so the
+    group id cannot be reused by an unrelated process in between.
+    """
+    if proc.returncode is not None:
+        return proc.returncode
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return proc.poll()
+        if info is not None:
+            if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+                return -info.si_status
+            return info.si_status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
