@@ -158,6 +158,7 @@ def install_policy(config: dict[str, Any]) -> None:
     allow_net = bool(config.get("allow_network"))
     allow_proc = bool(config.get("allow_subprocess"))
     me = os.getpid()
+    socket_unix = 1  # AF_UNIX: the worker's own channel and socketpair() stay usable
     # Extension modules may load only from where the interpreter's own modules live, so a
     # shared object written into the scratch dir cannot be imported to run native code.
     ext_roots = tuple(
@@ -216,6 +217,9 @@ def install_policy(config: dict[str, Any]) -> None:
         elif event in _NETWORK_EVENTS:
             if not allow_net:
                 deny(f"network access ({event})")
+        elif event == "socket.__new__":
+            if not allow_net and len(args) > 1 and args[1] not in (socket_unix, -1):
+                deny("network access (socket.__new__)")
         elif event == "os.kill":
             if args[0] != me:
                 deny(f"sending signals to other processes (pid {args[0]})")
