@@ -52,6 +52,7 @@ from rlm_core.sandbox.worker import wire
 __all__ = ["CellResult", "Sandbox", "SandboxLimits"]
 
 _START_TIMEOUT_S = 60.0
+_DEFAULT_LIMITS = SandboxLimits()
 _STDERR_CAP = 8192
 
 
@@ -96,7 +97,7 @@ class Sandbox:
         functions: Mapping[str, Callable[..., Any]] | None = None,
         variables: Mapping[str, Any] | None = None,
         prelude: str = "",
-        limits: SandboxLimits = SandboxLimits(),
+        limits: SandboxLimits = _DEFAULT_LIMITS,
         scratch_dir: str | Path | None = None,
         callback_workers: int = 16,
         reserved_variables: Iterable[str] = (),
