@@ -405,3 +405,19 @@ def test_missing_launcher_is_refused_naming_the_setting(monkeypatch: pytest.Monk
     with Sandbox(limits=HOOK_OFF, isolation="process") as box:
         assert box.run("print(1)").stdout == "1\n"
         assert box.confinement["isolation"] == "process"
+
+
+def test_doctor_reports_the_isolation_this_machine_gets(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import json
+
+    from agents.cli.main import main
+
+    out = io.StringIO()
+    assert main(["doctor", "--json"], stdout=out) == 0
+    report = json.loads(out.getvalue())
+    assert report["kernel_ok"] and report["kernel"]["seccomp"] is True
+    monkeypatch.setenv("RLMEM_BWRAP", "/nonexistent/bwrap")
+    out = io.StringIO()
+    assert main(["doctor"], stdout=out) == 1
+    assert "RLMEM_ISOLATION=process" in out.getvalue() and "apt-get install bubblewrap" in out.getvalue()
