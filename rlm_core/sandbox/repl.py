@@ -479,11 +479,10 @@ class Sandbox:
         """Bind ``name`` in the namespace (not reserved: lost if the worker is replaced)."""
         if not isinstance(name, str) or not name.isidentifier():
             raise ValidationError(f"variable name {name!r} is not a Python identifier")
-        try:
-            wire.dumps(value, max_bytes=1 << 31)
+        try:  # encoding fails before a byte is sent: the worker is untouched
+            self._request("set", name, value)
         except (wire.WireError, ValueError) as exc:
             raise ValidationError(f"value for {name!r} must be plain data: {exc}") from None
-        self._request("set", name, value)
 
     def describe(self) -> list[dict[str, Any]]:
         """Names, types and sizes of the user-visible names (never their contents)."""

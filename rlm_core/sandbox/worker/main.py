@@ -256,11 +256,10 @@ class Worker:
             if name not in self.ns:
                 return ("missing", None)
             value = self.ns[name]
-            try:
-                self.ch.encode(value)  # what cannot cross comes back as its repr
+            try:  # what cannot cross comes back as its repr
+                return _Encoded(self.ch.encode(("done", msg[1], True, ("value", value))))
             except (wire.WireError, ValueError, TypeError):
                 return ("repr", _safe_repr(value))
-            return ("value", value)
         if kind == "repr":
             return ("repr", _safe_repr(self.ns.get(msg[2])))
         if kind == "set":
@@ -277,7 +276,11 @@ class Worker:
         while True:
             msg = self.requests.get()
             try:
-                reply = ("done", msg[1], True, self.handle(msg))
+                result = self.handle(msg)
+                if isinstance(result, _Encoded):
+                    self.ch.send_raw(result.data)
+                    continue
+                reply = ("done", msg[1], True, result)
             except BaseException as exc:
                 reply = ("done", msg[1], False, _format_error(exc))
             try:
@@ -287,6 +290,13 @@ class Worker:
 
 
 _MISSING = object()
+
+
+class _Encoded:
+    """A reply already encoded (``get`` encodes once to learn whether the value can cross)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 _remote_classes: dict[tuple[str, type], type] = {}
