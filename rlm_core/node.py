@@ -282,8 +282,7 @@ class Node:
         except TokenLimitError as exc:
             self._raise(TokenLimitError, str(exc))
         try:
-            kwargs = {} if out_cap is None else {"max_tokens": out_cap}
-            resp = self.lm.complete(messages, system=system, **kwargs)
+            resp = self.lm.complete(messages, system=system, max_tokens=out_cap)
         finally:
             self.budget.release(held)
         it.lm_s = time.perf_counter() - t0

@@ -109,8 +109,7 @@ class SubCalls:
         try:
             self._admit()
             held, out_cap = node.budget.reserve(len(prompt), getattr(self.lm, "max_tokens", None))
-            kwargs = {} if out_cap is None else {"max_tokens": out_cap}
-            resp = self.lm.complete([{"role": "user", "content": prompt}], **kwargs)
+            resp = self.lm.complete([{"role": "user", "content": prompt}], max_tokens=out_cap)
         except BaseException as exc:
             node.budget.release(held)
             if isinstance(exc, RLMLimitError):

@@ -45,6 +45,7 @@ from typing import Any
 from memory.errors import SandboxError, ValidationError, WorkerCrashedError
 from rlm_core.sandbox import launcher
 from rlm_core.sandbox.channel import Conn, Deadline, WorkerGone, kill_group, peek_exit
+from rlm_core.sandbox.checks import await_value, cell_streams, cut, function_spec
 from rlm_core.sandbox.policy import cut_streams, scrub_env
 from rlm_core.sandbox.types import CellResult, SandboxLimits
 from rlm_core.sandbox.worker import wire
@@ -54,38 +55,6 @@ __all__ = ["CellResult", "Sandbox", "SandboxLimits"]
 _START_TIMEOUT_S = 60.0
 _DEFAULT_LIMITS = SandboxLimits()
 _STDERR_CAP = 8192
-
-
-def _cut(text: Any, cap: int) -> str:
-    text = text if isinstance(text, str) else repr(text)[:cap]
-    return text if len(text) <= cap else text[:cap] + f"... [{len(text) - cap} characters cut]"
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
-
-
-def _function_spec(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
-    if not name.isidentifier():
-        raise ValidationError(f"function name {name!r} is not a Python identifier")
-    if not callable(fn):
-        raise ValidationError(f"functions[{name!r}] is not callable")
-    params: list[dict[str, Any]] | None
-    try:
-        params = [
-            {
-                "name": p.name,
-                "kind": int(p.kind),
-                "default": None if p.default is p.empty else repr(p.default),
-                "annotation": None
-                if p.annotation is p.empty
-                else (p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", str(p.annotation))),
-            }
-            for p in inspect.signature(fn).parameters.values()
-        ]
-    except (TypeError, ValueError):
-        params = None
-    return {"name": name, "doc": inspect.getdoc(fn), "params": params}
 
 
 class Sandbox:
@@ -110,7 +79,7 @@ class Sandbox:
         if run_as is not None and self.isolation == "kernel":
             raise ValidationError("run_as applies to isolation='process' only (the kernel boundary picks its own uid)")
         self.functions: dict[str, Callable[..., Any]] = dict(functions or {})
-        specs = [_function_spec(n, f) for n, f in self.functions.items()]
+        specs = [function_spec(n, f) for n, f in self.functions.items()]
         for name in variables or {}:
             if not name.isidentifier():
                 raise ValidationError(f"variable name {name!r} is not a Python identifier")
@@ -241,11 +210,12 @@ class Sandbox:
                 proc.stderr.close()
         if not ok:
             self._kill()
-            raise SandboxError(f"the REPL prelude or variables failed in the worker:\n{_cut(info, 20_000)}")
+            raise SandboxError(f"the REPL prelude or variables failed in the worker:\n{cut(info, 20_000)}")
         if not isinstance(info, dict) or not all(isinstance(n, str) for n in info.get("reserved", ())):
             self._kill()
             raise SandboxError("the REPL worker answered its start with a malformed message")
-        confined = info.get("confined") if isinstance(info.get("confined"), dict) else {}
+        raw = info.get("confined")
+        confined: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if plan.kernel and not (confined.get("seccomp") and (self._uid is None or confined.get("uid") == self._uid)):
             self._kill()
             raise SandboxError(f"the REPL worker did not confine itself ({confined}); {launcher.HOW_TO_ACCEPT}")
@@ -345,7 +315,7 @@ class Sandbox:
             elif reply[0] == "done" and len(reply) == 4 and reply[1] == msg[1]:
                 return bool(reply[2]), reply[3]
             elif reply[0] == "refused" and len(reply) == 2:
-                raise WorkerGone(f"the worker could not confine itself: {_cut(reply[1], 2000)}")
+                raise WorkerGone(f"the worker could not confine itself: {cut(reply[1], 2000)}")
             # anything else is a stale or forged message: ignore it
 
     def _admit_callback(self, conn: Conn, call: tuple[Any, ...], deadline: float) -> None:
@@ -355,7 +325,7 @@ class Sandbox:
         if not isinstance(args, tuple) or not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
             problem = ("TypeError", "malformed call")
         elif conn.last_size > lim.max_callback_kb * 1024 + 4096:
-            problem = ("ValueError", f"{_cut(name, 100)}(): arguments of {conn.last_size:,} bytes are over the "
+            problem = ("ValueError", f"{cut(name, 100)}(): arguments of {conn.last_size:,} bytes are over the "
                        f"{lim.max_callback_kb} KiB limit of one call; pass less (slice, or call several times)")
         elif not self._in_flight.acquire(blocking=False):
             problem = ("RuntimeError", f"more than {lim.max_callbacks_in_flight} calls to the parent are in "
@@ -375,21 +345,21 @@ class Sandbox:
             try:
                 fn = self.functions.get(name) if isinstance(name, str) else None
                 if fn is None:
-                    raise NameError(f"{_cut(name, 100)!s} is not a function of this sandbox")
+                    raise NameError(f"{cut(name, 100)!s} is not a function of this sandbox")
                 result = fn(*args, **kwargs)
                 if inspect.isawaitable(result):  # async functions run on a private loop here
-                    result = asyncio.run(_await(result))
+                    result = asyncio.run(await_value(result))
                 reply: tuple[Any, ...] = ("cb_reply", call_id, True, result)
             except Exception as exc:
                 base = next(c for c in type(exc).__mro__ if c.__module__ == "builtins")
-                reply = ("cb_reply", call_id, False, (type(exc).__name__, _cut(str(exc), cap), base.__name__))
+                reply = ("cb_reply", call_id, False, (type(exc).__name__, cut(str(exc), cap), base.__name__))
             if conn.closed:
                 return  # the cell timed out or the worker died: nobody is waiting any more
             deadline = time.monotonic() + self.limits.cell_timeout_s
             try:
                 conn.send(reply, deadline)
             except (wire.WireError, ValueError) as exc:
-                msg = f"{name}() returned a value that cannot cross the sandbox boundary: {_cut(str(exc), cap)}"
+                msg = f"{name}() returned a value that cannot cross the sandbox boundary: {cut(str(exc), cap)}"
                 with contextlib.suppress(WorkerGone, Deadline):
                     conn.send(("cb_reply", call_id, False, ("TypeError", msg, "TypeError")), deadline)
             except (WorkerGone, Deadline):
@@ -446,17 +416,17 @@ class Sandbox:
                 )
             cap = self.limits.max_error_chars
             if not ok:  # the worker's own machinery failed; the namespace is intact
-                return CellResult("", "", _cut(payload, cap), duration_s=time.monotonic() - started)
-            streams = _cell_streams(payload)
+                return CellResult("", "", cut(payload, cap), duration_s=time.monotonic() - started)
+            streams = cell_streams(payload)
             if streams is None:  # a worker that breaks the protocol is not trusted again
                 self._replace()
                 return CellResult("", "", "WorkerCrashed: the worker sent a malformed cell result",
                                   False, True, "protocol violation", time.monotonic() - started)
-            out, err, cut = cut_streams(*streams, self.limits.max_output_chars)
+            out, err, n_cut = cut_streams(*streams, self.limits.max_output_chars)
             error = payload.get("error")
             return CellResult(
-                out, err, None if error is None else _cut(error, cap), worker_restarted=died is not None,
-                restart_reason=died, duration_s=time.monotonic() - started, truncated_chars=cut,
+                out, err, None if error is None else cut(error, cap), worker_restarted=died is not None,
+                restart_reason=died, duration_s=time.monotonic() - started, truncated_chars=n_cut,
             )
 
     async def arun(self, code: str, *, timeout_s: float | None = None) -> CellResult:
@@ -472,7 +442,7 @@ class Sandbox:
         if kind == "missing":
             return default
         if kind == "repr":
-            return _cut(payload, self.limits.max_error_chars)
+            return cut(payload, self.limits.max_error_chars)
         return payload
 
     def set(self, name: str, value: Any) -> None:
@@ -490,23 +460,8 @@ class Sandbox:
         if not isinstance(rows, list):
             return []
         return [
-            {k: _cut(v, 500) if isinstance(v, str) else v for k, v in r.items()}
+            {k: cut(v, 500) if isinstance(v, str) else v for k, v in r.items()}
             for r in rows[:10_000]
             if isinstance(r, dict) and isinstance(r.get("name"), str)
         ]
 
-
-def _stream(value: Any) -> tuple[str, str, int] | None:
-    if isinstance(value, tuple) and len(value) == 3:
-        head, tail, total = value
-        if isinstance(head, str) and isinstance(tail, str) and type(total) is int and total >= 0:
-            return head, tail, max(total, len(head) + len(tail))
-    return None
-
-
-def _cell_streams(payload: Any) -> tuple[tuple[str, str, int], tuple[str, str, int]] | None:
-    """stdout and stderr of a cell result, or None if it is not the shape the worker sends."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("error"), str | None):
-        return None
-    out, err = _stream(payload.get("stdout")), _stream(payload.get("stderr"))
-    return None if out is None or err is None else (out, err)
