@@ -37,7 +37,7 @@ def _serve(jobs: queue.SimpleQueue[_Job]) -> None:
         if not fut.set_running_or_notify_cancel():
             continue
         try:
-            fut.set_result(subprocess.Popen(*args, **kwargs))
+            fut.set_result(subprocess.Popen(*args, **kwargs))  # type: ignore[arg-type]
         except BaseException as exc:  # handed to the caller, who raises it
             fut.set_exception(exc)
 
@@ -62,7 +62,7 @@ def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
     """``subprocess.Popen(*args, **kwargs)``, forked from the spawner thread."""
     thread, jobs = _ensure()
     if threading.current_thread() is thread:
-        return subprocess.Popen(*args, **kwargs)
+        return subprocess.Popen(*args, **kwargs)  # type: ignore[no-any-return]
     fut: Future[subprocess.Popen[bytes]] = Future()
     jobs.put((fut, args, kwargs))
     return fut.result()
