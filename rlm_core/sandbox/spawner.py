@@ -62,7 +62,7 @@ def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
     """``subprocess.Popen(*args, **kwargs)``, forked from the spawner thread."""
     thread, jobs = _ensure()
     if threading.current_thread() is thread:
-        return subprocess.Popen(*args, **kwargs)  # type: ignore[no-any-return]
+        return subprocess.Popen(*args, **kwargs)
     fut: Future[subprocess.Popen[bytes]] = Future()
     jobs.put((fut, args, kwargs))
     return fut.result()
