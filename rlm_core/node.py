@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from memory.errors import (
     CellTimeoutError,
+    CostLimitError,
     ErrorLimitError,
     IterationLimitError,
     LMError,
@@ -278,13 +279,13 @@ class Node:
         t0 = time.perf_counter()
         chars = len(system) + sum(len(str(m["content"])) for m in messages)
         try:
-            held, out_cap = self.budget.reserve(chars, getattr(self.lm, "max_tokens", None))
-        except TokenLimitError as exc:
-            self._raise(TokenLimitError, str(exc))
+            hold = self.budget.reserve(chars, getattr(self.lm, "max_tokens", None), self.lm)
+        except (TokenLimitError, CostLimitError) as exc:
+            self._raise(type(exc), str(exc))
         try:
-            resp = self.lm.complete(messages, system=system, max_tokens=out_cap)
+            resp = self.lm.complete(messages, system=system, max_tokens=hold.max_output)
         finally:
-            self.budget.release(held)
+            self.budget.release(hold)
         it.lm_s = time.perf_counter() - t0
         it.reply = resp.text
         it.usage = resp.usage

@@ -105,19 +105,19 @@ class SubCalls:
             fallback=fallback,
         )
         t0 = time.perf_counter()
-        held = 0
+        hold = None
         try:
             self._admit()
-            held, out_cap = node.budget.reserve(len(prompt), getattr(self.lm, "max_tokens", None))
-            resp = self.lm.complete([{"role": "user", "content": prompt}], max_tokens=out_cap)
+            hold = node.budget.reserve(len(prompt), getattr(self.lm, "max_tokens", None), self.lm)
+            resp = self.lm.complete([{"role": "user", "content": prompt}], max_tokens=hold.max_output)
         except BaseException as exc:
-            node.budget.release(held)
+            node.budget.release(hold)
             if isinstance(exc, RLMLimitError):
                 node.budget.record_fatal(exc)
             self._finish(rec, t0, error=exc)
             raise
         node.budget.charge(resp.usage, resp.cost_usd, role="sub")
-        node.budget.release(held)
+        node.budget.release(hold)
         rec.response_preview = preview(resp.text)
         rec.response_chars = len(resp.text)
         rec.usage = resp.usage
