@@ -135,3 +135,15 @@ def test_sigkill_of_the_owning_process_leaves_no_worker(isolation: str) -> None:
         if owner.poll() is None:
             owner.kill()
             owner.wait(10)
+
+
+@pytest.mark.parametrize("isolation", _isolations())
+def test_each_cell_starts_in_the_scratch_dir(isolation: str) -> None:
+    with Sandbox(limits=LIMITS, isolation=isolation) as sb:
+        home = sb.run("import os\nprint(os.getcwd())").stdout.strip()
+        assert home == str(sb.scratch_dir)
+        moved = sb.run("os.makedirs('sub', exist_ok=True)\nos.chdir('sub')\nprint(os.getcwd())")
+        assert moved.stdout.strip() == f"{home}/sub", moved
+        after = sb.run("print(os.getcwd())\nn = open('here.txt', 'w').write('x')")
+        assert after.stdout.strip() == home and after.error is None, after
+        assert (sb.scratch_dir / "here.txt").exists() and not (sb.scratch_dir / "sub" / "here.txt").exists()
