@@ -66,7 +66,8 @@ BOOT = (
 
 HOW_TO_ACCEPT = (
     "to run model code with process-only isolation instead (weaker: see docs/sandbox.md), set "
-    "isolation=\"process\" (Sandbox or SandboxLimits) or RLMEM_ISOLATION=process"
+    "isolation=\"process\" (Sandbox or SandboxLimits), RLMEM_ISOLATION=process, or "
+    "isolation = \"process\" in the store's rlmem.toml"
 )
 
 
