@@ -89,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", action="append", default=[], dest="tags", help="tag every chunk (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = cmd("import", "import chat transcripts into the recall log")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = cmd("import", "import chat transcripts into the recall log (exactly once, however often)")
+    p.add_argument("files", nargs="+", metavar="PATH",
+                   help="transcript files, or directories (every *.jsonl under them, e.g. ~/.claude/projects)")
     p.add_argument("--format", choices=["jsonl", "claude-code"], default=None,
                    help="transcript format (default: detected from the file)")
     p.add_argument("--agent", default="default", help="agent id to file the messages under")

@@ -169,24 +169,24 @@ def cmd_ingest(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
-    from agents.integrations.transcripts import detect_format, import_transcript
+    from agents.integrations.transcripts import expand_paths, read_file, store_readings
 
-    paths = [Path(f).expanduser() for f in args.files]
-    for p in paths:
-        if not p.is_file():
-            raise NotFoundError(f"no such transcript file: {p}")
-        detect_format(p)  # reads the first line: a broken file fails before the store opens
+    # Every file is read (and a file of the wrong kind refused) before the store opens.
+    readings = [read_file(p, args.format) for p in expand_paths(args.files)]
     mem = ctx.open_memory()
-    results = [
-        import_transcript(mem, p, format=args.format, agent_id=args.agent, session_id=args.session)
-        for p in paths
-    ]
+    results = store_readings(mem, readings, agent_id=args.agent, session_id=args.session)
 
     def human() -> None:
         for r in results:
-            ctx.print(f"{r.path} ({r.format}): {r.messages} messages imported into "
-                      f"{len(r.sessions)} sessions, {r.already_present} already present, "
-                      f"{r.skipped} empty skipped")
+            extra = "".join(f", {n} {what}" for what, n in sorted(r.not_messages.items()))
+            ctx.print(f"{r.path} ({r.format}): {r.messages} imported, {r.already_present} already present, "
+                      f"{r.bad_count} bad lines skipped, {r.skipped} empty{extra}")
+            for line, why in r.bad_lines:
+                ctx.print(f"  {r.path}:{line}: skipped: {why}")
+            if r.bad_count > len(r.bad_lines):
+                ctx.print(f"  ... and {r.bad_count - len(r.bad_lines)} more bad lines")
+        total = sum(r.messages for r in results)
+        ctx.print(f"total: {total} messages imported from {len(results)} files")
 
     ctx.emit([r.to_dict() for r in results], human)
     return 0
