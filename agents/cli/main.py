@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from agents.cli import claude_code as cli_claude_code
 from agents.cli import memory as cli_memory
 from agents.cli import model as cli_model
 from agents.cli.common import CliContext, default_store_dir
@@ -187,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--jsonl", action="store_true", help="JSON lines")
     t.add_argument("-o", "--output", default=None, help="file to write (default: RUN_ID.html/.jsonl)")
 
+    cli_claude_code.add_parser(cmd)
+
     p = cmd("reindex", "rebuild the vector index from the database")
     p.add_argument("--tier", choices=["all", "recall", "archival"], default="all")
     p.add_argument("--reembed", action="store_true",
@@ -212,6 +215,7 @@ _COMMANDS = {
     "serve": cli_model.cmd_serve,
     "mcp": cli_model.cmd_mcp,
     "trajectory": cli_model.cmd_trajectory,
+    "claude-code": cli_claude_code.run,
 }
 
 
