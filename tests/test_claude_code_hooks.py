@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cc_fixtures import AGENT, CWD, SID, events, subagent_events, write_project
 
 from agents.cli.main import main
 from agents.integrations.claude_code.hooks import capture
 from agents.integrations.transcripts import read_file
-from cc_fixtures import AGENT, CWD, SID, events, subagent_events, write_project
 from memory.manager import MemoryManager
 from memory.vectors.embeddings import HashEmbedder
 
@@ -60,7 +60,7 @@ def _wait_for(store: Path, n: int, timeout: float = 90.0) -> int:
 @pytest.fixture()
 def store(tmp_path: Path) -> Path:
     s = tmp_path / "store"
-    assert main(["init", str(s)], stdout=open(os.devnull, "w")) == 0
+    assert main(["init", str(s)], stdout=io.StringIO()) == 0
     return s
 
 
