@@ -19,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AGENT", "CWD", "QUESTIONS", "SID", "coding_session", "events", "subagent_events", "write_project"]
+__all__ = ["AGENT", "CWD", "QUESTIONS", "SID", "coding_session", "events", "noise_events", "subagent_events",
+           "write_project"]
 
 SID = "7f3c2a10-5b8e-4d21-9c4a-2e6f1b0d9a77"
 AGENT = "a4e91c2"
@@ -146,17 +147,47 @@ def subagent_events() -> list[dict[str, Any]]:
     ]
 
 
+_NOISE_FILES = ["tests/test_login.py", "tests/conftest.py", "app/session.py", "app/auth/cookies.py", "ci/flaky.yml"]
+
+
+def noise_events(count: int, start: int = 200) -> list[dict[str, Any]]:
+    """Tool traffic of the same session that uses the questions' words: file dumps, test runs, greps."""
+    out: list[dict[str, Any]] = []
+    for i in range(count):
+        n, f = start + 2 * i, _NOISE_FILES[i % len(_NOISE_FILES)]
+        kind = i % 3
+        if kind == 0:
+            call = _tool(f"toolu_n{i}", "Read", {"file_path": f"{CWD}/{f}"})
+            body = "\n".join([f"# {f}: login session cookie lifetime helpers, flaky test clock fixture {i}",
+                               "def frozen_clock(): return FrozenClock('2026-11-20T23:59:00+13:00')",
+                               "COOKIE_LIFETIME = timedelta(minutes=30)  # session cookie lifetime",
+                               "def test_logout_race(client): client.post('/logout')  # same race"] * 3)
+        elif kind == 1:
+            call = _tool(f"toolu_n{i}", "Bash", {"command": "pytest tests/test_login.py -x -q --count 50"})
+            body = (f"FAILED tests/test_login.py::test_login_redirects - session cookie expired (flaky, run {i})\n"
+                    "why: assert 302 == 200; the test clock fixture decided nothing; tried retrying three times\n"
+                    "CI logs: runners UTC+13 failures; still open: logout test race")
+        else:
+            call = _tool(f"toolu_n{i}", "Grep", {"pattern": "cookie|clock|flaky", "path": "."})
+            body = "\n".join(f"{f}:{k}: session cookie clock flaky login fixture lifetime" for k in range(12))
+        out.append(_assistant(n, call, f"msg_n{i}"))
+        out.append(_result(n + 1, f"toolu_n{i}", body))
+    return out
+
+
 def _lines(evs: list[dict[str, Any]]) -> list[str]:
     return [json.dumps(e, ensure_ascii=False) for e in evs]
 
 
-def write_project(root: Path, *, truncated: bool = True) -> dict[str, Path]:
-    """The project tree; returns {"main": ..., "subagent": ...}."""
+def write_project(root: Path, *, truncated: bool = True, noise: int = 0) -> dict[str, Path]:
+    """The project tree; returns {"main": ..., "subagent": ...}. ``noise`` adds that many tool
+    call/result pairs (``noise_events``) to the main session."""
     proj = root / "-home-dev-shop"
     sub = proj / SID / "subagents"
     sub.mkdir(parents=True, exist_ok=True)
     main = proj / f"{SID}.jsonl"
-    lines = _lines(events())
+    evs = events()
+    lines = _lines(evs[:14] + noise_events(noise) + evs[14:])
     body = "\n".join(lines) + "\n"
     if truncated:  # a further event, cut off mid-string as a crash or a live write leaves it
         body += _lines([_assistant(28, _text("Committed as 3f2a1c9 on fix/login-flake."), "msg_08")])[0][:90]
