@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from agents.integrations.transcripts import import_paths, read_file  # noqa: E402
 from cc_fixtures import CWD, SID, coding_session  # noqa: E402
+
+from agents.integrations.transcripts import import_paths, read_file  # noqa: E402
 from memory.manager import MemoryManager  # noqa: E402
 from memory.vectors.embeddings import HashEmbedder  # noqa: E402
 

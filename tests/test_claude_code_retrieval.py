@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cc_fixtures import QUESTIONS, write_project
 
 from agents.integrations.transcripts import import_paths
-from cc_fixtures import QUESTIONS, write_project
 from memory.manager import MemoryManager
 from memory.vectors.embeddings import HashEmbedder
 
