@@ -45,3 +45,12 @@ def test_tool_records_are_found_when_asked(mem: MemoryManager) -> None:
     grep = mem.recall.grep("frozen_clock", literal=True, limit=500)
     assert grep and all(g.role != "tool" for g in grep)
     assert len(mem.recall.grep("frozen_clock", literal=True, limit=500, include_tools=True)) > len(grep)
+
+
+def test_hybrid_search_leaves_tool_records_out_of_the_vector_side_too(mem: MemoryManager) -> None:
+    mem.embed_pending()  # real Chroma, hash vectors: the where filter is Chroma's own
+    hits = mem.search_recall("session cookie clock flaky login fixture lifetime", k=10, mode="vector")
+    assert hits and all(h.role != "tool" for h in hits)
+    both = mem.search_recall("session cookie clock flaky login fixture lifetime", k=10, mode="hybrid",
+                             include_tools=True)
+    assert any(h.role == "tool" for h in both)
