@@ -170,3 +170,15 @@ def test_hooks_load_no_embedding_model(store: Path, tree: dict[str, Path]) -> No
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
     assert _count(store) == _distinct(tree["main"], tree["subagent"])
+
+
+def test_a_long_capture_commits_in_chunks_and_loses_nothing(store: Path, tree: dict[str, Path]) -> None:
+    mem = MemoryManager.open(store, embedder=HashEmbedder(), background_embed=False)
+    try:
+        done = capture(mem, [tree["main"], tree["subagent"]], store / "claude-code", chunk_lines=3)
+        assert done["messages"] == _distinct(tree["main"], tree["subagent"]) == mem.recall.count()
+        assert done["already_present"] == 0 and done["files"] == 2
+        stored = mem.recall.session(SID)
+        assert len({m.key for m in stored}) == len(stored)
+    finally:
+        mem.close()

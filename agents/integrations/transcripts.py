@@ -186,9 +186,11 @@ def content_hash(*parts: Any) -> str:
 
 
 def json_lines(
-    path: Path, reading: Reading, *, start: int = 0, start_line: int = 0, follow: bool = False
+    path: Path, reading: Reading, *, start: int = 0, start_line: int = 0, follow: bool = False,
+    max_lines: int | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The JSON objects of ``path`` from byte ``start``; bad lines go to ``reading``."""
+    """The JSON objects of ``path`` from byte ``start`` (at most ``max_lines`` lines); bad lines
+    go to ``reading``."""
     try:
         fh = path.open("rb")
     except FileNotFoundError as exc:
@@ -199,6 +201,8 @@ def json_lines(
         fh.seek(start)
         offset, lineno = start, start_line
         for raw in fh:
+            if max_lines is not None and lineno - start_line >= max_lines:
+                break
             complete = raw.endswith(b"\n")
             if not complete and follow:
                 break  # still being written: read it whole next time

@@ -11,7 +11,9 @@ Claude Code runs the hook command with the event's JSON on stdin (``session_id``
 * **Incremental and exact.** Stop, SubagentStop, PreCompact and SessionEnd import the new tail
   of the session's transcript, and of every ``<session>/subagents/agent-*.jsonl`` beside it:
   the byte offset and line reached per file are kept in ``<store>/claude-code/offsets.json``,
-  so each hook reads only what was appended since. A last line still being written is left for
+  so each hook reads only what was appended since; the new records of all those files are
+  stored in one batch, in time order (at most ``CHUNK_LINES`` lines per file and batch, so a
+  long first capture commits as it goes), and the offsets saved after it is committed. A last line still being written is left for
   the next hook. A file that shrank or was replaced is read again from the start; the
   records' keys make any re-read harmless. Concurrent hooks serialise on a lock file.
 * **Claude Code does not wait for the import.** A capture hook reads its JSON and the offsets
@@ -55,6 +57,7 @@ CAPTURE_EVENTS = ("Stop", "SubagentStop", "PreCompact", "SessionEnd")
 EVENTS = ("SessionStart", *CAPTURE_EVENTS)
 BUDGETS = {"SessionStart": 8.0, "Stop": 20.0, "SubagentStop": 20.0, "PreCompact": 40.0, "SessionEnd": 40.0}
 LOG_BYTES = 1_000_000
+CHUNK_LINES = 5_000  # lines per file and batch: a long first capture commits as it goes
 _TOOL_NAMES_KEPT = 500
 
 
@@ -118,36 +121,52 @@ def _transcripts(event: dict[str, Any]) -> list[Path]:
     return [p for p in dict.fromkeys(out) if p.is_file()]
 
 
-def capture(memory: MemoryManager, files: list[Path], state_dir: Path, *, agent_id: str = "default") -> dict[str, int]:
+def capture(memory: MemoryManager, files: list[Path], state_dir: Path, *, agent_id: str = "default",
+            chunk_lines: int = CHUNK_LINES) -> dict[str, int]:
     """Import what was appended to ``files`` since the last call; returns counts."""
-    from agents.integrations.claude_code.reader import read_claude_code
-
     totals = {"files": 0, "messages": 0, "already_present": 0, "bad_lines": 0}
     with _locked(state_dir / "offsets.lock"):
         state_path = state_dir / "offsets.json"
         state = _load(state_path)
-        for path in files:
-            st = path.stat()
-            rec = state.get(str(path)) or {}
-            start, line = int(rec.get("offset", 0)), int(rec.get("line", 0))
-            if rec.get("inode") != st.st_ino or st.st_size < start:
-                start, line = 0, 0  # replaced or rewritten: read it again (keys make it harmless)
-            if st.st_size == start:
-                state[str(path)] = {**rec, "size": st.st_size}
-                continue
-            tools: dict[str, str] = dict(rec.get("tools") or {})
-            reading = Reading(str(path), "claude-code", end_offset=start, end_line=line)
-            read_claude_code(path, reading, start=start, start_line=line, follow=True, tool_names=tools)
-            summary = store_readings(memory, [reading], agent_id=agent_id)[0]
-            totals["files"] += 1
-            totals["messages"] += summary.messages
-            totals["already_present"] += summary.already_present
-            totals["bad_lines"] += summary.bad_count
-            kept = dict(list(tools.items())[-_TOOL_NAMES_KEPT:])
-            state[str(path)] = {"offset": reading.end_offset, "line": reading.end_line, "inode": st.st_ino,
-                                "size": st.st_size, "tools": kept}
-            _save(state_path, state)  # after each file: progress survives the time budget
+        seen: set[str] = set()
+        while _capture_round(memory, files, state, state_path, agent_id, chunk_lines, totals, seen):
+            pass
+        totals["files"] = len(seen)
     return totals
+
+
+def _capture_round(memory: MemoryManager, files: list[Path], state: dict[str, Any], state_path: Path,
+                   agent_id: str, chunk_lines: int, totals: dict[str, int], seen: set[str]) -> bool:
+    """Up to ``chunk_lines`` new lines of each file, stored as one batch; False when none was new."""
+    from agents.integrations.claude_code.reader import read_claude_code
+
+    readings: list[Reading] = []
+    updates: dict[str, dict[str, Any]] = {}
+    for path in files:
+        st = path.stat()
+        rec = state.get(str(path)) or {}
+        start, line = int(rec.get("offset", 0)), int(rec.get("line", 0))
+        if rec.get("inode") != st.st_ino or st.st_size < start:
+            start, line = 0, 0  # replaced or rewritten: read it again (keys make it harmless)
+        tools: dict[str, str] = dict(rec.get("tools") or {})
+        reading = Reading(str(path), "claude-code", end_offset=start, end_line=line)
+        if st.st_size > start:
+            read_claude_code(path, reading, start=start, start_line=line, follow=True, tool_names=tools,
+                             max_lines=chunk_lines)
+        updates[str(path)] = {"offset": reading.end_offset, "line": reading.end_line, "inode": st.st_ino,
+                              "size": st.st_size, "tools": dict(list(tools.items())[-_TOOL_NAMES_KEPT:])}
+        if reading.end_offset > start:
+            readings.append(reading)
+            seen.add(str(path))
+    # one batch: the main session's and its subagents' new records stored in time order; the
+    # offsets are saved only after it is committed (a stop in between costs a re-read, no loss)
+    for summary in store_readings(memory, readings, agent_id=agent_id) if readings else []:
+        totals["messages"] += summary.messages
+        totals["already_present"] += summary.already_present
+        totals["bad_lines"] += summary.bad_count
+    state.update(updates)
+    _save(state_path, state)
+    return bool(readings)
 
 
 def _log(state_dir: Path, text: str) -> None:

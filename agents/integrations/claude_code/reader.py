@@ -150,11 +150,12 @@ class _Session:
 
 def read_claude_code(
     path: Path, reading: Reading, *, start: int = 0, start_line: int = 0, follow: bool = False,
-    tool_names: dict[str, str] | None = None,
+    tool_names: dict[str, str] | None = None, max_lines: int | None = None,
 ) -> None:
-    """Read Claude Code events of ``path`` (from byte ``start``) into ``reading``."""
+    """Read Claude Code events of ``path`` (from byte ``start``, at most ``max_lines``) into ``reading``."""
     st = _Session(path, {} if tool_names is None else tool_names)
-    for lineno, obj in json_lines(path, reading, start=start, start_line=start_line, follow=follow):
+    for lineno, obj in json_lines(path, reading, start=start, start_line=start_line, follow=follow,
+                                  max_lines=max_lines):
         if not is_claude_code_record(obj):
             reading.bad(lineno, f"not a Claude Code event (type {obj.get('type')!r})")
             continue
