@@ -53,6 +53,7 @@ from sqlalchemy.engine import Connection
 
 from memory.db import Database, id_lists
 from memory.errors import NotFoundError, ValidationError
+from memory.recall.keys import present_keys, unstored
 from memory.recall.schema import FORGET_TABLE, MIGRATIONS, TABLE
 from memory.text.fts import grep_ids, make_snippet, search_ids, snippet_pattern
 from memory.text.query import (
@@ -198,7 +199,7 @@ class RecallLog:
             if pg:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _APPEND_LOCK})
             if keyed:
-                keep = self._unstored(conn, rows)
+                keep = unstored(conn, rows, _KEY)
                 rows = [rows[i] for i in keep]
                 fields = [fields[i] for i in keep]
                 if not rows:
@@ -234,40 +235,12 @@ class RecallLog:
                 hook(conn, out)
         return out
 
-    def _unstored(self, conn: Connection, rows: list[tuple[Any, ...]]) -> list[int]:
-        """Indices of the rows to insert: keyless ones, and the first of each key not yet stored."""
-        by_agent: dict[str, set[str]] = {}
-        for r in rows:
-            if r[_KEY] is not None:
-                by_agent.setdefault(r[0], set()).add(r[_KEY])
-        stored = {(a, k) for a, keys in by_agent.items() for k in self._present(conn, a, sorted(keys))}
-        keep: list[int] = []
-        for n, r in enumerate(rows):
-            if r[_KEY] is not None:
-                if (r[0], r[_KEY]) in stored:
-                    continue
-                stored.add((r[0], r[_KEY]))
-            keep.append(n)
-        return keep
-
-    def _present(self, conn: Connection, agent_id: str, keys: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for a in range(0, len(keys), 500):
-            chunk = keys[a : a + 500]
-            marks = ", ".join(f":k{n}" for n in range(len(chunk)))
-            params: dict[str, Any] = {f"k{n}": v for n, v in enumerate(chunk)}
-            params["a"] = agent_id
-            found.update(
-                conn.execute(text(f"SELECT msg_key FROM {TABLE} WHERE agent_id = :a AND msg_key IN ({marks})"), params).scalars()
-            )
-        return found
-
     def keys_present(self, keys: Iterable[str], *, agent_id: str = "default") -> set[str]:
         """Which of ``keys`` are stored for ``agent_id`` (a key is unique per agent)."""
         wanted = sorted({check_key(k) for k in keys})
         agent = check_id(agent_id, "agent_id")
         with self.db.read() as conn:
-            return self._present(conn, agent, wanted)
+            return present_keys(conn, agent, wanted)
 
     def get_by_key(self, key: str, *, agent_id: str = "default") -> Message | None:
         """The message stored under ``key`` for ``agent_id``, or None."""
