@@ -151,3 +151,14 @@ def test_any_order_and_overlap_stores_each_record_once(tmp_path_factory: pytest.
     finally:
         store.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_directory_walk_leaves_other_files_out_with_the_reason(tree: dict[str, Path], mem: MemoryManager) -> None:
+    stray = tree["main"].parent / SID / "notes.jsonl"
+    stray.write_text('{"hello": "not a transcript"}\n', encoding="utf-8")
+    summaries = import_paths(mem, [tree["main"].parent])
+    left = [s for s in summaries if s.error]
+    assert [Path(s.path).name for s in left] == ["notes.jsonl"] and "not a" in str(left[0].error)
+    assert sum(s.messages for s in summaries) == mem.recall.count() > 0
+    with pytest.raises(ValidationError):  # named explicitly, it is an error
+        import_paths(mem, [stray])

@@ -169,15 +169,18 @@ def cmd_ingest(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
-    from agents.integrations.transcripts import expand_paths, read_file, store_readings
+    from agents.integrations.transcripts import read_paths, store_readings
 
-    # Every file is read (and a file of the wrong kind refused) before the store opens.
-    readings = [read_file(p, args.format) for p in expand_paths(args.files)]
+    # Every file is read (and a named file of the wrong kind refused) before the store opens.
+    readings, refused = read_paths(args.files, args.format)
     mem = ctx.open_memory()
-    results = store_readings(mem, readings, agent_id=args.agent, session_id=args.session)
+    results = store_readings(mem, readings, agent_id=args.agent, session_id=args.session) + refused
 
     def human() -> None:
         for r in results:
+            if r.error:
+                ctx.print(f"{r.path}: left out: {r.error}")
+                continue
             extra = "".join(f", {n} {what}" for what, n in sorted(r.not_messages.items()))
             ctx.print(f"{r.path} ({r.format}): {r.messages} imported, {r.already_present} already present, "
                       f"{r.bad_count} bad lines skipped, {r.skipped} empty{extra}")
@@ -186,7 +189,8 @@ def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
             if r.bad_count > len(r.bad_lines):
                 ctx.print(f"  ... and {r.bad_count - len(r.bad_lines)} more bad lines")
         total = sum(r.messages for r in results)
-        ctx.print(f"total: {total} messages imported from {len(results)} files")
+        ctx.print(f"total: {total} messages imported from {len(readings)} files"
+                  + (f" ({len(refused)} files left out)" if refused else ""))
 
     ctx.emit([r.to_dict() for r in results], human)
     return 0

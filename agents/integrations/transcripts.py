@@ -58,6 +58,7 @@ __all__ = [
     "import_transcript",
     "json_lines",
     "parse_time",
+    "read_paths",
     "read_transcript",
 ]
 
@@ -120,9 +121,10 @@ class ImportSummary:
     bad_count: int = 0
     not_messages: dict[str, int] = field(default_factory=dict)
     kinds: dict[str, int] = field(default_factory=dict)  # messages read, by metadata kind
+    error: str | None = None  # a file found in a directory and left out, and why
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        return {"error": self.error,
             "path": self.path, "format": self.format, "messages": self.messages,
             "sessions": list(self.sessions), "already_present": self.already_present,
             "skipped": self.skipped, "bad_count": self.bad_count,
@@ -320,19 +322,39 @@ def read_transcript(path: str | Path, format: str | None = None) -> Iterator[Tra
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given; a directory becomes every ``*.jsonl`` under it (subagent files too)."""
-    out: list[Path] = []
+    return [p for p, _named in _expand(paths)]
+
+
+def _expand(paths: Iterable[str | Path]) -> list[tuple[Path, bool]]:
+    out: dict[Path, bool] = {}
     for raw in paths:
         p = Path(raw).expanduser()
         if p.is_dir():
             found = sorted(q for q in p.rglob("*.jsonl") if q.is_file())
             if not found:
                 raise NotFoundError(f"no *.jsonl transcript files under {p}")
-            out += found
+            for q in found:
+                out.setdefault(q, False)
         elif p.is_file():
-            out.append(p)
+            out[p] = True
         else:
             raise NotFoundError(f"no such transcript file or directory: {p}")
-    return list(dict.fromkeys(out))
+    return list(out.items())
+
+
+def read_paths(paths: Iterable[str | Path], format: str | None = None) -> tuple[list[Reading], list[ImportSummary]]:
+    """Every file read; a file named by the caller that is not of the format raises, one found
+    in a directory is left out and reported (an ``ImportSummary`` with its ``error``)."""
+    readings: list[Reading] = []
+    refused: list[ImportSummary] = []
+    for p, named in _expand(paths):
+        try:
+            readings.append(read_file(p, format))
+        except ValidationError as exc:
+            if named:
+                raise
+            refused.append(ImportSummary(path=str(p), format=format or "?", error=str(exc)))
+    return readings, refused
 
 
 # --- importing -----------------------------------------------------------------------------
@@ -391,10 +413,11 @@ def import_paths(
 ) -> list[ImportSummary]:
     """Import files and directories (every ``*.jsonl`` under them) in one ordered batch.
 
-    Every file is read before anything is stored, so a file of the wrong format stores nothing.
+    Every file is read before anything is stored, so a named file of the wrong format stores
+    nothing; a file of another kind found in a directory is left out, with its reason.
     """
-    readings = [read_file(p, format) for p in expand_paths(paths)]
-    return store_readings(memory, readings, agent_id=agent_id, session_id=session_id)
+    readings, refused = read_paths(paths, format)
+    return store_readings(memory, readings, agent_id=agent_id, session_id=session_id) + refused
 
 
 def import_transcript(
