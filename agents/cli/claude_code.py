@@ -21,10 +21,11 @@ from typing import Any
 
 from agents.cli.common import CliContext, resolve_store, store_exists
 
-__all__ = ["add_parser", "run"]
+__all__ = ["register", "run"]
 
 
-def add_parser(cmd: Callable[..., argparse.ArgumentParser]) -> None:
+def register(cmd: Callable[..., argparse.ArgumentParser]) -> Callable[[CliContext, argparse.Namespace], int]:
+    """Add the ``claude-code`` command to the parser; returns its handler."""
     p = cmd("claude-code", "capture Claude Code sessions into memory and recall them at session start")
     sub = p.add_subparsers(dest="cc_command", metavar="VERB", required=True)
     for verb, text in (("install", "add the hooks and the MCP server to Claude Code"),
@@ -49,6 +50,7 @@ def add_parser(cmd: Callable[..., argparse.ArgumentParser]) -> None:
     c.add_argument("--max-tokens", type=int, default=1200)
     c.add_argument("--store", default=argparse.SUPPRESS, metavar="DIR")
     c.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    return run
 
 
 def run(ctx: CliContext, args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from agents.cli import claude_code as cli_claude_code
@@ -189,17 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--jsonl", action="store_true", help="JSON lines")
     t.add_argument("-o", "--output", default=None, help="file to write (default: RUN_ID.html/.jsonl)")
 
-    cli_claude_code.add_parser(cmd)
-
     p = cmd("reindex", "rebuild the vector index from the database")
     p.add_argument("--tier", choices=["all", "recall", "archival"], default="all")
     p.add_argument("--reembed", action="store_true",
                    help="embed every row again (default: reuse the stored vectors of the current model)")
     _COMMANDS["doctor"] = cli_doctor.register(cmd)
+    _COMMANDS["claude-code"] = cli_claude_code.register(cmd)
     return parser
 
 
-_COMMANDS = {
+_COMMANDS: dict[str, Callable[[CliContext, argparse.Namespace], int]] = {
     "init": cli_memory.cmd_init,
     "ingest": cli_memory.cmd_ingest,
     "import": cli_memory.cmd_import,
@@ -217,7 +216,6 @@ _COMMANDS = {
     "serve": cli_model.cmd_serve,
     "mcp": cli_model.cmd_mcp,
     "trajectory": cli_model.cmd_trajectory,
-    "claude-code": cli_claude_code.run,
 }
 
 
