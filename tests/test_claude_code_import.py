@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.cli.main import main
-from agents.integrations.transcripts import import_paths, read_file
+from agents.integrations.transcripts import import_paths, read_file, store_readings
 from memory.errors import ValidationError
 from memory.manager import MemoryManager
 from memory.vectors.embeddings import HashEmbedder
@@ -162,3 +162,43 @@ def test_a_directory_walk_leaves_other_files_out_with_the_reason(tree: dict[str,
     assert sum(s.messages for s in summaries) == mem.recall.count() > 0
     with pytest.raises(ValidationError):  # named explicitly, it is an error
         import_paths(mem, [stray])
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_BLOCK = st.fixed_dictionaries({"type": st.sampled_from(["text", "tool_use", "tool_result", "image", "thinking", "x"])},
+                               optional={"text": _JSON, "name": _JSON, "id": _JSON, "input": _JSON,
+                                         "tool_use_id": _JSON, "content": _JSON, "source": _JSON})
+_EVENT = st.fixed_dictionaries(
+    {"type": st.sampled_from(["user", "assistant", "summary", "system"]), "uuid": _JSON | st.text(max_size=300)},
+    optional={"sessionId": _JSON, "timestamp": _JSON | st.just("2026-11-20T09:00:00.000Z"), "isSidechain": _JSON,
+              "agentId": _JSON, "cwd": _JSON, "isMeta": _JSON, "isCompactSummary": _JSON,
+              "message": st.fixed_dictionaries({}, optional={"content": _JSON | st.lists(_BLOCK, max_size=4),
+                                                              "model": _JSON})},
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(evs=st.lists(_EVENT, min_size=1, max_size=6))
+def test_any_field_of_any_type_is_read_or_reported_never_a_crash(
+    tmp_path_factory: pytest.TempPathFactory, evs: list
+) -> None:
+    root = tmp_path_factory.mktemp("odd")
+    path = root / "s.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in evs), encoding="utf-8")
+    store = MemoryManager.open(root / "store", embedder=HashEmbedder(), background_embed=False)
+    try:
+        try:
+            reading = read_file(path, "claude-code")
+        except ValidationError as exc:
+            assert "not a claude-code transcript" in str(exc)  # nothing in it was a record
+            return
+        summary = store_readings(store, [reading])[0]  # whatever was read, the store takes
+        assert store.recall.count() == summary.messages
+        assert summary.messages + summary.already_present + summary.skipped == len(reading.messages)
+    finally:
+        store.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -181,7 +181,10 @@ def read_claude_code(
         except ValueError as exc:
             reading.bad(lineno, str(exc))
             continue
-        _event(obj, kind, msg, when, session, uuid, st, reading)
+        try:
+            _event(obj, kind, msg, when, session, uuid, st, reading)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:  # odd field types
+            reading.bad(lineno, f"unreadable {kind} event: {type(exc).__name__}: {exc}")
 
 
 def _event(
@@ -205,8 +208,9 @@ def _event(
     def add(role: str, content: str, **kw: Any) -> None:
         meta = dict(base, **kw.pop("meta", {}))
         n = len(out)
+        key = ident_key if n == 0 else f"{ident_key}#{n}"
         out.append(TranscriptMessage(role, content, when, session, metadata=meta,
-                                     key=ident_key if n == 0 else f"{ident_key}#{n}", **kw))
+                                     key=key if len(key) <= 200 else content_hash(key), **kw))
 
     content = msg.get("content")
     if obj.get("isCompactSummary"):
