@@ -202,3 +202,19 @@ def test_any_field_of_any_type_is_read_or_reported_never_a_crash(
     finally:
         store.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.postgres
+def test_exact_import_on_postgres(pg_url: str, tmp_path: Path, tree: dict[str, Path]) -> None:
+    store = MemoryManager.open(tmp_path / "pg", embedder=HashEmbedder(), background_embed=False, database_url=pg_url)
+    try:
+        first = import_paths(store, [tree["subagent"]]) + import_paths(store, [tree["main"]])
+        n = store.recall.count()
+        assert sum(s.messages for s in first) == n == len({m.key for m in store.recall.range(limit=1000)})
+        again = import_paths(store, [tree["main"].parent])
+        assert sum(s.messages for s in again) == 0 and store.recall.count() == n
+        assert len(store.recall.grep("flaky on CI again", literal=True)) == 1
+        hits = store.search_recall("why was the login test flaky", k=5, mode="text")
+        assert hits and all(h.role != "tool" for h in hits)
+    finally:
+        store.close()
