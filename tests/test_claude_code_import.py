@@ -218,3 +218,12 @@ def test_exact_import_on_postgres(pg_url: str, tmp_path: Path, tree: dict[str, P
         assert hits and all(h.role != "tool" for h in hits)
     finally:
         store.close()
+
+
+def test_a_bad_named_file_stores_nothing_even_after_good_ones(tmp_path: Path, tree: dict[str, Path],
+                                                              mem: MemoryManager) -> None:
+    bad = tmp_path / "wizards.jsonl"
+    bad.write_text('{"role": "wizard", "content": "x"}\n', encoding="utf-8")
+    with pytest.raises(ValidationError, match="not a jsonl transcript"):
+        import_paths(mem, [tree["main"], bad])
+    assert mem.recall.count() == 0

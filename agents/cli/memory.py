@@ -169,12 +169,12 @@ def cmd_ingest(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
-    from agents.integrations.transcripts import read_paths, store_readings
+    from agents.integrations.transcripts import check_paths, import_paths
 
-    # Every file is read (and a named file of the wrong kind refused) before the store opens.
-    readings, refused = read_paths(args.files, args.format)
+    check_paths(args.files, args.format)  # a named file of the wrong kind fails before the store opens
     mem = ctx.open_memory()
-    results = store_readings(mem, readings, agent_id=args.agent, session_id=args.session) + refused
+    results = import_paths(mem, args.files, format=args.format, agent_id=args.agent, session_id=args.session)
+    refused = [r for r in results if r.error]
 
     def human() -> None:
         for r in results:
@@ -189,7 +189,7 @@ def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
             if r.bad_count > len(r.bad_lines):
                 ctx.print(f"  ... and {r.bad_count - len(r.bad_lines)} more bad lines")
         total = sum(r.messages for r in results)
-        ctx.print(f"total: {total} messages imported from {len(readings)} files"
+        ctx.print(f"total: {total} messages imported from {len(results) - len(refused)} files"
                   + (f" ({len(refused)} files left out)" if refused else ""))
 
     ctx.emit([r.to_dict() for r in results], human)

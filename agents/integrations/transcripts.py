@@ -16,9 +16,11 @@ Rules this module keeps:
   else a hash of its role, session, time and content. Importing files in any order, with any
   overlap, any number of times, stores each distinct record exactly once (the log's unique
   key index decides, so two imports racing in two processes cannot duplicate either).
-* **Ordered by time.** The records of one import call (all its files) are appended sorted by
-  their timestamps (ties keep file order), so a session's main and subagent files imported
-  together come out in the order things happened.
+* **Ordered by time.** Each session of an import (its file and the ``subagents/`` files beside
+  it) is one batch appended sorted by timestamp (ties keep file order), so a session's main and
+  subagent records come out in the order things happened. Separate imports append in the
+  order they run; every message keeps its ``created_at``. Memory use is bounded by the
+  largest session, not by the whole tree.
 * **Tolerant reading.** A line that is not JSON, not an object or not a record of the format
   is skipped and reported (file, line, why); the rest of the file is imported. A last line
   without its newline is a line still being written: ``follow=True`` (hooks) leaves it for the
@@ -50,6 +52,7 @@ __all__ = [
     "ImportSummary",
     "Reading",
     "TranscriptMessage",
+    "check_paths",
     "clean",
     "clean_json",
     "detect_format",
@@ -58,7 +61,6 @@ __all__ = [
     "import_transcript",
     "json_lines",
     "parse_time",
-    "read_paths",
     "read_transcript",
 ]
 
@@ -263,6 +265,11 @@ def detect_format(path: str | Path) -> Format:
     return "jsonl"
 
 
+def _is_jsonl_record(obj: dict[str, Any]) -> bool:
+    role = obj.get("role")
+    return isinstance(role, str) and role.lower() in _ROLE_ALIASES and "content" in obj
+
+
 def _read_jsonl(path: Path, reading: Reading) -> None:
     for lineno, obj in json_lines(path, reading):
         raw_role = obj.get("role")
@@ -342,19 +349,29 @@ def _expand(paths: Iterable[str | Path]) -> list[tuple[Path, bool]]:
     return list(out.items())
 
 
-def read_paths(paths: Iterable[str | Path], format: str | None = None) -> tuple[list[Reading], list[ImportSummary]]:
-    """Every file read; a file named by the caller that is not of the format raises, one found
-    in a directory is left out and reported (an ``ImportSummary`` with its ``error``)."""
-    readings: list[Reading] = []
-    refused: list[ImportSummary] = []
+def check_paths(paths: Iterable[str | Path], format: str | None = None) -> list[list[tuple[Path, bool]]]:
+    """The files to import, grouped by session, after checking that every file the caller
+    named is of its format (``ValidationError`` otherwise; reads only until a first record).
+
+    A Claude Code session file and the ``<session>/subagents/*.jsonl`` beside it form one group.
+    """
+    from agents.integrations.claude_code.reader import is_claude_code_record
+
+    groups: dict[tuple[Path, str], list[tuple[Path, bool]]] = {}
     for p, named in _expand(paths):
-        try:
-            readings.append(read_file(p, format))
-        except ValidationError as exc:
-            if named:
-                raise
-            refused.append(ImportSummary(path=str(p), format=format or "?", error=str(exc)))
-    return readings, refused
+        if named:
+            fmt = format or detect_format(p)
+            if fmt not in FORMATS:
+                raise ValidationError(f"unknown transcript format {fmt!r}: use one of {', '.join(FORMATS)}")
+            scratch = Reading(str(p), fmt)
+            ok = any(is_claude_code_record(o) if fmt == "claude-code" else _is_jsonl_record(o)
+                     for _n, o in json_lines(p, scratch))
+            if scratch.lines and not ok:
+                read_file(p, fmt)  # raises, with the reason of the first bad line
+        sub = p.parent.name == "subagents"
+        key = (p.parent.parent.parent, p.parent.parent.name) if sub else (p.parent, p.stem)
+        groups.setdefault(key, []).append((p, named))
+    return list(groups.values())
 
 
 # --- importing -----------------------------------------------------------------------------
@@ -411,13 +428,26 @@ def import_paths(
     memory: MemoryManager, paths: Iterable[str | Path], *, format: str | None = None,
     agent_id: str = "default", session_id: str | None = None,
 ) -> list[ImportSummary]:
-    """Import files and directories (every ``*.jsonl`` under them) in one ordered batch.
+    """Import files and directories (every ``*.jsonl`` under them), one summary per file.
 
-    Every file is read before anything is stored, so a named file of the wrong format stores
-    nothing; a file of another kind found in a directory is left out, with its reason.
+    Files the caller named are checked first, so one of the wrong format stores nothing; a
+    file of another kind found in a directory is left out, with its reason. Each session (a
+    session file with its subagent files) is one batch, stored in time order, so memory use is
+    bounded by the largest session, not the whole tree.
     """
-    readings, refused = read_paths(paths, format)
-    return store_readings(memory, readings, agent_id=agent_id, session_id=session_id) + refused
+    out: list[ImportSummary] = []
+    for group in check_paths(paths, format):
+        readings: list[Reading] = []
+        for p, named in group:
+            try:
+                readings.append(read_file(p, format))
+            except ValidationError as exc:
+                if named:
+                    raise
+                out.append(ImportSummary(path=str(p), format=format or "?", error=str(exc)))
+        if readings:
+            out += store_readings(memory, readings, agent_id=agent_id, session_id=session_id)
+    return out
 
 
 def import_transcript(
