@@ -46,7 +46,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from agents.integrations.transcripts import Reading, store_readings
+from agents.integrations.lines import Reading
+from agents.integrations.transcripts import store_readings
 
 if TYPE_CHECKING:
     from memory.manager import MemoryManager

@@ -34,9 +34,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agents.integrations.transcripts import (
+from agents.integrations.lines import (
     Reading,
-    TranscriptMessage,
     clean,
     clean_json,
     content_hash,
@@ -44,6 +43,7 @@ from agents.integrations.transcripts import (
     json_lines,
     parse_time,
 )
+from agents.integrations.transcripts import TranscriptMessage
 
 __all__ = ["TOOL_RESULT_CHARS", "clean_text", "is_claude_code_record", "is_own_tool", "read_claude_code"]
 
