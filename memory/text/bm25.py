@@ -36,13 +36,15 @@ B = 0.75
 TF_CHARS = 100_000
 
 _TOKEN = regex.compile(r"[\p{L}\p{N}\p{Co}]+")
+_ASCII_TOKEN = regex.compile(r"[a-z0-9]+")
+_MARKS = regex.compile(r"\p{Mn}+")
 
 
 def tokens(text: str) -> list[str]:
     """The tokens FTS5's ``unicode61 remove_diacritics 2`` makes of ``text``."""
-    folded = unicodedata.normalize("NFD", text.lower())
-    folded = "".join(c for c in folded if not unicodedata.combining(c))
-    return _TOKEN.findall(folded)
+    if text.isascii():
+        return _ASCII_TOKEN.findall(text.lower())
+    return _TOKEN.findall(_MARKS.sub("", unicodedata.normalize("NFD", text.lower())))
 
 
 def varint(blob: bytes, pos: int) -> tuple[int, int]:
@@ -72,12 +74,26 @@ class Scorer:
             n = min(float(df.get(phrase, 0.0)), float(self.n))
             idf = math.log(1.0 + (self.n - n + 0.5) / (n + 0.5))
             self.terms.append((toks, idf * times))
+        # Single words (the usual case) are counted by one regex over the text instead of
+        # tokenizing all of it: a match bounded by non-token characters is a whole token.
+        self._weights = {seq[0]: w for seq, w in self.terms if len(seq) == 1}
+        self._rx = None
+        if self._weights and len(self._weights) == len(self.terms):
+            alt = "|".join(regex.escape(w) for w in sorted(self._weights, key=len, reverse=True))
+            self._rx = regex.compile(rf"(?<![\p{{L}}\p{{N}}\p{{Co}}])(?:{alt})(?![\p{{L}}\p{{N}}\p{{Co}}])")
 
     def score(self, text: str, length: int) -> float:
-        toks = tokens(text[:TF_CHARS])
-        counts = Counter(toks)
         norm = K1 * (1 - B + B * max(length, 1) / self.avg)
         total = 0.0
+        if self._rx is not None:
+            body = text[:TF_CHARS].lower()
+            if not body.isascii():
+                body = _MARKS.sub("", unicodedata.normalize("NFD", body))
+            for word, tf in Counter(self._rx.findall(body)).items():
+                total += self._weights[word] * tf * (K1 + 1) / (tf + norm)
+            return total
+        toks = tokens(text[:TF_CHARS])
+        counts = Counter(toks)
         for seq, weight in self.terms:
             tf = counts[seq[0]] if len(seq) == 1 else _run_count(toks, seq)
             if tf:

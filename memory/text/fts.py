@@ -44,7 +44,7 @@ import regex
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from memory.db import Database
+from memory.db import Database, id_lists
 from memory.errors import QueryError
 from memory.recall.schema import FTS_TABLE, TABLE
 from memory.text import bm25
@@ -90,7 +90,7 @@ class FtsSource:
 RECALL_FTS = FtsSource(TABLE, FTS_TABLE, "m")
 
 # Candidates re-scored by exact BM25 (``memory.text.bm25``) on SQLite, at least.
-RESCORE_DEPTH = 200
+RESCORE_DEPTH = 50
 
 
 def phrase_counts(query: str) -> Counter[str]:
@@ -255,29 +255,34 @@ def _sqlite_fts_ids(
             kind.append(p)
     select = rare or common or ubiquitous
     params: dict[str, Any] = dict(where_params)
-    params.update(q=" OR ".join(fts5_quote(p) for p in select), r=max(RESCORE_DEPTH, k + offset),
-                  tf=bm25.TF_CHARS)  # fmt: skip
+    params.update(q=" OR ".join(fts5_quote(p) for p in select), r=max(RESCORE_DEPTH, k + offset))
+    src = f"{fts} f JOIN {table} {a} ON {a}.id = f.rowid" if where else f"{fts} f"
     cut_sql = ""
     if not rare and common:
         # Only frequent phrases: ranked among their newest max_candidates matches. (Only
         # ubiquitous ones: the newest matches, which score alike, in pages of k.)
         params["mc"] = max_candidates - 1
         cutoff = conn.execute(
-            text(f"SELECT f.rowid FROM {fts} f JOIN {table} {a} ON {a}.id = f.rowid"
-                 f" WHERE {fts} MATCH :q{where} ORDER BY f.rowid DESC LIMIT 1 OFFSET :mc"),
+            text(f"SELECT f.rowid FROM {src} WHERE {fts} MATCH :q{where} ORDER BY f.rowid DESC LIMIT 1 OFFSET :mc"),
             params,
         ).scalar()  # fmt: skip
         if cutoff is not None:
             cut_sql = " AND f.rowid >= :cut"
             params["cut"] = cutoff
     order = "f.rowid DESC" if not rare and not common else "bm25(" + fts + "), f.rowid DESC"
-    rows = conn.execute(
-        text(f"SELECT f.rowid, substr({a}.{source.column}, 1, :tf),"
-             f" (SELECT d.sz FROM {fts}_docsize d WHERE d.id = f.rowid)"
-             f" FROM {fts} f JOIN {table} {a} ON {a}.id = f.rowid"
-             f" WHERE {fts} MATCH :q{where}{cut_sql} ORDER BY {order} LIMIT :r"),
+    # Ids first, then the texts of just those: a sorter holding every match's text and size
+    # would read them all.
+    ids = [int(r[0]) for r in conn.execute(
+        text(f"SELECT f.rowid FROM {src} WHERE {fts} MATCH :q{where}{cut_sql} ORDER BY {order} LIMIT :r"),
         params,
-    ).all()  # fmt: skip
+    )]  # fmt: skip
+    rows: list[Any] = []
+    for chunk in id_lists(ids):
+        rows += conn.execute(
+            text(f"SELECT {a}.id, substr({a}.{source.column}, 1, :tf), d.sz FROM {table} {a}"
+                 f" LEFT JOIN {fts}_docsize d ON d.id = {a}.id WHERE {a}.id IN ({chunk})"),
+            {"tf": bm25.TF_CHARS},
+        ).all()  # fmt: skip
     scorer = bm25.Scorer(score_phrases, df, n_docs, n_tokens / n_docs)
     ranked = [
         (int(i), scorer.score(body or "", bm25.varint(bytes(sz), 0)[0] if sz else 0))
