@@ -2,10 +2,10 @@
 
 Rules this module keeps:
 
-* Every operation is a typed function like the tools (``agents.server.operations``; most *are*
-  tools from ``agents.tools.builtin``): its signature validates the request (path, query and JSON body arguments, merged) through
-  ``agents.tools.spec.check_arguments`` and generates the OpenAPI description, so the two cannot
-  drift apart.
+* Every route runs one of memory's operations through its view (``agents.server.operations``;
+  many are the tools' views): the operation's schema validates the request (path, query and
+  JSON body arguments, merged) and generates the OpenAPI description, so the two cannot drift
+  apart.
 * Safe by default: bound to 127.0.0.1; a bearer token is checked on every route except
   ``/health`` when one is configured, and a server bound to any other address refuses to start
   without one. Bodies over ``max_body_bytes`` get 413 before they are read whole.
@@ -42,7 +42,8 @@ from starlette.routing import Route
 from agents.server.openapi import openapi_document
 from agents.server.operations import OPERATIONS, Operation
 from agents.tools import builtin as T
-from agents.tools.spec import bound, check_arguments, jsonable
+from agents.tools.bound import bound
+from memory.ops.values import jsonable
 from memory import errors as E
 
 if TYPE_CHECKING:
@@ -157,8 +158,7 @@ def _endpoint(state: _State, op: Operation | None) -> Callable[[Request], Any]:
                     raise E.ValidationError(f"unknown field(s) {extra}: send {{\"arguments\": {{...}}}}")
                 result = await run_in_threadpool(T.call_tool, name, ctx, args.get("arguments") or {})
                 return JSONResponse({"tool": name, "result": result})
-            kwargs = check_arguments(op.fn, args)
-            result = await run_in_threadpool(op.fn, ctx, **kwargs)
+            result = await run_in_threadpool(op.run, ctx, args)
             return JSONResponse(bound(jsonable(result), 4 * ctx.max_result_chars), status_code=op.status)
         except _TooLarge as exc:
             return _error(413, "payload_too_large", str(exc))
