@@ -43,8 +43,8 @@ from agents.server.openapi import openapi_document
 from agents.server.operations import OPERATIONS, Operation
 from agents.tools import builtin as T
 from agents.tools.bound import bound
-from memory.ops.values import jsonable
 from memory import errors as E
+from memory.ops.values import jsonable
 
 if TYPE_CHECKING:
     from memory.manager import MemoryManager

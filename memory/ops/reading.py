@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Literal
 
 from memory.errors import NotFoundError
-from memory.ops.schema import K, Context, GrepLimit, Id, Role, SessionLimit, Tags, Text, When
+from memory.ops.schema import Context, GrepLimit, Id, K, Role, SessionLimit, Tags, Text, When
 from memory.ops.values import DEFAULTS as D
 from memory.ops.values import OpContext, TierName
 from memory.types import GrepHit, Message, SearchHit, SessionInfo
