@@ -51,6 +51,7 @@ __all__ = [
     "When",
     "bind_positional",
     "check_arguments",
+    "check_int",
     "function_schema",
     "parse_docstring",
 ]
@@ -266,3 +267,16 @@ def bind_positional(
     if both:
         raise ValidationError(f"{tool} got {sorted(both)[0]!r} both by position and by name")
     return dict(zip(params, args, strict=False)) | kwargs
+
+
+@functools.cache
+def _int_adapter(lo: int | None, hi: int | None) -> pydantic.TypeAdapter[int]:
+    return pydantic.TypeAdapter(Annotated[int, Field(ge=lo, le=hi), _Int])
+
+
+def check_int(value: Any, name: str, *, lo: int | None = None, hi: int | None = None) -> int:
+    """One integer argument, checked like an operation's (``ValidationError`` naming ``name``)."""
+    try:
+        return _int_adapter(lo, hi).validate_python(value)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(_message("", {**exc.errors()[0], "loc": (name,)}, []).removeprefix(": argument ")) from None
