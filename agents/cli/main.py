@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
             ro.add_argument("--read-only", dest="read_only", action="store_true", default=None)
             ro.add_argument("--writable", dest="read_only", action="store_false")
 
+    p = cmd("peek", "print a recall message with its neighbours in the same session")
+    p.add_argument("message_id", type=int, metavar="ID")
+    p.add_argument("--before", type=int, default=_d("peek", "before"), help="earlier messages (default: %(default)s)")
+    p.add_argument("--after", type=int, default=_d("peek", "after"), help="later messages (default: %(default)s)")
+    p.add_argument("--agent", default=None, help="only this agent's messages")
+
     p = cmd("sessions", "list conversation sessions")
     p.add_argument("--agent", default=None)
 
@@ -230,6 +236,7 @@ _COMMANDS = {
     "forget": cli_memory.cmd_forget,
     "blocks": cli_memory.cmd_blocks,
     "sessions": cli_memory.cmd_sessions,
+    "peek": cli_memory.cmd_peek,
     "agents": cli_memory.cmd_agents,
     "stats": cli_memory.cmd_stats,
     "reindex": cli_memory.cmd_reindex,

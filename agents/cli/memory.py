@@ -35,6 +35,7 @@ __all__ = [
     "cmd_ingest",
     "cmd_init",
     "cmd_log",
+    "cmd_peek",
     "cmd_reindex",
     "cmd_search",
     "cmd_sessions",
@@ -283,6 +284,19 @@ def cmd_grep(ctx: CliContext, args: argparse.Namespace) -> int:
             ctx.print("no matches")
 
     ctx.emit([h.to_dict() for h in hits], human)
+    return 0
+
+
+def cmd_peek(ctx: CliContext, args: argparse.Namespace) -> int:
+    mem = ctx.open_memory()
+    msgs = _run(mem, args, "peek", {"message_id": args.message_id, "before": args.before, "after": args.after})
+
+    def human() -> None:
+        for m in msgs:
+            mark = ">" if m.id == args.message_id else " "
+            ctx.print(f"{mark} #{m.id} {_time(m.created_at)} {m.session_id} {m.role}: {m.content}")
+
+    ctx.emit([m.to_dict() for m in msgs], human)
     return 0
 
 

@@ -42,12 +42,14 @@ __all__ = [
     "HistoryLimit",
     "Id",
     "Ids",
+    "Int",
     "K",
     "Line",
     "Role",
     "SessionLimit",
     "Tags",
     "Text",
+    "Tokens",
     "When",
     "bind_positional",
     "check_arguments",
@@ -79,12 +81,14 @@ def _one_or_many(value: Any) -> Any:
 
 # Integers in range (a bool is refused, a whole float accepted), one alias per limit.
 _Int = BeforeValidator(_not_bool)
+Int = Annotated[int, _Int]
 K = Annotated[int, Field(ge=1, le=DEFAULTS.max_k), _Int]
 GrepLimit = Annotated[int, Field(ge=1, le=DEFAULTS.max_grep_limit), _Int]
 Context = Annotated[int, Field(ge=0, le=DEFAULTS.max_context), _Int]
 SessionLimit = Annotated[int, Field(ge=0, le=DEFAULTS.max_sessions), _Int]
 HistoryLimit = Annotated[int, Field(ge=1, le=DEFAULTS.max_history), _Int]
 BlockLimit = Annotated[int, Field(ge=1, le=10_000_000), _Int]
+Tokens = Annotated[int, Field(ge=0, le=2**31), _Int]
 Line = Annotated[int, Field(ge=-1, le=10_000_000), _Int]
 Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_not_bool)]
 Ids = Annotated[list[Id], BeforeValidator(lambda v: [v] if isinstance(v, int | str) else v)]
@@ -152,7 +156,10 @@ def _model(fn: Callable[..., Any], names: tuple[str, ...] | None = None) -> type
     description, arg_docs = parse_docstring(fn.__doc__)
     if not description:
         raise TypeError(f"operation {fn.__name__} has no docstring: its text is the description")
-    hints = typing.get_type_hints(fn, include_extras=True)
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except NameError as exc:
+        raise TypeError(f"{fn.__name__}: unsupported parameter type (cannot resolve {exc.name!r})") from None
     fields: dict[str, Any] = {}
     for p in _params(fn):
         if names is not None and p.name not in names:

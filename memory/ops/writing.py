@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from memory.errors import ValidationError
-from memory.ops.schema import Ids, Role, Tags, Text, When
+from memory.ops.schema import Ids, Role, Tags, Text, Tokens, When
 from memory.ops.values import DEFAULTS as D
 from memory.ops.values import OpContext
 from memory.types import Message
@@ -31,6 +31,7 @@ def log(
     role: Role = "user",
     session_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    tokens: Tokens | None = None,
 ) -> Message:
     """Append one message to the recall log; it is durable when the call returns.
 
@@ -39,10 +40,11 @@ def log(
         role: user, assistant, system or tool.
         session_id: The conversation session (default: the current one, else "default").
         metadata: Any JSON object to keep with the message.
+        tokens: Its length in tokens, if known (estimated otherwise).
     """
     return ctx.memory.recall.append(
         content, role=role, agent_id=ctx.agent_id,
-        session_id=session_id or ctx.session_id or "default", metadata=metadata,
+        session_id=session_id or ctx.session_id or "default", metadata=metadata, tokens=tokens,
     )  # fmt: skip
 
 

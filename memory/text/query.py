@@ -328,8 +328,8 @@ def prepare_message(
     tokens = spec.get("tokens")
     if tokens is None:
         tokens = estimate_tokens(content)
-    elif not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
-        raise ValidationError(f"tokens must be a non-negative int, got {tokens!r}")
+    elif not isinstance(tokens, int) or isinstance(tokens, bool) or not 0 <= tokens <= MAX_ID:
+        raise ValidationError(f"tokens must be an int from 0 to 2**62, got {tokens!r:.40}")
     metadata = spec.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise ValidationError(f"metadata must be a dict, got {type(metadata).__name__}")
