@@ -13,7 +13,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from memory.errors import NotFoundError
 from memory.ops.schema import Context, GrepLimit, Id, K, Role, SessionLimit, Tags, Text, When
@@ -60,7 +60,7 @@ def search(
     rf = ctx.recall_filter(session_id=session_id, role=role, since=since, until=until)
     if tier == "recall":
         return mem.search_recall(query, k=k, mode=mode, **rf.kwargs())
-    af = {k_: v for k_, v in (("since", since), ("until", until)) if v is not None}
+    af: dict[str, Any] = {k_: v for k_, v in (("since", since), ("until", until)) if v is not None}
     if tags:
         af["tags"] = list(tags)
     if tier == "archival":
