@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import pytest
 
+from agents.tools.bound import bound
 from agents.tools.builtin import (
     HIT_TEXT_CHARS,
     TOOLS,
@@ -22,9 +23,6 @@ from agents.tools.builtin import (
     call_tool,
     tool_schema,
 )
-from agents.tools.bound import bound
-from memory.ops.schema import Int, Tags, check_arguments, function_schema, parse_docstring
-from memory.ops.values import DEFAULTS
 from memory.errors import (
     BlockLimitError,
     ConfigError,
@@ -34,6 +32,8 @@ from memory.errors import (
     ValidationError,
 )
 from memory.manager import MemoryManager
+from memory.ops.schema import Int, Tags, check_arguments, function_schema, parse_docstring
+from memory.ops.values import DEFAULTS
 from memory.vectors.embeddings import HashEmbedder
 from rlm_core.lm import ScriptedLM
 
