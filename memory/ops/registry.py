@@ -17,8 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import memory.ops.blocks as blocks
+import memory.ops.reading as reading
+import memory.ops.writing as writing
 from memory.errors import ValidationError
-from memory.ops import blocks, reading, writing
 from memory.ops.schema import check_arguments, function_schema
 from memory.ops.values import OpContext
 

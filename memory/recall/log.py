@@ -41,8 +41,8 @@ from sqlalchemy.engine import Connection
 
 from memory.db import Database
 from memory.errors import NotFoundError, ValidationError
-from memory.recall.schema import FORGET_TABLE, MIGRATIONS, TABLE
-from memory.text.fts import grep_ids, make_snippet, search_ids, snippet_pattern
+from memory.recall.schema import FORGET_TABLE, FTS_TABLE, MIGRATIONS, TABLE
+from memory.text.fts import FtsSource, grep_ids, make_snippet, search_ids, snippet_pattern
 from memory.text.query import (
     MAX_ID,
     MESSAGE_FIELDS,
@@ -59,6 +59,8 @@ from memory.text.query import (
 from memory.types import GrepHit, Message, SearchHit, SessionInfo
 
 __all__ = ["AppendHook", "ForgetHook", "RecallLog"]
+
+RECALL_FTS = FtsSource(TABLE, FTS_TABLE, "m")  # the filter SQL of memory.text.query uses "m"
 
 AppendHook = Callable[[Connection, list[Message]], None]
 ForgetHook = Callable[[Connection, list[int]], None]
@@ -314,7 +316,7 @@ class RecallLog:
         f = build_filters({"agent_id": agent_id, "session_id": session_id, "role": role, "since": since, "until": until})
         with self.db.read() as conn:
             found = search_ids(
-                conn, self.db.dialect, query, f, k=count_arg(k), offset=count_arg(offset),
+                conn, self.db.dialect, query, f, source=RECALL_FTS, k=count_arg(k), offset=count_arg(offset),
                 common_docs=self.common_term_docs, max_candidates=self.max_candidates,
             )
             msgs = {m.id: m for m in self._get_many(conn, [i for i, _ in found])}
@@ -346,7 +348,7 @@ class RecallLog:
     ) -> list[GrepHit]:
         """Regular-expression search over every message (first match per message, id order)."""
         f = build_filters({"agent_id": agent_id, "session_id": session_id, "role": role, "since": since, "until": until})
-        found = grep_ids(self.db, pattern, f, ignore_case=ignore_case, literal=literal, limit=count_arg(limit), timeout_s=timeout_s)
+        found = grep_ids(self.db, pattern, f, source=RECALL_FTS, ignore_case=ignore_case, literal=literal, limit=count_arg(limit), timeout_s=timeout_s)
         msgs = {m.id: m for m in self.get_many([i for i, _, _ in found])}
         return [
             GrepHit(
