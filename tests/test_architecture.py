@@ -163,3 +163,24 @@ def test_import_linter_contracts() -> None:
     run = subprocess.run([exe, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("blocked,module,extra", [
+    ("starlette", "agents.server.http", "server"),
+    ("mcp", "agents.server.mcp", "server"),
+])  # fmt: skip
+def test_a_missing_extra_is_named(blocked: str, module: str, extra: str) -> None:
+    code = (f"import sys; sys.modules[{blocked!r}] = None\n"
+            f"try:\n    import {module}\nexcept Exception as e:\n    print(type(e).__name__, e)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env={"PYTHONPATH": str(ROOT)}).stdout  # fmt: skip
+    assert out.startswith("MissingExtraError") and f"pip install 'rlm-memory[{extra}]'" in out
+
+
+def test_a_postgres_url_without_the_driver_names_the_extra() -> None:
+    code = ("import sys; sys.modules['psycopg'] = None\nfrom memory.db import Database\n"
+            "try:\n    Database.open('postgresql://nobody@127.0.0.1:1/none')\n"
+            "except Exception as e:\n    print(type(e).__name__, e)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env={"PYTHONPATH": str(ROOT)}).stdout  # fmt: skip
+    assert out.startswith("MissingExtraError") and "rlm-memory[postgres]" in out

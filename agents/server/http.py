@@ -32,12 +32,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+try:
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+except ModuleNotFoundError as exc:  # the HTTP API is the optional extra [server]
+    from memory.errors import MissingExtraError
+
+    raise MissingExtraError("server", "the HTTP API (rlmem serve)", exc.name) from None
 
 from agents.server.openapi import openapi_document
 from agents.server.operations import OPERATIONS, Operation
@@ -238,7 +243,10 @@ def _check_bind(host: str, token: str | None) -> None:
 
 
 def _config(app: Starlette, host: str, port: int) -> Any:
-    import uvicorn
+    try:
+        import uvicorn
+    except ModuleNotFoundError as exc:
+        raise E.MissingExtraError("server", "serving the HTTP API", exc.name) from None
 
     return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
 
