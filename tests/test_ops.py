@@ -245,3 +245,15 @@ def test_cli_forget_blocks_and_grep_limit(tmp_path: Path, monkeypatch: pytest.Mo
 def test_view_refuses_parameters_the_operation_lacks() -> None:
     with pytest.raises(TypeError, match="not parameters of search"):
         view("bad", "search", ("query", "nope"))
+
+
+def test_agent_open_or_create_runs_twice(mem: MemoryManager) -> None:
+    from agents.agent.core import Agent
+    from rlm_core.lm import ScriptedLM
+
+    first = Agent.open_or_create("helper", mem, ScriptedLM(default="hi"), persona="Kind.")
+    again = Agent.open_or_create("helper", mem, ScriptedLM(default="hi"), persona="Other.")
+    assert again.session_id == first.session_id
+    assert mem.blocks("helper").get("persona").value == "Kind."  # options apply only when new
+    with pytest.raises(ValidationError, match="context_budget_tokens"):
+        Agent.open_or_create("fresh", mem, ScriptedLM(), context_budget_tokens=1)  # the real error
