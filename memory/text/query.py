@@ -206,8 +206,8 @@ def compile_pattern(pattern: object, *, ignore_case: bool, literal: bool) -> reg
         return regex.compile(p, flags)
     except (regex.error, ValueError, OverflowError, RecursionError) as exc:
         raise QueryError(
-            f"invalid regular expression {pattern!r}: {exc}; pass literal=True to search for "
-            "the text as given"
+            f"invalid regular expression {pattern!r}: {exc}; to search for the text as given, "
+            "pass literal=True (rlmem grep -F, memory_grep literal: true)"
         ) from None
 
 
