@@ -8,8 +8,9 @@ The public names below are imported lazily (PEP 562), so ``import agents`` stays
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from memory.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from agents.agent.core import AGENT_TOOLS, Agent, Reply, ToolCallRecord
@@ -47,15 +48,4 @@ _WHERE = {
     "read_transcript": "agents.integrations.transcripts",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agents' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

@@ -14,8 +14,9 @@ Rules this package keeps:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from memory.lazy import lazy_exports
 
 __all__ = [
     "DEFAULTS",
@@ -57,15 +58,4 @@ if TYPE_CHECKING:
     from memory.ops.values import DEFAULTS, Defaults, OpContext, RecallFilter, jsonable, parse_when
     from memory.ops.writing import ForgetResult
 
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'memory.ops' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

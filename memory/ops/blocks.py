@@ -13,6 +13,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from memory.blocks import Block, BlockEdit
@@ -36,6 +37,13 @@ __all__ = [
 
 def _wm(ctx: OpContext) -> Any:
     return ctx.memory.blocks(ctx.agent_id)
+
+
+def _write(ctx: OpContext, label: str, first: str, edit: Callable[[Any], Block]) -> Block:
+    """``edit`` the block, or create it holding ``first`` when it does not exist yet."""
+    wm = _wm(ctx)
+    block, created = wm.get_or_create(label, first, actor=ctx.actor)
+    return block if created else edit(wm)
 
 
 def blocks_list(ctx: OpContext) -> list[Block]:
@@ -72,8 +80,9 @@ def blocks_set(
     wm = _wm(ctx)
     settings = {k: v for k, v in (("limit", limit), ("description", description),
                                   ("read_only", read_only)) if v is not None}  # fmt: skip
-    if wm.get_or_create(label, value, actor=ctx.actor, **settings)[1]:
-        return wm.get(label)  # type: ignore[no-any-return]
+    block, created = wm.get_or_create(label, value, actor=ctx.actor, **settings)
+    if created:
+        return block  # type: ignore[no-any-return]
     if settings:
         # A raised limit must hold before a longer value is written; a lowered one after.
         if limit is not None and limit >= len(value):
@@ -95,10 +104,7 @@ def blocks_append(ctx: OpContext, label: str, text: str) -> Block:
         label: The block to edit, e.g. "human" or "persona".
         text: The text to add.
     """
-    wm = _wm(ctx)
-    if wm.get_or_create(label, text, actor=ctx.actor)[1]:
-        return wm.get(label)  # type: ignore[no-any-return]
-    return wm.append(label, text, actor=ctx.actor)  # type: ignore[no-any-return]
+    return _write(ctx, label, text, lambda wm: wm.append(label, text, actor=ctx.actor))
 
 
 def blocks_replace(ctx: OpContext, label: str, old: str, new: str) -> Block:
@@ -120,10 +126,7 @@ def blocks_insert(ctx: OpContext, label: str, text: str, line: Line = -1) -> Blo
         text: The text to insert.
         line: The 0-based line number to insert before; -1 for the end.
     """
-    wm = _wm(ctx)
-    if wm.get_or_create(label, text, actor=ctx.actor)[1]:
-        return wm.get(label)  # type: ignore[no-any-return]
-    return wm.insert(label, text, line=line, actor=ctx.actor)  # type: ignore[no-any-return]
+    return _write(ctx, label, text, lambda wm: wm.insert(label, text, line=line, actor=ctx.actor))
 
 
 def blocks_rethink(ctx: OpContext, label: str, new_value: str) -> Block:
@@ -133,10 +136,7 @@ def blocks_rethink(ctx: OpContext, label: str, new_value: str) -> Block:
         label: The block to rewrite, e.g. "human" or "persona".
         new_value: The complete new content of the block.
     """
-    wm = _wm(ctx)
-    if wm.get_or_create(label, new_value, actor=ctx.actor)[1]:
-        return wm.get(label)  # type: ignore[no-any-return]
-    return wm.rethink(label, new_value, actor=ctx.actor)  # type: ignore[no-any-return]
+    return _write(ctx, label, new_value, lambda wm: wm.rethink(label, new_value, actor=ctx.actor))
 
 
 def blocks_edit(

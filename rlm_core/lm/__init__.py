@@ -15,8 +15,9 @@ Rules this package keeps:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from memory.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from rlm_core.lm.anthropic import AnthropicLM
@@ -64,15 +65,4 @@ _WHERE = {
     "OpenAICompatibleLM": "rlm_core.lm.openai",
 }  # fmt: skip
 
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rlm_core.lm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)
