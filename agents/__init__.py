@@ -8,9 +8,8 @@ The public names below are imported lazily (PEP 562), so ``import agents`` stays
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from memory.lazy import lazy_exports
+import importlib
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agents.agent.core import AGENT_TOOLS, Agent, Reply, ToolCallRecord
@@ -48,4 +47,15 @@ _WHERE = {
     "read_transcript": "agents.integrations.transcripts",
 }
 
-__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agents' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
