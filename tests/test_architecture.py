@@ -22,8 +22,10 @@ PACKAGES = ("memory", "rlm_core", "agents")
 LAYERS = {"memory": 0, "rlm_core": 1, "agents": 2}
 # The modules the REPL worker runs: standard library only (plus each other).
 WORKER = ("rlm_core.sandbox.worker", "agents.repl.views")
-# engine, node and subcalls still share a run's private state (see pyproject.toml).
-KNOWN_CYCLES = [{"rlm_core.engine", "rlm_core.node", "rlm_core.subcalls"}]
+# The transcript reader and the Claude Code reader share a record type through each other
+# (see pyproject.toml); moving TranscriptMessage into integrations.lines cuts it.
+KNOWN_CYCLES = [{"agents.integrations.transcripts", "agents.integrations.lines",
+                 "agents.integrations.claude_code.reader"}]
 
 
 def _modules() -> dict[str, Path]:
@@ -153,7 +155,8 @@ def test_the_worker_imports_the_standard_library_only() -> None:
 def test_the_checks_see_what_they_check() -> None:
     # a reader that found no imports would pass every rule above
     assert "memory.db" in GRAPH["memory.manager"] and "rlm_core.lm.types" in GRAPH["rlm_core.lm.fakes"]
-    assert {"rlm_core.engine", "rlm_core.node"} <= set().union(*_cycles())
+    assert "agents.repl.binding" in GRAPH["agents.ask"] and "memory.ops.registry" in GRAPH["agents.repl.binding"]
+    assert _cycles() == KNOWN_CYCLES  # the reader finds the cycle it is told to allow
 
 
 @pytest.mark.skipif(shutil.which("lint-imports", path=str(Path(sys.executable).parent)) is None,
