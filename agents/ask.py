@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.repl.binding import MemoryBinding, bind_memory
 from agents.repl.prompt import memory_system_prompt
+from agents.trajectories import TrajectoryStore
 from memory.errors import ValidationError
 from rlm_core.engine import RLM, Event, Result
 from rlm_core.limits import Limits
@@ -76,7 +77,8 @@ def ask(
 
     ``root`` writes code in the REPL; ``sub`` (default ``root``) answers ``llm_query`` and
     child RLMs. ``context`` is an optional long input given alongside memory (the REPL
-    variable ``context``). ``agent_id`` scopes the recall reads to one agent. Writes the model
+    variable ``context``). ``agent_id`` scopes the recall reads to one agent; each run is
+    stored in ``trajectory_db`` (a ``memory.db.Database``) when given. Writes the model
     makes (``remember``/``note``) are recorded with actor ``"rlm"``.
     """
     if not isinstance(question, str) or not question.strip():
@@ -91,7 +93,7 @@ def ask(
         limits=limits,
         system_prompt=memory_system_prompt(),
         trajectory_dir=trajectory_dir,
-        trajectory_db=trajectory_db,
+        trajectory_sink=None if trajectory_db is None else TrajectoryStore(trajectory_db),
         on_event=on_event,
     )
     return rlm.completion(

@@ -320,6 +320,26 @@ class WorkingMemory:
             self._log(conn, label, actor, "create", None, value, now)
         return Block(label, value, limit, description, bool(read_only), json.loads(meta_json), from_us(now))
 
+    def get_or_create(self, label: str, value: str = "", **settings: Any) -> tuple[Block, bool]:
+        """The block ``label``, created with ``value`` and ``settings`` (``create``'s keywords)
+        when missing; the flag says whether it was created. An existing block is unchanged."""
+        try:
+            return self.get(label), False
+        except NotFoundError:
+            pass
+        try:
+            return self.create(label, value, **settings), True
+        except ValidationError as exc:
+            try:  # created by another writer in between
+                return self.get(label), False
+            except NotFoundError:
+                raise exc from None
+
+    def ensure(self, label: str, value: str = "", **settings: Any) -> Block:
+        """Get-or-create: the block ``label``, created with ``value`` when missing (so setup
+        code can run twice); an existing block keeps its value."""
+        return self.get_or_create(label, value, **settings)[0]
+
     def set(self, label: str, value: str, *, actor: str = "system") -> Block:
         """Replace the whole value."""
         return self._edit(label, actor, "set", lambda _old: value)

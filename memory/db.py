@@ -31,7 +31,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from memory.errors import ConfigError, MigrationError, StoreBusyError, StoreError
+from memory.errors import ConfigError, MigrationError, MissingExtraError, StoreBusyError, StoreError
 
 __all__ = ["Database", "Migration", "id_lists", "redact_url"]
 
@@ -100,7 +100,10 @@ class Database:
             )
             _configure_sqlite(engine, busy_timeout_s, synchronous)
         elif url.startswith("postgresql"):
-            engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            try:
+                engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            except ModuleNotFoundError as exc:  # the driver is the optional extra [postgres]
+                raise MissingExtraError("postgres", "a PostgreSQL store", exc.name) from None
         else:
             raise ConfigError(
                 f"unsupported database URL {redact_url(raw)!r}: use a file path, "

@@ -8,6 +8,7 @@ Catch ``RlmMemoryError`` to catch them all. The tree::
     │   ├── QueryError             a search query or regex that cannot be run as given
     │   ├── NotFoundError          unknown message id, chunk id, block label, session, agent
     │   ├── ConfigError            bad configuration (file, environment variable, argument)
+    │   │   └── MissingExtraError  an optional part is not installed: names the extra to install
     │   └── BlockError             a working-memory edit that was refused
     │       ├── BlockLimitError    the edit would overflow the block's character limit
     │       └── ReadOnlyBlockError the block is read-only
@@ -54,6 +55,7 @@ __all__ = [
     "LMTransientError",
     "MigrationError",
     "MissingAPIKeyError",
+    "MissingExtraError",
     "NotFoundError",
     "QueryError",
     "RLMLimitError",
@@ -95,6 +97,18 @@ class NotFoundError(UserError, LookupError):
 
 class ConfigError(UserError):
     """Invalid configuration: a file, an environment variable or an argument."""
+
+
+class MissingExtraError(ConfigError):
+    """An optional part of rlm-memory is not installed; the message names the extra."""
+
+    def __init__(self, extra: str, what: str, missing: str | None = None) -> None:
+        self.extra = extra
+        lacking = f" ({missing} is not installed)" if missing else ""
+        super().__init__(
+            f"{what} needs the optional extra '{extra}'{lacking}: "
+            f"pip install 'rlm-memory[{extra}]'"
+        )
 
 
 class BlockError(UserError):

@@ -26,7 +26,7 @@ from rlm_core.lm import LM
 from rlm_core.node import BUILTIN_NAMES, Node
 from rlm_core.results import Event, Result, UsageReport
 from rlm_core.runconfig import RunConfig
-from rlm_core.trajectory import Trajectory
+from rlm_core.trajectory import Trajectory, TrajectorySink
 
 __all__ = ["RLM", "Event", "Result", "UsageReport"]
 
@@ -36,7 +36,8 @@ class RLM:
 
     ``root`` answers the query turn by turn in a REPL; ``sub`` (default: ``root``) answers
     ``llm_query`` calls and runs child RLMs. ``trajectory_dir`` gets one ``<run_id>.jsonl``
-    per top-level run; ``trajectory_db`` (a ``memory.db.Database``) one row per run.
+    per top-level run; ``trajectory_sink`` (a ``TrajectorySink``, e.g. the database store of
+    ``agents.trajectories``) gets each finished run.
     ``on_event`` is called with an ``Event`` at every step, from the threads doing the work.
     """
 
@@ -48,7 +49,7 @@ class RLM:
         limits: Limits | None = None,
         system_prompt: str | None = None,
         trajectory_dir: str | Path | None = None,
-        trajectory_db: Any = None,
+        trajectory_sink: TrajectorySink | None = None,
         on_event: Callable[[Event], None] | None = None,
     ) -> None:
         if not isinstance(root, LM):
@@ -60,7 +61,7 @@ class RLM:
         self.limits = limits if limits is not None else Limits()
         self.system_prompt = system_prompt
         self.trajectory_dir = Path(trajectory_dir) if trajectory_dir is not None else None
-        self.trajectory_db = trajectory_db
+        self.trajectory_sink = trajectory_sink
         self.on_event = on_event
 
     @property
@@ -145,8 +146,8 @@ class RLM:
         try:
             if self.trajectory_dir is not None:
                 traj.save_jsonl(self.trajectory_dir / f"{traj.run_id}.jsonl")
-            if self.trajectory_db is not None:
-                traj.save_to_db(self.trajectory_db)
+            if self.trajectory_sink is not None:
+                self.trajectory_sink.save(traj)
         except Exception as exc:
             if pending is None:
                 raise

@@ -78,8 +78,10 @@ def test_search_grep_peek_sessions(api: httpx.Client) -> None:
     assert scoped.json()["matches"] == []
     peek = api.get("/messages/1", params={"before": 0, "after": 1}).json()["messages"]
     assert [m["id"] for m in peek] == [1, 2]
-    sessions = api.get("/sessions").json()["sessions"]
-    assert [s["session_id"] for s in sessions] == ["s1"]
+    sessions = api.get("/sessions").json()["sessions"]  # store-wide, like the searches
+    assert [s["session_id"] for s in sessions] == ["s1", "t1"]
+    mine = api.get("/sessions", headers={"X-Agent-Id": "default"}).json()["sessions"]
+    assert [s["session_id"] for s in mine] == ["s1"]
 
 
 def test_append_message_and_archival_insert(api: httpx.Client, mem: MemoryManager) -> None:

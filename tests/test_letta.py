@@ -26,6 +26,7 @@ from agents.integrations.letta import (
 from agents.server.http import ServerThread
 from agents.tools.builtin import tool_schema
 from memory.manager import MemoryManager
+from memory.ops.values import DEFAULTS
 from memory.vectors.embeddings import HashEmbedder
 from rlm_core.lm import ScriptedLM
 
@@ -60,7 +61,7 @@ def agent(letta_rig: Rig) -> Iterator[Any]:
 
 def test_generated_source_is_self_contained() -> None:
     src = letta_tool_source("memory_search")
-    assert src.startswith("def memory_search(query: str, k: int = 5, tier: str = 'all') -> str:")
+    assert src.startswith(f"def memory_search(query: str, k: int = {DEFAULTS.k}, tier: str = 'all') -> str:")
     namespace: dict[str, Any] = {}
     exec(compile(src, "<tool>", "exec"), namespace)  # defines the function and nothing else
     assert set(namespace) - {"__builtins__"} == {"memory_search"}

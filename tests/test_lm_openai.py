@@ -1,15 +1,18 @@
-"""OpenAICompatibleLM over httpx against the fake chat-completions server."""
+"""OpenAICompatibleLM: the real HTTP path against the fake chat-completions server on
+loopback, and retries, errors and injected clients through ``httpx.MockTransport``."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
-from fakes import FakeOpenAIServer, Reply, bad_request, rate_limited, server_error
+from fakes import FakeOpenAIServer, Reply, rate_limited
 
 from memory.errors import ConfigError, LMResponseError, LMTransientError
 from rlm_core.lm import LM, LMResponse, OpenAICompatibleLM, Usage, count_tokens
@@ -50,48 +53,124 @@ def test_openai_text_usage_and_request(oai: FakeOpenAIServer, monkeypatch: pytes
     assert isinstance(lm, LM)
 
 
-def test_openai_key_prices_and_finish_reasons(oai: FakeOpenAIServer) -> None:
-    oai.add(
-        Reply(text="cut", stop_reason="length", usage={"prompt_tokens": 1_000_000, "completion_tokens": 0}),
-        Reply(text="odd", stop_reason="eos"),
-    )
-    lm = local(oai, "gpt-x", api_key="sk-test", prices={"gpt-x": {"input": 2.0, "output": 8.0}})
+class Scripted:
+    """An ``httpx.MockTransport`` handler answering with queued (status, body, headers)."""
+
+    def __init__(self, *replies: tuple[int, Any, dict[str, str]] | str) -> None:
+        self.replies = list(replies)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        reply = self.replies.pop(0) if self.replies else "default"
+        if isinstance(reply, str):
+            return httpx.Response(200, json=_completion(reply))
+        status, body, headers = reply
+        return httpx.Response(status, json=body, headers=headers)
+
+    def body(self, n: int) -> Any:
+        return json.loads(self.requests[n].content)
+
+
+def _completion(text: str, finish: str = "stop", usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": finish}]}
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+def _error(status: int, message: str = "boom", headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+    return status, {"error": {"message": message}}, headers or {}
+
+
+def mocked(handler: Scripted, model: str = "llama3", **kw: Any) -> OpenAICompatibleLM:
+    return OpenAICompatibleLM(model, base_url="http://model.test/v1", transport=httpx.MockTransport(handler),
+                              **{**FAST, **kw})
+
+
+def test_openai_key_prices_and_finish_reasons() -> None:
+    h = Scripted((200, _completion("cut", "length", {"prompt_tokens": 1_000_000, "completion_tokens": 0}), {}),
+                 (200, _completion("odd", "eos"), {}))
+    lm = mocked(h, "gpt-x", api_key="sk-test", prices={"gpt-x": {"input": 2.0, "output": 8.0}})
     first = lm.complete(USER)
     assert first.stop_reason == "max_tokens" and first.cost_usd == pytest.approx(2.0)
     assert lm.complete(USER).stop_reason == "eos"
-    assert oai.requests[0].headers["authorization"] == "Bearer sk-test"
+    assert h.requests[0].headers["authorization"] == "Bearer sk-test"
+    assert str(h.requests[0].url) == "http://model.test/v1/chat/completions"
 
 
-def test_openai_missing_usage_is_estimated(oai: FakeOpenAIServer) -> None:
-    oai.add({"choices": [{"message": {"role": "assistant", "content": "12345678"}, "finish_reason": "stop"}]})
-    resp = local(oai).complete([{"role": "user", "content": "abcdefgh"}])
+def test_openai_missing_usage_is_estimated() -> None:
+    resp = mocked(Scripted((200, _completion("12345678"), {}))).complete([{"role": "user", "content": "abcdefgh"}])
     assert resp.usage == Usage(input_tokens=count_tokens("abcdefgh"), output_tokens=2)
 
 
-def test_openai_retries_then_succeeds_or_gives_up(oai: FakeOpenAIServer) -> None:
-    oai.add(rate_limited(0), server_error(502), "ok")
-    assert local(oai, max_retries=2).complete(USER).text == "ok"
-    assert oai.calls == 3
-    oai.add(server_error(503), server_error(503))
-    with pytest.raises(LMTransientError, match="503"):
-        local(oai, max_retries=1).complete(USER)
+def test_openai_retries_then_succeeds_or_gives_up() -> None:
+    h = Scripted(_error(429, headers={"retry-after": "0"}), _error(502), "ok")
+    assert mocked(h, max_retries=2).complete(USER).text == "ok"
+    assert len(h.requests) == 3
+    h = Scripted(_error(503), _error(503))
+    with pytest.raises(LMTransientError, match=r"after 2 attempt\(s\).*503.*overloaded or failing"):
+        mocked(h, max_retries=1).complete(USER)
+    assert len(h.requests) == 2
 
 
-def test_openai_client_errors_and_bad_bodies(oai: FakeOpenAIServer) -> None:
-    oai.add(bad_request("model 'llama9' not found"), {"unexpected": True})
+def test_openai_honours_retry_after() -> None:
+    h = Scripted(_error(429, headers={"retry-after-ms": "200"}), "ok")
+    start = time.monotonic()
+    assert mocked(h, backoff_base_s=0.001, backoff_max_s=5.0).complete(USER).text == "ok"
+    assert time.monotonic() - start >= 0.2
+
+
+def test_openai_client_errors_and_bad_bodies() -> None:
+    h = Scripted(_error(400, "model 'llama9' not found"), (200, {"unexpected": True}, {}))
     with pytest.raises(LMResponseError, match=r"400.*llama9"):
-        local(oai).complete(USER)
+        mocked(h).complete(USER)
     with pytest.raises(LMResponseError, match="no choices"):
-        local(oai).complete(USER)
-    assert oai.calls == 2
+        mocked(h).complete(USER)
+    assert len(h.requests) == 2  # neither was retried
     with pytest.raises(ConfigError, match="base_url"):
         OpenAICompatibleLM("m", base_url="127.0.0.1:11434")
 
 
-def test_openai_unreachable_server_is_transient() -> None:
-    lm = OpenAICompatibleLM("m", base_url=f"http://127.0.0.1:{_closed_port()}/v1", max_retries=1, **FAST)
-    with pytest.raises(LMTransientError, match="cannot reach"):
+def test_openai_async_through_the_same_transport() -> None:
+    h = Scripted(_error(500), "async ok")
+    lm = mocked(h, max_retries=1)
+    assert asyncio.run(lm.acomplete(USER)).text == "async ok"
+    assert h.body(1)["messages"] == USER and len(h.requests) == 2
+
+
+def test_openai_injected_clients_are_used() -> None:
+    h = Scripted("sync", "async")
+    with httpx.Client(transport=httpx.MockTransport(h)) as c:
+        lm = OpenAICompatibleLM("m", base_url="http://model.test/v1", http_client=c, api_key="k",
+                                async_http_client=httpx.AsyncClient(transport=httpx.MockTransport(h)))
+        assert lm.complete(USER).text == "sync"
+        assert asyncio.run(lm.acomplete(USER)).text == "async"
+    assert all(r.headers["authorization"] == "Bearer k" for r in h.requests)
+
+
+def test_openai_refused_connection_says_to_start_the_server() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    lm = OpenAICompatibleLM("m", base_url=url, max_retries=4, backoff_base_s=1.0, backoff_max_s=5.0)
+    start = time.monotonic()
+    with pytest.raises(LMTransientError, match=f"is the server at {url} running"):
         lm.complete(USER)
+    assert time.monotonic() - start < 3  # not five backed-off retries of a server that is not there
+    with pytest.raises(LMTransientError, match="running"):
+        asyncio.run(lm.acomplete(USER))
+
+
+def test_openai_broken_transfers_are_retried() -> None:
+    calls = {"n": 0}
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise httpx.ReadTimeout("slow", request=request)
+        return httpx.Response(200, json=_completion("second try"))
+
+    lm = OpenAICompatibleLM("m", base_url="http://model.test/v1", transport=httpx.MockTransport(flaky), **FAST)
+    assert lm.complete(USER).text == "second try" and calls["n"] == 2
 
 
 def test_openai_parallel_async_calls_overlap() -> None:

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from memory.errors import ConfigError, LMTransientError
+from memory.errors import ConfigError
 from rlm_core.lm import DEFAULT_PRICES, ModelPrice, PriceTable, Usage
-from rlm_core.lm.retry import RetryPolicy, Transient, is_transient_status, parse_retry_after
+from rlm_core.lm.retry import RetryPolicy, is_transient_status, parse_retry_after
 
 
 def test_every_default_price_is_sane() -> None:
@@ -82,25 +82,3 @@ def test_backoff_grows_is_jittered_and_capped() -> None:
         assert len(set(delays)) > 1  # jitter
     assert policy.delay(0, retry_after_s=3.0) == 3.0
     assert policy.delay(0, retry_after_s=300.0) == 5.0
-
-
-def test_policy_runs_until_success_or_gives_up() -> None:
-    attempts: list[int] = []
-
-    def flaky() -> str:
-        attempts.append(1)
-        if len(attempts) < 3:
-            raise Transient("HTTP 529: Overloaded")
-        return "ok"
-
-    policy = RetryPolicy(max_retries=2, base_delay_s=0.001, max_delay_s=0.001)
-    assert policy.run("call", flaky) == "ok" and len(attempts) == 3
-    attempts.clear()
-    with pytest.raises(LMTransientError, match=r"call failed after 2 attempt\(s\): HTTP 529"):
-        RetryPolicy(max_retries=1, base_delay_s=0.001).run("call", flaky)
-
-    def broken() -> str:
-        raise KeyError("not transient")
-
-    with pytest.raises(KeyError):
-        policy.run("call", broken)

@@ -60,7 +60,10 @@ def test_tools_resources_and_errors_over_stdio(store: Path) -> None:
         seen["resources"] = (await s.list_resources()).resources
         seen["templates"] = (await s.list_resource_templates()).resource_templates
         seen["block"] = await s.read_resource("memory://blocks/human")
-        seen["bad_args"] = await s.call_tool("memory_search", {"query": "x", "k": 500})
+        seen["bad_args"] = await s.call_tool("memory_search", {"query": "x", "k": 5000})
+        seen["nan"] = await s.call_tool("memory_search", {"query": "x", "k": float("nan")})
+        seen["log"] = await s.call_tool("memory_log", {"content": "Logged over MCP.", "session_id": "m1"})
+        seen["fresh"] = await s.call_tool("core_memory_append", {"label": "project", "text": "rlm-memory"})
         seen["missing"] = await s.call_tool("memory_peek", {"message_id": 9999})
         with pytest.raises(MCPError, match="unknown tool 'deep_recall'"):
             await s.call_tool("deep_recall", {"question": "q"})  # no root model configured
@@ -85,13 +88,18 @@ def test_tools_resources_and_errors_over_stdio(store: Path) -> None:
     ]
     assert seen["templates"][0].uri_template == "memory://blocks/{label}"
     assert seen["block"].contents[0].text == "Name: Ada\nLikes teal"
-    assert seen["bad_args"].is_error and "k must be between 1 and 50" in seen["bad_args"].content[0].text
+    assert seen["bad_args"].is_error and "'k' must be less than or equal to 1000" in seen["bad_args"].content[0].text
+    assert seen["nan"].is_error and "ValidationError" in seen["nan"].content[0].text
+    assert seen["log"].structured_content["session_id"] == "m1"
+    assert seen["fresh"].structured_content["value"] == "rlm-memory"  # created on first write
     assert seen["missing"].is_error and seen["missing"].content[0].text.startswith("NotFoundError")
 
     mem = MemoryManager.open(store, background_embed=False)
     try:
         history = mem.blocks("default").history("human")
         assert any(e.actor == "mcp" for e in history)  # the edit is attributed and durable
+        logged = mem.recall.session("m1")
+        assert [m.content for m in logged] == ["Logged over MCP."]
     finally:
         mem.close()
 

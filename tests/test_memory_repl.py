@@ -193,13 +193,15 @@ def test_agent_scope_maps_positions_past_other_agents(mem: Any) -> None:
 
 def test_grep_tiers_and_filters(shared: Sandbox) -> None:
     repl = shared
-    assert ok(repl, "[h.id for h in grep('heron')]") == "[641]"
+    assert ok(repl, "[h.id for h in grep('heron', tier='recall')]") == "[641]"
+    assert ok(repl, "len(grep('HERON'))") == "0"  # case matters unless asked
     assert (
-        ok(repl, "[(h.tier, h.id) for h in grep('(?i)HERON', tier='all')]")
+        ok(repl, "[(h.tier, h.id) for h in grep('(?i)HERON')]")  # every tier by default
         == "[('recall', 641), ('archival', 1)]"
     )
-    assert ok(repl, "len(grep('topic3', session='s01'))") == "15"
-    assert ok(repl, "len(grep('topic3', session='s01', role='user'))") == "7"
+    assert ok(repl, "len(grep('(?i)heron', ignore_case=True, limit=1))") == "1"  # one limit, all tiers
+    assert ok(repl, "len(grep('topic3', session_id='s01'))") == "15"
+    assert ok(repl, "len(grep('topic3', 'recall', False, False, 100, 's01', 'user'))") == "7"
     assert (
         ok(repl, "len(grep('topic', since='2024-05-01T20:00', until='2024-05-01 20:09'))") == "10"
     )
@@ -212,14 +214,17 @@ def test_grep_tiers_and_filters(shared: Sandbox) -> None:
 def test_function_errors_reach_the_model_readably(shared: Sandbox) -> None:
     repl = shared
     assert "QueryError: invalid regular expression '('" in run(repl, "grep('(')")
-    assert "ValidationError: tier must be one of 'recall', 'archival', 'all'" in run(
+    assert "ValidationError: grep: argument 'tier' must be one of 'all', 'recall', 'archival'" in run(
         repl, "grep('x', tier='everything')"
     )
-    assert "since must be an ISO date like '2024-05-01'" in run(
+    assert "'since' must be an ISO 8601 date or time such as 2024-05-01" in run(
         repl, "grep('x', since='last tuesday')"
     )
-    assert "ValidationError: limit must be <= 1000" in run(repl, "grep('x', limit=10**6)")
-    assert "ValidationError: k must be an integer" in run(repl, "search('x', k='ten')")
+    assert "'limit' must be less than or equal to 1000" in run(repl, "grep('x', limit=10**6)")
+    assert "'limit' must be less than or equal to 1000" in run(repl, "grep('x', limit=2**70)")
+    assert "'k' must be an integer" in run(repl, "search('x', k='ten')")
+    assert "'k' must be a finite integer" in run(repl, "search('x', k=float('nan'))")
+    assert "at most 9 positional" in run(repl, "grep(*range(10))")
     assert "is not plain data" in run(repl, "grep(object())")
 
 
@@ -245,7 +250,7 @@ def test_search_failure_inside_the_parent_is_readable(mem: Any, binding: MemoryB
     with Sandbox(functions=binding.functions, prelude=binding.prelude) as sb:
         out = run(sb, "recall_search('heron')")
         assert "IndexError_: the vector index disagrees with SQLite; run rlmem reindex" in out
-        assert ok(sb, "len(grep('heron'))") == "1"  # the REPL goes on
+        assert ok(sb, "len(grep('heron', tier='recall'))") == "1"  # the REPL goes on
 
 
 # --- writes ------------------------------------------------------------------------------
@@ -267,9 +272,8 @@ def test_remember_and_note_are_the_logged_writes(
     assert (
         "BlockLimitError: block 'human' would hold 122 characters, 62 over its limit of 60" in out
     )
-    assert "no block" in run(repl, "note('nope', 'x')").lower() or "NotFoundError" in run(
-        repl, "note('nope', 'x')"
-    )
+    assert ok(repl, "note('fresh', 'first line')") == "\"block 'fresh' now holds 10 characters\""
+    assert mem.working.get("fresh").value == "first line"  # created on first write
     assert "non-empty string" in run(repl, "remember('')")
     assert mem.working.get("human").value == "Name: Ada.\nLikes tea."
     assert ok(repl, "working['human']") == "'Name: Ada.\\nLikes tea.'"
@@ -311,7 +315,7 @@ def test_model_code_cannot_change_stored_messages(mem: Any, repl: Sandbox, tmp_p
     # one private call never ships more than a page
     assert ok(repl, "len(_memory('recall_slice', 0, 10**12)['messages'])") == "1000"
     # names the scaffold owns come back after the cell; stored data never changed
-    assert ok(repl, "len(grep('heron'))") == "1"
+    assert ok(repl, "len(grep('heron', tier='recall'))") == "1"
     assert ok(repl, "len(recall), recall[640].id") == "(1230, 641)"
     assert mem.recall.count() == 1230
     assert _fingerprint(mem) == before

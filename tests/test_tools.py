@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import pytest
 
+from agents.tools.bound import bound
 from agents.tools.builtin import (
     HIT_TEXT_CHARS,
     TOOLS,
@@ -22,7 +23,6 @@ from agents.tools.builtin import (
     call_tool,
     tool_schema,
 )
-from agents.tools.spec import bound, check_arguments, function_schema, parse_docstring
 from memory.errors import (
     BlockLimitError,
     ConfigError,
@@ -32,8 +32,14 @@ from memory.errors import (
     ValidationError,
 )
 from memory.manager import MemoryManager
+from memory.ops.schema import Int, Tags, check_arguments, function_schema, parse_docstring
+from memory.ops.values import DEFAULTS
 from memory.vectors.embeddings import HashEmbedder
 from rlm_core.lm import ScriptedLM
+
+
+class Opaque:
+    """A type pydantic cannot describe as JSON."""
 
 
 @pytest.fixture()
@@ -76,7 +82,8 @@ def test_every_tool_has_a_complete_anthropic_schema() -> None:
 def test_schema_details_come_from_the_signature() -> None:
     s = tool_schema("memory_search")["input_schema"]
     assert s["required"] == ["query"]
-    assert s["properties"]["k"] == {"type": "integer", "default": 5, "description": s["properties"]["k"]["description"]}
+    assert s["properties"]["k"] == {"type": "integer", "default": DEFAULTS.k, "minimum": 1, "maximum": DEFAULTS.max_k,
+                                    "description": s["properties"]["k"]["description"]}
     assert s["properties"]["tier"]["enum"] == ["all", "recall", "archival"]
     tags = tool_schema("archival_search")["input_schema"]["properties"]["tags"]
     assert tags["type"] == "array" and tags["items"] == {"type": "string"} and "default" not in tags
@@ -102,15 +109,15 @@ def test_docstring_parser_and_unsupported_types() -> None:
     )
     assert desc == "Do a thing.\n\nMore detail." and args == {"a": "First, continued.", "b": "Second."}
 
-    def odd(ctx: Any, x: set[int]) -> None:
-        """Odd.
+    def opaque(ctx: Any, x: Opaque) -> None:
+        """Opaque.
 
         Args:
-            x: A set.
+            x: Something pydantic cannot describe.
         """
 
     with pytest.raises(TypeError, match="unsupported parameter type"):
-        function_schema(odd)
+        function_schema(opaque)
 
     def undocumented(ctx: Any) -> None:
         pass
@@ -123,7 +130,7 @@ def test_docstring_parser_and_unsupported_types() -> None:
 
 
 def test_arguments_are_coerced_or_refused_clearly() -> None:
-    def f(ctx: Any, n: int, flag: bool = False, tags: list[str] | None = None,
+    def f(ctx: Any, n: Int, flag: bool = False, tags: Tags | None = None,
           mode: Literal["a", "b"] = "a", x: float = 0.0) -> None:
         """F.
 
@@ -145,8 +152,10 @@ def test_arguments_are_coerced_or_refused_clearly() -> None:
         ({"n": True}, "'n' must be an integer"),
         ({"n": "1.5"}, "'n' must be an integer"),
         ({"n": 1, "mode": "c"}, "must be one of 'a', 'b'"),
-        ({"n": 1, "tags": [1]}, "must be a list of strings"),
-        ({"n": None}, "must not be null"),
+        ({"n": 1, "tags": [1]}, r"'tags\.0' must be a string"),
+        ({"n": None}, "'n' must be an integer"),
+        ({"n": float("inf")}, "'n' must be a finite integer"),
+        ({"n": 10**30, "x": float("nan")}, "'x' must be a finite number"),
         ({"n": 1, "flag": "maybe"}, "must be true or false"),
     ]:
         with pytest.raises(ValidationError, match=pattern):
@@ -160,8 +169,12 @@ def test_call_tool_refuses_unknown_tools_and_arguments(ctx: ToolContext) -> None
         call_tool("nope", ctx, {})
     with pytest.raises(ValidationError, match="valid arguments: query, k, tier"):
         call_tool("memory_search", ctx, {"q": "teal"})
-    with pytest.raises(ValidationError, match="k must be between 1 and 50"):
+    with pytest.raises(ValidationError, match="'k' must be greater than or equal to 1"):
         call_tool("memory_search", ctx, {"query": "teal", "k": 0})
+    with pytest.raises(ValidationError, match="'k' must be less than or equal to 1000"):
+        call_tool("memory_search", ctx, {"query": "teal", "k": 10**30})
+    with pytest.raises(ValidationError, match="'line' must be less than or equal to"):
+        call_tool("memory_insert", ctx, {"label": "human", "text": "x", "line": 2**70})
     with pytest.raises(ValidationError, match="ISO 8601"):
         call_tool("conversation_search", ctx, {"query": "teal", "since": "last tuesday"})
 
@@ -191,7 +204,9 @@ def test_recall_is_scoped_to_the_agent_unless_store_wide(mem: MemoryManager) -> 
 
 
 def test_grep_and_peek(ctx: ToolContext) -> None:
-    g = call_tool("memory_grep", ctx, {"pattern": r"invoice|TEAL", "tier": "all"})
+    g = call_tool("memory_grep", ctx, {"pattern": r"(?i)invoice|TEAL", "tier": "all"})
+    assert call_tool("memory_grep", ctx, {"pattern": "TEAL"})["matches"] == []  # case matters by default
+    assert len(call_tool("memory_grep", ctx, {"pattern": "(?i)invoice|teal", "limit": 2})["matches"]) == 2
     assert {m["tier"] for m in g["matches"]} == {"recall", "archival"}
     with pytest.raises(QueryError, match="invalid regular expression"):
         call_tool("memory_grep", ctx, {"pattern": "("})
@@ -216,12 +231,15 @@ def test_write_tools_edit_blocks_and_archival(ctx: ToolContext, mem: MemoryManag
     with pytest.raises(ReadOnlyBlockError):
         call_tool("memory_rethink", ctx, {"label": "rules", "new_value": "anything goes"})
     with pytest.raises(NotFoundError, match="existing blocks: human, rules"):
-        call_tool("core_memory_append", ctx, {"label": "nope", "text": "x"})
+        call_tool("core_memory_replace", ctx, {"label": "nope", "old": "a", "new": "b"})
     assert mem.blocks("default").get("human").value == "Name: Ada"  # refused edits changed nothing
     stored = call_tool("archival_insert", ctx, {"text": "Standup moved to 10:00.", "tags": ["team"]})
     assert mem.archival.get(stored["id"]).tags == ("team",)
-    with pytest.raises(ValidationError, match="empty"):
+    with pytest.raises(ValidationError, match="non-empty"):
         call_tool("archival_insert", ctx, {"text": "   "})
+    # a block a model writes first is created (a fresh store has none)
+    assert call_tool("core_memory_append", ctx, {"label": "todo", "text": "ship"})["value"] == "ship"
+    assert mem.blocks("default").get("todo").limit == DEFAULTS.block_limit
 
 
 def test_results_are_bounded(mem: MemoryManager) -> None:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from agents.trajectories import TrajectoryStore, list_trajectories, load_trajectory
 from memory.db import Database
 from memory.errors import ErrorLimitError, NotFoundError, ValidationError
 from rlm_core import RLM, FunctionLM, Limits, ScriptedLM, Trajectory, load_jsonl
 from rlm_core.lm import LMRequest
-from rlm_core.trajectory.store import list_trajectories, load_trajectory
+from rlm_core.trajectory import render_html, render_text
 
 
 def repl(code: str) -> str:
@@ -77,10 +78,10 @@ def test_load_jsonl_rejects_files_that_are_not_trajectories(tmp_path: Path) -> N
 
 def test_render_and_html_show_the_tree_and_escape_model_text() -> None:
     _, traj = _run()
-    text = traj.render()
+    text = render_text(traj)
     assert "iteration 1" in text and "llm_query_batched[1]" in text and "RLM depth 1" in text
     assert "ANSWER: all done" in text
-    page = traj.to_html()
+    page = render_html(traj)
     assert page.startswith("<!DOCTYPE html>") and "<script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "http://" not in page and "https://" not in page  # self-contained
@@ -89,7 +90,7 @@ def test_render_and_html_show_the_tree_and_escape_model_text() -> None:
 def test_saved_to_sqlite_and_loaded_back(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "memory.db")
     try:
-        _, traj = _run(trajectory_db=db)
+        _, traj = _run(trajectory_sink=TrajectoryStore(db))
         loaded = load_trajectory(db, traj.run_id)
         assert loaded.to_dict() == traj.to_dict()
         [summary] = list_trajectories(db)
@@ -105,11 +106,11 @@ def test_a_failed_run_is_saved_too(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "memory.db")
     try:
         rlm = RLM(ScriptedLM(default=repl("1/0")), limits=Limits(max_consecutive_errors=2),
-                  trajectory_db=db, trajectory_dir=tmp_path)
+                  trajectory_sink=TrajectoryStore(db), trajectory_dir=tmp_path)
         with pytest.raises(ErrorLimitError) as info:
             rlm.completion("q?")
         run_id = info.value.trajectory.run_id
-        stored = Trajectory.load_from_db(db, run_id)
+        stored = TrajectoryStore(db).load(run_id)
         assert stored.stopped_by == "max_consecutive_errors" and "ErrorLimitError" in (stored.error or "")
         assert load_jsonl(tmp_path / f"{run_id}.jsonl").error == stored.error
     finally:
@@ -120,9 +121,9 @@ def test_a_failed_run_is_saved_too(tmp_path: Path) -> None:
 def test_saved_to_postgres(pg_url: str) -> None:
     db = Database.open(pg_url)
     try:
-        _, traj = _run(trajectory_db=db)
+        _, traj = _run(trajectory_sink=TrajectoryStore(db))
         assert load_trajectory(db, traj.run_id).to_dict() == traj.to_dict()
-        traj.save_to_db(db)  # saving again replaces the row
+        TrajectoryStore(db).save(traj)  # saving again replaces the row
         assert len(list_trajectories(db)) == 1
     finally:
         db.close()

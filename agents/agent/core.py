@@ -188,6 +188,34 @@ class Agent:
         return agent
 
     @classmethod
+    def open_or_create(
+        cls,
+        name: str,
+        store: MemoryManager | str | Path,
+        model: LM,
+        *,
+        sub_model: LM | None = None,
+        limits: Any = None,
+        **create_options: Any,
+    ) -> Agent:
+        """Get-or-create: the agent ``name`` where it left off, or a new one made with
+        ``create_options`` (``create``'s keywords, used only when it is new), so setup code
+        can run twice."""
+        from memory.errors import NotFoundError
+
+        try:
+            return cls.open(name, store, model, sub_model=sub_model, limits=limits)
+        except NotFoundError:
+            pass
+        try:
+            return cls.create(name, store, model, sub_model=sub_model, limits=limits, **create_options)
+        except ValidationError as exc:
+            try:  # created by another process in between: open that one
+                return cls.open(name, store, model, sub_model=sub_model, limits=limits)
+            except NotFoundError:
+                raise exc from None
+
+    @classmethod
     def list_agents(cls, store: MemoryManager) -> list[AgentRecord]:
         """Every agent in ``store``."""
         return AgentTable(store.db).list()

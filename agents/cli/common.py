@@ -20,11 +20,11 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from memory.errors import ConfigError, NotFoundError
+from memory.ops.values import jsonable
 
 if TYPE_CHECKING:
     from memory.manager import MemoryManager
@@ -54,27 +54,6 @@ def resolve_store(arg: str | None) -> tuple[Path, str]:
 
 def store_exists(path: Path) -> bool:
     return path.is_dir() and any((path / m).exists() for m in STORE_MARKERS)
-
-
-def jsonable(value: Any) -> Any:
-    """Values as JSON-ready data: ``to_dict()`` objects, dataclasses, datetimes, paths."""
-    if hasattr(value, "to_dict") and callable(value.to_dict):
-        return jsonable(value.to_dict())
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return jsonable(asdict(value))
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
 
 
 @dataclass

@@ -27,6 +27,8 @@ from agents.cli import doctor as cli_doctor
 from agents.cli import memory as cli_memory
 from agents.cli import model as cli_model
 from agents.cli.common import CliContext, default_store_dir
+from agents.cli.memory import ROLES, TIERS
+from agents.cli.memory import op_default as _d
 from memory.errors import LMError, MissingAPIKeyError, RlmMemoryError, UserError
 
 if TYPE_CHECKING:
@@ -53,7 +55,7 @@ def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
 def _filters(p: argparse.ArgumentParser, *, agent_default: str | None = None) -> None:
     p.add_argument("--agent", default=agent_default, help="only this agent id")
     p.add_argument("--session", help="only this session id")
-    p.add_argument("--role", choices=["user", "assistant", "system", "tool"], help="only this role")
+    p.add_argument("--role", choices=ROLES, help="only this role")
     p.add_argument("--since", help="only at or after this ISO date/time (e.g. 2024-05-01)")
     p.add_argument("--until", help="only before this ISO date/time")
 
@@ -101,15 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("log", "append a message to the recall log")
     p.add_argument("text", help="message text ('-' reads standard input)")
-    p.add_argument("--role", default="user", choices=["user", "assistant", "system", "tool"])
+    p.add_argument("--role", default=_d("log", "role"), choices=ROLES)
     p.add_argument("--agent", default="default")
     p.add_argument("--session", default="default")
 
     p = cmd("search", "search memory (full text, vector, or both)")
     p.add_argument("query")
-    p.add_argument("--mode", choices=["text", "vector", "hybrid"], default="hybrid")
-    p.add_argument("--tier", choices=["all", "recall", "archival"], default="all")
-    p.add_argument("-k", type=int, default=10, help="number of results")
+    p.add_argument("--mode", choices=["text", "vector", "hybrid"], default=_d("search", "mode"))
+    p.add_argument("--tier", choices=TIERS, default=_d("search", "tier"),
+                   help="which tiers (default: %(default)s)")
+    p.add_argument("-k", type=int, default=_d("search", "k"), help="number of results (default: %(default)s)")
     p.add_argument("--sessions", action="store_true",
                    help="rank whole conversation sessions of the recall log, not single messages")
     p.add_argument("--no-wait", action="store_true",
@@ -118,11 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("grep", "regular-expression search over memory")
     p.add_argument("pattern")
-    p.add_argument("--tier", choices=["all", "recall", "archival"], default="recall")
-    p.add_argument("-i", "--ignore-case", action="store_true")
+    p.add_argument("--tier", choices=TIERS, default=_d("grep", "tier"),
+                   help="which tiers (default: %(default)s)")
+    p.add_argument("-i", "--ignore-case", action="store_true", default=_d("grep", "ignore_case"))
     p.add_argument("-F", "--literal", action="store_true", help="the pattern is plain text")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=_d("grep", "limit"),
+                   help="most matches over all tiers together (default: %(default)s)")
     _filters(p)
+
+    p = cmd("forget", "delete recall messages for good (audited); a dry run unless --yes")
+    p.add_argument("--id", type=int, action="append", dest="ids", default=None, metavar="ID",
+                   help="a message id (repeatable)")
+    p.add_argument("--session", help="the messages of this session")
+    p.add_argument("--pattern", help="the messages matching this regular expression")
+    p.add_argument("--since", help="only at or after this ISO date/time")
+    p.add_argument("--until", help="only at or before this ISO date/time")
+    p.add_argument("--agent", default=None, help="only this agent's messages")
+    p.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    p.add_argument("--yes", action="store_true", help="delete (without it: list what would go)")
 
     p = cmd("ask", "answer a question from memory with a recursive model (RLM)")
     p.add_argument("question")
@@ -160,15 +176,32 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = p.add_subparsers(dest="blocks_command", metavar="VERB", required=True)
     for verb, text in (("list", "list blocks"), ("show", "print one block"),
                        ("set", "set a block's value (created if missing)"),
+                       ("append", "add a line to a block (created if missing)"),
+                       ("replace", "replace exact text in a block"),
+                       ("edit", "change a block's limit, description or read-only flag"),
+                       ("delete", "delete a block (its history is kept)"),
                        ("history", "the edits of one block")):
         b = bsub.add_parser(verb, help=text, description=text, parents=[common])
         b.add_argument("--agent", default="default")
         if verb != "list":
             b.add_argument("label")
-        if verb == "set":
-            b.add_argument("value", help="the new value ('-' reads standard input)")
-            b.add_argument("--limit", type=int, default=None, help="character limit of a new block")
+        if verb in ("set", "append"):
+            b.add_argument("value", help="the text ('-' reads standard input)")
+        if verb == "replace":
+            b.add_argument("old", help="the exact text now in the block")
+            b.add_argument("new", help="the text to put in its place")
+        if verb in ("set", "edit"):
+            b.add_argument("--limit", type=int, default=None, help="character limit")
             b.add_argument("--description", default=None)
+            ro = b.add_mutually_exclusive_group()
+            ro.add_argument("--read-only", dest="read_only", action="store_true", default=None)
+            ro.add_argument("--writable", dest="read_only", action="store_false")
+
+    p = cmd("peek", "print a recall message with its neighbours in the same session")
+    p.add_argument("message_id", type=int, metavar="ID")
+    p.add_argument("--before", type=int, default=_d("peek", "before"), help="earlier messages (default: %(default)s)")
+    p.add_argument("--after", type=int, default=_d("peek", "after"), help="later messages (default: %(default)s)")
+    p.add_argument("--agent", default=None, help="only this agent's messages")
 
     p = cmd("sessions", "list conversation sessions")
     p.add_argument("--agent", default=None)
@@ -205,8 +238,10 @@ _COMMANDS: dict[str, Callable[[CliContext, argparse.Namespace], int]] = {
     "log": cli_memory.cmd_log,
     "search": cli_memory.cmd_search,
     "grep": cli_memory.cmd_grep,
+    "forget": cli_memory.cmd_forget,
     "blocks": cli_memory.cmd_blocks,
     "sessions": cli_memory.cmd_sessions,
+    "peek": cli_memory.cmd_peek,
     "agents": cli_memory.cmd_agents,
     "stats": cli_memory.cmd_stats,
     "reindex": cli_memory.cmd_reindex,

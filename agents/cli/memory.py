@@ -12,51 +12,82 @@ Rules this module keeps:
 from __future__ import annotations
 
 import argparse
+import inspect
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agents.cli.common import CliContext, jsonable
+from agents.cli.common import CliContext
 from memory.errors import NotFoundError, ValidationError
+from memory.ops.values import jsonable
+from memory.types import ROLES
 
 __all__ = [
+    "ROLES",
+    "TIERS",
     "cmd_agents",
     "cmd_blocks",
+    "cmd_forget",
     "cmd_grep",
     "cmd_import",
     "cmd_ingest",
     "cmd_init",
     "cmd_log",
+    "cmd_peek",
     "cmd_reindex",
     "cmd_search",
     "cmd_sessions",
     "cmd_stats",
+    "op_default",
 ]
 
+TIERS = ("all", "recall", "archival")
 
-def _when(value: str | None, flag: str) -> datetime | None:
-    if not value:
-        return None
+
+def op_default(op: str, param: str) -> Any:
+    """The default of an operation's parameter (flags show the operation's own defaults)."""
+    import importlib
+
+    module = importlib.import_module("memory.ops.writing" if op in ("log", "forget") else "memory.ops.reading")
+    return inspect.signature(getattr(module, op)).parameters[param].default
+
+
+def _ctx(mem: Any, args: argparse.Namespace, *, owner: bool = False) -> Any:
+    """The operations' context: ``--agent`` filters reads (store-wide without it) or, for
+    writes and blocks (``owner``), names whose they are."""
+    from memory.ops.values import OpContext
+
+    agent = getattr(args, "agent", None)
+    return OpContext(mem, agent_id=agent or "default", agent_scoped=owner or agent is not None, actor="cli")
+
+
+_FLAGS = {"session_id": "--session", "ids": "--id", "dry_run": "--yes", "k": "-k", "content": "TEXT",
+          "value": "VALUE", "text": "VALUE", "query": "QUERY", "pattern": "PATTERN", "label": "LABEL"}
+
+
+def _check(op: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The operation's checks, with errors naming the command's flags."""
+    from memory.ops.registry import view
+
+    given = {k: v for k, v in arguments.items() if v is not None}
     try:
-        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(
-            f"{flag} takes an ISO 8601 date or time such as 2024-05-01 or 2024-05-01T14:30, got {value!r}"
-        ) from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return view(f"rlmem {op.replace('blocks_', 'blocks ')}", op).check(given)
+    except ValidationError as exc:
+        flag = lambda m: _FLAGS.get(m[1], "--" + m[1].replace("_", "-"))  # noqa: E731
+        raise ValidationError(re.sub(r"argument '(\w+)(?:\.\d+)?'", flag, str(exc))) from None
+
+
+def _run(mem: Any, args: argparse.Namespace, op: str, arguments: dict[str, Any], *, owner: bool = False) -> Any:
+    from memory.ops.registry import operation
+
+    return operation(op)(_ctx(mem, args, owner=owner), **_check(op, arguments))
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, name in (("agent", "agent_id"), ("session", "session_id"), ("role", "role")):
-        if getattr(args, key, None):
-            out[name] = getattr(args, key)
-    for key in ("since", "until"):
-        when = _when(getattr(args, key, None), f"--{key}")
-        if when is not None:
-            out[key] = when
-    return out
+    return {"session_id": getattr(args, "session", None), "role": getattr(args, "role", None),
+            "since": getattr(args, "since", None), "until": getattr(args, "until", None)}  # fmt: skip
 
 
 def _text_arg(value: str) -> str:
@@ -143,8 +174,8 @@ def cmd_reindex(ctx: CliContext, args: argparse.Namespace) -> int:
 
 def cmd_log(ctx: CliContext, args: argparse.Namespace) -> int:
     mem = ctx.open_memory()
-    msg = mem.recall.append(_text_arg(args.text), role=args.role, agent_id=args.agent,
-                            session_id=args.session)
+    msg = _run(mem, args, "log", {"content": _text_arg(args.text), "role": args.role,
+                                  "session_id": args.session}, owner=True)
     ctx.emit(msg, f"logged message {msg.id} ({msg.role}, session {msg.session_id})")
     return 0
 
@@ -200,8 +231,7 @@ def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def cmd_search(ctx: CliContext, args: argparse.Namespace) -> int:
-    if args.k < 1:
-        raise ValidationError(f"-k must be at least 1, got {args.k}")
+    _check("search", {"query": args.query, "k": args.k, **_filters(args)})  # before any wait
     mem = ctx.open_memory(embed=args.mode != "text")
     if args.mode != "text" and not args.no_wait and (queued := mem.pending()):
         # A one-shot command: messages logged just before must be found by meaning too.
@@ -209,8 +239,8 @@ def cmd_search(ctx: CliContext, args: argparse.Namespace) -> int:
         mem.wait_embedded(timeout=3600)
     if args.sessions:
         return _search_sessions(ctx, mem, args)
-    tiers = ("recall", "archival") if args.tier == "all" else (args.tier,)
-    hits = mem.search(args.query, tiers=tiers, k=args.k, mode=args.mode, **_filters(args))
+    hits = _run(mem, args, "search", {"query": args.query, "k": args.k, "tier": args.tier,
+                                      "mode": args.mode, **_filters(args)})
 
     def human() -> None:
         if not hits:
@@ -226,10 +256,11 @@ def cmd_search(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def _search_sessions(ctx: CliContext, mem: Any, args: argparse.Namespace) -> int:
-    filters = _filters(args)
-    if "session_id" in filters or args.tier == "archival":
+    if args.session or args.tier == "archival":
         raise ValidationError("--sessions ranks recall sessions: drop --session and --tier archival")
-    sessions = mem.search_sessions(args.query, k=args.k, mode=args.mode, **filters)
+    checked = _check("search", {"query": args.query, "k": args.k, **_filters(args)})
+    checked.pop("session_id", None)
+    sessions = mem.search_sessions(checked.pop("query"), mode=args.mode, agent_id=args.agent, **checked)
 
     def human() -> None:
         if not sessions:
@@ -244,11 +275,10 @@ def _search_sessions(ctx: CliContext, mem: Any, args: argparse.Namespace) -> int
 
 
 def cmd_grep(ctx: CliContext, args: argparse.Namespace) -> int:
-    if args.limit < 1:
-        raise ValidationError(f"--limit must be at least 1, got {args.limit}")
     mem = ctx.open_memory()
-    hits = mem.grep(args.pattern, tier=args.tier, ignore_case=args.ignore_case,
-                    literal=args.literal, limit=args.limit, **_filters(args))
+    hits = _run(mem, args, "grep", {"pattern": args.pattern, "tier": args.tier, "limit": args.limit,
+                                    "ignore_case": args.ignore_case, "literal": args.literal,
+                                    **_filters(args)})
 
     def human() -> None:
         for h in hits:
@@ -261,9 +291,22 @@ def cmd_grep(ctx: CliContext, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_peek(ctx: CliContext, args: argparse.Namespace) -> int:
+    mem = ctx.open_memory()
+    msgs = _run(mem, args, "peek", {"message_id": args.message_id, "before": args.before, "after": args.after})
+
+    def human() -> None:
+        for m in msgs:
+            mark = ">" if m.id == args.message_id else " "
+            ctx.print(f"{mark} #{m.id} {_time(m.created_at)} {m.session_id} {m.role}: {m.content}")
+
+    ctx.emit([m.to_dict() for m in msgs], human)
+    return 0
+
+
 def cmd_sessions(ctx: CliContext, args: argparse.Namespace) -> int:
     mem = ctx.open_memory()
-    sessions = mem.recall.sessions(agent_id=args.agent)
+    sessions = _run(mem, args, "sessions", {})
 
     def human() -> None:
         for s in sessions:
@@ -294,51 +337,63 @@ def cmd_agents(ctx: CliContext, args: argparse.Namespace) -> int:
     return 0
 
 
-def _block_dict(b: Any) -> dict[str, Any]:
-    if hasattr(b, "to_dict"):
-        return dict(b.to_dict())
-    return {k: getattr(b, k, None) for k in ("label", "value", "limit", "description", "read_only")}
+def cmd_forget(ctx: CliContext, args: argparse.Namespace) -> int:
+    mem = ctx.open_memory()
+    result = _run(mem, args, "forget", {
+        "reason": args.reason, "ids": args.ids, "session_id": args.session, "pattern": args.pattern,
+        "since": args.since, "until": args.until, "dry_run": not args.yes,
+    })  # fmt: skip
+    n = len(result.ids)
+    shown = ", ".join(map(str, result.ids[:20])) + (" ..." if n > 20 else "")
+    text = (f"would forget {n} message(s): {shown or '-'}\nrun again with --yes to delete them"
+            if result.dry_run else f"forgot {n} message(s): {shown or '-'} (audited)")
+    ctx.emit(result.to_dict(), text)
+    return 0
+
+
+def _blocks_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    verb = args.blocks_command
+    if verb == "set":
+        return "blocks_set", {"label": args.label, "value": _text_arg(args.value), "limit": args.limit,
+                              "description": args.description, "read_only": args.read_only}
+    if verb == "edit":
+        if args.limit is None and args.description is None and args.read_only is None:
+            raise ValidationError("blocks edit needs --limit, --description, --read-only or --writable")
+        return "blocks_edit", {"label": args.label, "limit": args.limit, "description": args.description,
+                               "read_only": args.read_only}
+    if verb == "append":
+        return "blocks_append", {"label": args.label, "text": _text_arg(args.value)}
+    if verb == "replace":
+        return "blocks_replace", {"label": args.label, "old": args.old, "new": args.new}
+    return f"blocks_{verb}", {"label": getattr(args, "label", None)}  # fmt: skip
 
 
 def cmd_blocks(ctx: CliContext, args: argparse.Namespace) -> int:
     mem = ctx.open_memory()
-    wm = mem.blocks(args.agent)
+    op, arguments = _blocks_args(args)
+    result = _run(mem, args, op, arguments, owner=True)
     verb = args.blocks_command
     if verb == "list":
-        blocks = wm.list()
 
         def human_list() -> None:
-            for b in blocks:
-                ro = " read-only" if getattr(b, "read_only", False) else ""
+            for b in result:
+                ro = " read-only" if b.read_only else ""
                 ctx.print(f"{b.label}  {len(b.value)}/{b.limit} chars{ro}  {b.description or ''}".rstrip())
-            if not blocks:
+            if not result:
                 ctx.print(f"no blocks for agent {args.agent!r}")
 
-        ctx.emit([_block_dict(b) for b in blocks], human_list)
+        ctx.emit(jsonable(result), human_list)
     elif verb == "show":
-        b = wm.get(args.label)
-        ctx.emit(_block_dict(b), b.value)
-    elif verb == "set":
-        value = _text_arg(args.value)
-        if any(b.label == args.label for b in wm.list()):
-            wm.set(args.label, value, actor="cli")
-        else:
-            kw: dict[str, Any] = {"actor": "cli"}
-            if args.limit is not None:
-                kw["limit"] = args.limit
-            if args.description is not None:
-                kw["description"] = args.description
-            wm.create(args.label, value, **kw)
-        b = wm.get(args.label)
-        ctx.emit(_block_dict(b), f"block {b.label!r} now holds {len(b.value)}/{b.limit} characters")
-    else:  # history
-        edits = wm.history(args.label)
+        ctx.emit(jsonable(result), result.value)
+    elif verb == "delete":
+        ctx.emit(result, f"deleted block {args.label!r} (its history is kept)")
+    elif verb == "history":
 
         def human_history() -> None:
-            for e in edits:
-                d = jsonable(e)
-                ctx.print(f"{d.get('created_at') or d.get('at', '')} {d.get('actor', '')} "
-                          f"{d.get('op') or d.get('operation', '')}: {_one_line(str(d.get('new') or d.get('new_value', '')), 100)}")
+            for e in result:
+                ctx.print(f"{e.at.isoformat()} {e.actor} {e.action}: {_one_line(str(e.new_value or ''), 100)}")
 
-        ctx.emit(jsonable(edits), human_history)
+        ctx.emit(jsonable(result), human_history)
+    else:
+        ctx.emit(jsonable(result), f"block {result.label!r} now holds {len(result.value)}/{result.limit} characters")
     return 0

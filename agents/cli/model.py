@@ -92,7 +92,9 @@ def cmd_ask(ctx: CliContext, args: argparse.Namespace) -> int:
 
     def human() -> None:
         if args.show_trajectory and traj is not None:
-            ctx.print(traj.render())
+            from rlm_core.trajectory.render import render_text
+
+            ctx.print(render_text(traj))
             ctx.print()
         ctx.print(str(result.answer))
 
@@ -218,7 +220,8 @@ def cmd_mcp(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def cmd_trajectory(ctx: CliContext, args: argparse.Namespace) -> int:
-    from rlm_core.trajectory.store import list_trajectories, load_trajectory
+    from agents.trajectories import list_trajectories, load_trajectory
+    from rlm_core.trajectory.render import render_html, render_text
 
     mem = ctx.open_memory()
     verb = args.trajectory_command
@@ -239,13 +242,13 @@ def cmd_trajectory(ctx: CliContext, args: argparse.Namespace) -> int:
         return 0
     traj = load_trajectory(mem.db, args.run_id)
     if verb == "show":
-        ctx.emit(traj.to_dict(), lambda: ctx.print(traj.render()))
+        ctx.emit(traj.to_dict(), lambda: ctx.print(render_text(traj)))
         return 0
     suffix = ".jsonl" if args.jsonl else ".html"
     out = Path(args.output or f"{args.run_id}{suffix}").expanduser()
     if args.jsonl:
         traj.save_jsonl(out)
     else:
-        out.write_text(traj.to_html(), encoding="utf-8")
+        out.write_text(render_html(traj), encoding="utf-8")
     ctx.emit({"run_id": args.run_id, "path": str(out)}, f"wrote {out}")
     return 0

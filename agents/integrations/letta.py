@@ -2,8 +2,9 @@
 
 Rules this module keeps:
 
-* One definition per tool. The source registered with Letta is generated from the function in
-  ``agents.tools.builtin``: same name, same description, same arguments and defaults. Letta derives the
+* One definition per tool. The source registered with Letta is generated from the tool's schema
+  (``agents.tools.builtin``, the operation's pydantic schema): same name, description,
+  arguments and defaults. Letta derives the
   argument schema from the generated Google-style docstring and signature.
 * Server-side tools (``export_tools``) run in Letta's sandbox, alone: every import is inside
   the function and nothing is captured from this process. They reach memory through the HTTP
@@ -20,17 +21,13 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import inspect
 import json
-import types
-import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from agents.integrations.letta_sync import ImportSummary, import_agent, push_blocks
 from agents.tools.builtin import TOOLS, ToolContext, call_tool, tool_schema
-from agents.tools.spec import parse_docstring
 from memory.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -83,19 +80,16 @@ _BODY = '''
 '''
 
 
-def _annotation(tp: Any) -> tuple[str, str]:
-    """(annotation text for the generated source, a note on allowed values)."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
-        tp = args[0]
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "str", "One of: " + ", ".join(typing.get_args(tp)) + "."
-    if origin is list:
-        return "list[str]", ""
-    if origin is dict or tp is dict:
-        return "dict", ""
-    return {str: "str", int: "int", float: "float", bool: "bool"}[tp], ""
+_PY_TYPES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "object": "dict"}
+
+
+def _annotation(prop: dict[str, Any]) -> tuple[str, str]:
+    """(annotation text for the generated source, a note on allowed values) of a schema property."""
+    if "enum" in prop:
+        return "str", "One of: " + ", ".join(map(str, prop["enum"])) + "."
+    if prop.get("type") == "array":
+        return f"list[{_PY_TYPES.get(prop.get('items', {}).get('type', 'string'), 'str')}]", ""
+    return _PY_TYPES.get(prop.get("type", "string"), "str"), ""
 
 
 def _doc_text(text: str) -> str:
@@ -114,20 +108,25 @@ def letta_tool_source(
     """Self-contained Python source of one tool for ``client.tools.upsert(source_code=...)``."""
     if name not in TOOLS:
         raise ValidationError(f"unknown tool {name!r}; available tools: {', '.join(TOOLS)}")
-    fn = TOOLS[name]
-    description, arg_docs = parse_docstring(fn.__doc__)
-    hints = typing.get_type_hints(fn)
-    params = list(inspect.signature(fn).parameters.values())[1:]
+    schema = tool_schema(name)
+    props = schema["input_schema"]["properties"]
+    required = set(schema["input_schema"].get("required", ()))
+    description = schema["description"]
     sig_parts, doc_parts, call_parts = [], [], []
-    for p in params:
-        ann, note = _annotation(hints[p.name])
-        default = "" if p.default is inspect.Parameter.empty else f" = {p.default!r}"
-        sig_parts.append(f"{p.name}: {ann}{default}")
-        text = arg_docs.get(p.name, p.name)
+    # Required parameters first: Python needs them before those with defaults.
+    for pname in sorted(props, key=lambda n: n not in required):
+        prop = props[pname]
+        ann, note = _annotation(prop)
+        if pname in required:
+            default = ""
+        else:
+            default = f" = {prop['default']!r}" if "default" in prop else " = None"
+        sig_parts.append(f"{pname}: {ann}{default}")
+        text = prop.get("description", pname)
         if note and note.split(":")[0] not in text:
             text = f"{text} {note}"
-        doc_parts.append(f"        {p.name} ({ann}): {_doc_text(text)}")
-        call_parts.append(f"{p.name!r}: {p.name}")
+        doc_parts.append(f"        {pname} ({ann}): {_doc_text(text)}")
+        call_parts.append(f"{pname!r}: {pname}")
     summary = _doc_text(" ".join(description.split()))
     lines = [
         f"def {name}({', '.join(sig_parts)}) -> str:",

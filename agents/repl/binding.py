@@ -18,21 +18,13 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from agents.repl.args import (
-    check_int,
-    check_opt_str,
-    check_tags,
-    check_text,
-    check_tiers,
-    check_when,
-    plain_signature,
-)
 from agents.repl.convert import (
     block_dict,
     chunk_dict,
@@ -42,7 +34,12 @@ from agents.repl.convert import (
     session_dict,
 )
 from agents.repl.prelude import prelude_source
+from agents.repl.prompt import FUNCTION_DOCS, memory_summary
 from memory.errors import NotFoundError, ValidationError
+from memory.ops.reading import message
+from memory.ops.registry import View, view
+from memory.ops.schema import bind_positional, check_int, parse_docstring
+from memory.ops.values import OpContext
 
 if TYPE_CHECKING:
     from memory.manager import MemoryManager
@@ -88,6 +85,8 @@ class MemoryBinding:
         self.agent_id = agent_id
         self.actor = actor
         self.grep_timeout_s = grep_timeout_s
+        self.ctx = OpContext(memory, agent_id=memory.agent_id if agent_id is None else agent_id,
+                             actor=actor, agent_scoped=agent_id is not None, grep_timeout_s=grep_timeout_s)
         self.writes: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._positions = _Positions(memory.recall, self._scope())
@@ -102,8 +101,13 @@ class MemoryBinding:
     @property
     def functions(self) -> dict[str, Callable[..., Any]]:
         """Parent-side callables by their worker name: the public functions and ``_memory``."""
-        fns = {name: plain_signature(getattr(self, name)) for name in PUBLIC_FUNCTIONS}
-        fns["_memory"] = plain_signature(self._memory)
+        fns = {name: _model_facing(name, getattr(self, name)) for name in PUBLIC_FUNCTIONS}
+
+        def _memory(op: Any, *args: Any) -> Any:
+            return self._memory(op, *args)
+
+        _memory.__doc__ = self._memory.__doc__
+        fns["_memory"] = _memory
         return fns
 
     @property
@@ -113,15 +117,24 @@ class MemoryBinding:
 
     @property
     def function_docs(self) -> dict[str, str]:
-        from agents.repl.prompt import FUNCTION_DOCS
-
         return dict(FUNCTION_DOCS)
 
     def summary(self, **bounds: int) -> str:
-        """Structure and sizes of memory for the first prompt (see ``memory_prompt``)."""
-        from agents.repl.prompt import memory_summary
-
+        """Structure and sizes of memory for the first prompt (see ``agents.repl.prompt``)."""
         return memory_summary(self, **bounds)
+
+    # --- sizes, for the summary ------------------------------------------------------------
+
+    def message_count(self) -> int:
+        return self._positions.count()
+
+    def archival_count(self) -> int:
+        return int(self.memory.archival.count())
+
+    def archival_sources(self, limit: int | None = None) -> list[tuple[str, int]]:
+        """(source, chunks) pairs, largest first."""
+        rows = sorted(self.memory.archival.sources(), key=lambda r: (-r[1], str(r[0])))
+        return [(str(s), int(n)) for s, n in (rows if limit is None else rows[:limit])]
 
     # --- the views' private entry point ---------------------------------------------------
 
@@ -160,9 +173,9 @@ class MemoryBinding:
         return [session_dict(s) for s in (sessions[-n:] if n else [])]
 
     def _op_recall_session(self, session_id: Any, limit: Any = None) -> list[dict[str, Any]]:
-        sid = check_opt_str(session_id, "session_id")
-        if sid is None:
+        if not isinstance(session_id, str) or not session_id:
             raise ValidationError("session_id is required: take one from recall.sessions()")
+        sid = session_id
         cap = MAX_PAGE * 50
         n = cap if limit is None else check_int(limit, "limit", lo=0, hi=cap)
         msgs = self.memory.recall.session(sid, agent_id=self.agent_id, limit=n) if n else []
@@ -180,7 +193,7 @@ class MemoryBinding:
         }
 
     def _op_archival_len(self) -> int:
-        return int(self.memory.archival.count())
+        return self.archival_count()
 
     def _op_archival_page(self, after_id: Any, n: Any) -> list[dict[str, Any]]:
         after = check_int(after_id, "after_id", lo=0)
@@ -205,10 +218,7 @@ class MemoryBinding:
         return chunk_dict(self.memory.archival.get(check_int(id, "id")))
 
     def _op_archival_sources(self, limit: Any = None) -> list[tuple[str, int]]:
-        rows = sorted(self.memory.archival.sources(), key=lambda r: (-r[1], str(r[0])))
-        if limit is not None:
-            rows = rows[: check_int(limit, "limit", lo=0)]
-        return [(str(s), int(n)) for s, n in rows]
+        return self.archival_sources(None if limit is None else check_int(limit, "limit", lo=0))
 
     def _op_working(self) -> list[dict[str, Any]]:
         return [block_dict(b) for b in self.working.list()]
@@ -218,93 +228,28 @@ class MemoryBinding:
         return (span[0], span[1]) if span else (None, None)
 
     def _message(self, id: Any) -> Any:
-        m = self.memory.recall.get(check_int(id, "id"))
-        if self.agent_id is not None and m.agent_id != self.agent_id:
-            raise NotFoundError(f"no message #{id} for agent {self.agent_id!r}")
-        return m
+        return message(self.ctx, check_int(id, "id", lo=1))
 
     # --- the public functions (what the model calls by name) -------------------------------
 
-    def grep(
-        self,
-        pattern: Any,
-        tier: Any = "recall",
-        ignore_case: Any = False,
-        session: Any = None,
-        role: Any = None,
-        since: Any = None,
-        until: Any = None,
-        limit: Any = 100,
-    ) -> list[dict[str, Any]]:
-        """Regular-expression search over every character of a tier."""
-        tiers = check_tiers(tier)
-        n = check_int(limit, "limit", lo=1, hi=MAX_HITS)
-        hits: list[Any] = []
-        if "recall" in tiers:
-            hits += self.memory.recall.grep(
-                pattern,
-                ignore_case=bool(ignore_case),
-                limit=n,
-                agent_id=self.agent_id,
-                session_id=check_opt_str(session, "session"),
-                role=check_opt_str(role, "role"),
-                since=check_when(since, "since"),
-                until=check_when(until, "until"),
-                timeout_s=self.grep_timeout_s,
-            )
-        if "archival" in tiers and len(hits) < n:
-            hits += self.memory.archival.grep(
-                pattern, ignore_case=bool(ignore_case), limit=n - len(hits)
-            )
-        return [grep_hit_dict(h) for h in hits[:n]]
+    def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        v = _VIEWS[name]
+        return v.call(self.ctx, bind_positional(name, v.parameters, args, kwargs))
 
-    def search(self, query: Any, k: Any = 10, tier: Any = "all") -> list[dict[str, Any]]:
-        """Hybrid ranking (full text + meaning) across tiers."""
-        tiers = check_tiers(tier)
-        kk = check_int(k, "k", lo=1, hi=MAX_HITS)
-        q = check_text(query, "query")
-        if tiers == ("recall",):
-            return self.recall_search(q, kk)
-        if tiers == ("archival",):
-            return self.archival_search(q, kk)
-        hits = self.memory.search(q, tiers=tiers, k=kk, **self._scope())
-        return [search_hit_dict(h) for h in hits]
+    def grep(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return [grep_hit_dict(h) for h in self._call("grep", args, kwargs)]
 
-    def recall_search(
-        self,
-        query: Any,
-        k: Any = 10,
-        session: Any = None,
-        role: Any = None,
-        since: Any = None,
-        until: Any = None,
-    ) -> list[dict[str, Any]]:
-        """Hybrid search over the recall log only, with its filters."""
-        hits = self.memory.search_recall(
-            check_text(query, "query"),
-            k=check_int(k, "k", lo=1, hi=MAX_HITS),
-            agent_id=self.agent_id,
-            session_id=check_opt_str(session, "session"),
-            role=check_opt_str(role, "role"),
-            since=check_when(since, "since"),
-            until=check_when(until, "until"),
-        )
-        return [search_hit_dict(h) for h in hits]
+    def search(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return [search_hit_dict(h) for h in self._call("search", args, kwargs)]
 
-    def archival_search(self, query: Any, k: Any = 10, tags: Any = None) -> list[dict[str, Any]]:
-        """Hybrid search over the archival chunks only."""
-        kw: dict[str, Any] = {"tags": list(check_tags(tags)), "tags_mode": "all"} if tags else {}
-        hits = self.memory.search_archival(
-            check_text(query, "query"), k=check_int(k, "k", lo=1, hi=MAX_HITS), **kw
-        )
-        return [search_hit_dict(h) for h in hits]
+    def recall_search(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return [search_hit_dict(h) for h in self._call("recall_search", args, kwargs)]
 
-    def peek(self, id: Any, before: Any = 3, after: Any = 3) -> list[dict[str, Any]]:
-        """A recall message with its neighbours in the same session."""
-        m = self._message(id)
-        b = check_int(before, "before", lo=0, hi=MAX_PAGE)
-        a = check_int(after, "after", lo=0, hi=MAX_PAGE)
-        return [message_dict(x) for x in self.memory.recall.around(m.id, b, a)]
+    def archival_search(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return [search_hit_dict(h) for h in self._call("archival_search", args, kwargs)]
+
+    def peek(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return [message_dict(m) for m in self._call("peek", args, kwargs)]
 
     # --- the two writes -------------------------------------------------------------------
 
@@ -313,35 +258,53 @@ class MemoryBinding:
             self.writes.append(entry)
         log.info("memory write by %s: %s", self.actor, entry)
 
-    def remember(self, text: Any, tags: Any = ()) -> int:
-        """Store text as a new archival chunk (a logged write); returns its id."""
-        body = check_text(text, "remember(text): text")
-        tag_tuple = check_tags(tags)
-        at = datetime.now(UTC)
-        metadata: dict[str, Any] = {"written_by": self.actor, "written_at": at.isoformat()}
-        if self.agent_id is not None:
-            metadata["agent_id"] = self.agent_id
-        chunk_id = int(
-            self.memory.archival.insert(body, tags=tag_tuple, metadata=metadata, source=self.actor)
-        )
-        self._record(
-            {
-                "op": "remember",
-                "chunk_id": chunk_id,
-                "chars": len(body),
-                "tags": list(tag_tuple),
-                "at": at,
-            }
-        )
+    def remember(self, *args: Any, **kwargs: Any) -> int:
+        v = _VIEWS["remember"]
+        checked = v.check(bind_positional("remember", v.parameters, args, kwargs))
+        chunk_id = int(v.op(self.ctx, **checked))
+        tags = list(checked.get("tags") or ())
+        self._record({"op": "remember", "chunk_id": chunk_id, "chars": len(checked["text"]),
+                      "tags": tags, "at": datetime.now(UTC)})  # fmt: skip
         return chunk_id
 
-    def note(self, label: Any, text: Any) -> str:
-        """Append text to a working-memory block within its limit (a logged write)."""
-        lbl = check_text(label, "note(label, text): label")
-        body = check_text(text, "note(label, text): text")
-        size = len(self.working.append(lbl, body, actor=self.actor).value)
-        self._record({"op": "note", "label": lbl, "chars": len(body), "at": datetime.now(UTC)})
-        return f"block {lbl!r} now holds {size} characters"
+    def note(self, *args: Any, **kwargs: Any) -> str:
+        v = _VIEWS["note"]
+        checked = v.check(bind_positional("note", v.parameters, args, kwargs))
+        block = v.op(self.ctx, **checked)
+        self._record({"op": "note", "label": block.label, "chars": len(checked["text"]),
+                      "at": datetime.now(UTC)})  # fmt: skip
+        return f"block {block.label!r} now holds {len(block.value)} characters"
+
+
+def _model_facing(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with the signature the model reads: the view's parameter names and defaults."""
+    v = _VIEWS[name]
+    sig = inspect.signature(v.op)
+    params = [p.replace(annotation=inspect.Parameter.empty) for p in sig.parameters.values()
+              if p.name in v.parameters]  # fmt: skip
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    wrapper.__name__ = wrapper.__qualname__ = name
+    wrapper.__doc__ = parse_docstring(v.description or v.op.__doc__)[0]
+    wrapper.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=params, return_annotation=inspect.Signature.empty
+    )
+    return wrapper
+
+
+_VIEWS: dict[str, View] = {
+    "grep": view("grep", "grep"),
+    "search": view("search", "search"),
+    "recall_search": view("recall_search", "search",
+                          ("query", "k", "mode", "session_id", "role", "since", "until"), fixed={"tier": "recall"}),
+    "archival_search": view("archival_search", "search", ("query", "k", "mode", "tags"),
+                            fixed={"tier": "archival"}),
+    "peek": view("peek", "peek"),
+    "remember": view("remember", "remember", ("text", "tags")),
+    "note": view("note", "note"),
+}  # fmt: skip
 
 
 class _Positions:

@@ -15,27 +15,39 @@ Rules this module keeps:
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from rlm_core.prompts import SYSTEM_PROMPT
 
-if TYPE_CHECKING:
-    from agents.repl.binding import MemoryBinding
+__all__ = ["FUNCTION_DOCS", "MEMORY_SECTION", "MemoryShape", "memory_summary", "memory_system_prompt"]
 
-__all__ = ["FUNCTION_DOCS", "MEMORY_SECTION", "memory_summary", "memory_system_prompt"]
+
+class MemoryShape(Protocol):
+    """What the summary reads: sizes of a memory as one agent sees it (``MemoryBinding``)."""
+
+    memory: Any
+    agent_id: str | None
+    working: Any
+
+    def time_span(self) -> tuple[datetime | None, datetime | None]: ...
+    def message_count(self) -> int: ...
+    def archival_count(self) -> int: ...
+    def archival_sources(self, limit: int | None = None) -> list[tuple[str, int]]: ...
+
 
 # One line per function; the engine prints each name with its signature before the line.
 FUNCTION_DOCS: dict[str, str] = {
-    "grep": "regex (Python re syntax) over every character of tier 'recall', 'archival' or "
-    "'all'; session/role/since/until ('2024-05-01' or datetime) filter recall; hits have id, "
-    "tier, session_id, created_at, role, snippet, match",
+    "grep": "regex (Python re syntax) over every character of tier 'all' (default), 'recall' or "
+    "'archival'; session_id/role/since/until ('2024-05-01' or datetime) filter recall; limit "
+    "counts all tiers; hits have id, tier, session_id, created_at, role, snippet, match",
     "search": "hybrid ranking (full text + meaning) across tier 'recall', 'archival' or "
     "'all'; hits have id, tier, score, snippet, text, session_id or source",
     "recall_search": "hybrid search over messages only, with the recall filters",
-    "archival_search": "hybrid search over archival chunks only (tags: all of them must match)",
+    "archival_search": "hybrid search over archival chunks only (tags: any of them matches)",
     "peek": "the recall message with this id and its neighbours in the same session",
     "remember": "store text as a new archival chunk; returns its id (a logged write)",
-    "note": "append text to a working-memory block within its limit (a logged write)",
+    "note": "append text to a working-memory block within its limit, creating it if new "
+    "(a logged write)",
     "_memory": "internal, serves recall/archival/working: use those instead",
 }
 
@@ -73,7 +85,7 @@ def _cut(name: str, width: int) -> str:
 
 
 def memory_summary(
-    binding: MemoryBinding,
+    binding: MemoryShape,
     *,
     max_sessions: int = 8,
     max_sources: int = 8,
@@ -83,7 +95,7 @@ def memory_summary(
     """The memory part of the first message: structure and sizes, plus the blocks (bounded)."""
     mem = binding.memory
     sessions = mem.recall.sessions(agent_id=binding.agent_id)
-    count = binding._op_recall_len()
+    count = binding.message_count()
     first, last = binding.time_span()
     who = f" of agent {binding.agent_id!r}" if binding.agent_id is not None else ""
     lines = [f"Memory{who}, as it stands now (sizes only; read it with code):"]
@@ -99,8 +111,8 @@ def memory_summary(
                 f"  - {_cut(s.session_id, 60)!r}: {s.message_count:,} messages "
                 f"#{s.first_id}..#{s.last_id}, {_fmt_time(s.first_at)} .. {_fmt_time(s.last_at)}"
             )
-    sources = binding._op_archival_sources()
-    chunks = binding._op_archival_len()
+    sources = binding.archival_sources()
+    chunks = binding.archival_count()
     lines.append(f"- archival: {chunks:,} chunks from {len(sources):,} sources")
     for src, n in sources[:max_sources]:
         lines.append(f"  - {_cut(src, 80)}: {n:,} chunks")

@@ -2,10 +2,10 @@
 
 Rules this module keeps:
 
-* Every operation is a typed function like the tools (``agents.server.operations``; most *are*
-  tools from ``agents.tools.builtin``): its signature validates the request (path, query and JSON body arguments, merged) through
-  ``agents.tools.spec.check_arguments`` and generates the OpenAPI description, so the two cannot
-  drift apart.
+* Every route runs one of memory's operations through its view (``agents.server.operations``;
+  many are the tools' views): the operation's schema validates the request (path, query and
+  JSON body arguments, merged) and generates the OpenAPI description, so the two cannot drift
+  apart.
 * Safe by default: bound to 127.0.0.1; a bearer token is checked on every route except
   ``/health`` when one is configured, and a server bound to any other address refuses to start
   without one. Bodies over ``max_body_bytes`` get 413 before they are read whole.
@@ -32,18 +32,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+try:
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+except ModuleNotFoundError as exc:  # the HTTP API is the optional extra [server]
+    from memory.errors import MissingExtraError
+
+    raise MissingExtraError("server", "the HTTP API (rlmem serve)", exc.name) from None
 
 from agents.server.openapi import openapi_document
 from agents.server.operations import OPERATIONS, Operation
 from agents.tools import builtin as T
-from agents.tools.spec import bound, check_arguments, jsonable
+from agents.tools.bound import bound
 from memory import errors as E
+from memory.ops.values import jsonable
 
 if TYPE_CHECKING:
     from memory.manager import MemoryManager
@@ -157,8 +163,7 @@ def _endpoint(state: _State, op: Operation | None) -> Callable[[Request], Any]:
                     raise E.ValidationError(f"unknown field(s) {extra}: send {{\"arguments\": {{...}}}}")
                 result = await run_in_threadpool(T.call_tool, name, ctx, args.get("arguments") or {})
                 return JSONResponse({"tool": name, "result": result})
-            kwargs = check_arguments(op.fn, args)
-            result = await run_in_threadpool(op.fn, ctx, **kwargs)
+            result = await run_in_threadpool(op.run, ctx, args)
             return JSONResponse(bound(jsonable(result), 4 * ctx.max_result_chars), status_code=op.status)
         except _TooLarge as exc:
             return _error(413, "payload_too_large", str(exc))
@@ -238,7 +243,10 @@ def _check_bind(host: str, token: str | None) -> None:
 
 
 def _config(app: Starlette, host: str, port: int) -> Any:
-    import uvicorn
+    try:
+        import uvicorn
+    except ModuleNotFoundError as exc:
+        raise E.MissingExtraError("server", "serving the HTTP API", exc.name) from None
 
     return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
 

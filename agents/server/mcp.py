@@ -24,11 +24,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import mcp.types as mt
-from mcp.server.lowlevel.server import Server
-from mcp.server.stdio import stdio_server
-from mcp.shared.exceptions import MCPError
+try:
+    import anyio
+    import mcp.types as mt
+    from mcp.server.lowlevel.server import Server
+    from mcp.server.stdio import stdio_server
+    from mcp.shared.exceptions import MCPError
+except ModuleNotFoundError as exc:  # the MCP server is the optional extra [server]
+    from memory.errors import MissingExtraError
+
+    raise MissingExtraError("server", "the MCP server (rlmem mcp)", exc.name) from None
 
 from agents.tools.builtin import TOOLS, ToolContext, call_tool, tool_schema
 from memory.errors import RlmMemoryError

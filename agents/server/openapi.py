@@ -3,8 +3,8 @@
 Rules this module keeps:
 
 * Nothing here is written by hand per route: path and query parameters, request bodies and
-  their descriptions come from each operation's signature and docstring (``function_schema``),
-  so the description always matches what the server validates.
+  their descriptions come from each route's view of a memory operation (its pydantic schema,
+  ``View.schema``), so the description always matches what the server validates.
 * GET operations take their arguments as query parameters; POST and PUT take a JSON body.
   Path parameters (``{label}``, ``{message_id}``) are always path parameters.
 """
@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from agents.tools import builtin as T
-from agents.tools.spec import function_schema
 
 __all__ = ["openapi_document"]
 
@@ -50,7 +49,7 @@ def _responses(status: int, auth: bool) -> dict[str, Any]:
 
 
 def _operation(op: Any, auth: bool) -> dict[str, Any]:
-    schema = function_schema(op.fn)
+    schema = op.view.schema()
     body = schema["input_schema"]
     path_names = set(re.findall(r"{(\w+)}", op.path))
     params: list[dict[str, Any]] = []
@@ -61,7 +60,7 @@ def _operation(op: Any, auth: bool) -> dict[str, Any]:
         params.append({"name": name, "in": "path", "required": True, "schema": prop,
                        "description": prop.get("description", "")})
     out: dict[str, Any] = {
-        "operationId": op.fn.__name__ if op.path != "/ask" else "ask",
+        "operationId": op.operation_id or op.view.name,
         "summary": op.summary,
         "description": schema["description"],
         "tags": [op.tag],

@@ -1,210 +1,91 @@
-"""The operations of the HTTP API: typed functions like the tools, and the route table.
+"""The routes of the HTTP API: memory's operations (``memory.ops``) by method and path.
 
 Rules this module keeps:
 
-* An operation is a function ``op(ctx: ToolContext, arg: T = default, ...)`` with a Google-style
-  docstring, exactly like a tool (many operations *are* tools from ``agents.tools.builtin``). Its
-  signature validates requests and generates the OpenAPI description (``agents.server.openapi``).
-* Operations never touch HTTP: they take checked Python values and return JSON-ready values;
-  ``agents.server.http`` maps them to routes, statuses and errors.
+* A route is a ``View`` of one operation (the tool's view where a tool exists) plus the shape
+  of its JSON reply; the view's schema validates requests and generates the OpenAPI
+  description (``agents.server.openapi``). Nothing here restates a default or a check.
+* Routes never touch HTTP: they take the merged arguments (path, query, body) and return
+  JSON-ready values; ``agents.server.http`` maps them to statuses and errors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from agents.tools import builtin as T
-from agents.tools.spec import jsonable, parse_docstring
-from memory import errors as E
+from memory.ops.registry import View, view
+from memory.ops.schema import parse_docstring
+from memory.ops.values import jsonable
 
 __all__ = ["OPERATIONS", "Operation"]
 
 
-# --- operations that are not tools --------------------------------------------------------
-
-
-def search(
-    ctx: T.ToolContext,
-    query: str,
-    k: int = 10,
-    tier: Literal["all", "recall", "archival"] = "all",
-    mode: Literal["hybrid", "text", "vector"] = "hybrid",
-) -> dict[str, Any]:
-    """Search memory: hybrid (keywords + meaning), text only or vector only, in one tier or both.
-
-    Args:
-        query: What to look for.
-        k: How many results (1-50).
-        tier: recall (messages), archival (documents) or all.
-        mode: hybrid, text or vector ranking.
-    """
-    if not 1 <= k <= 50:
-        raise E.ValidationError(f"k must be between 1 and 50, got {k}")
-    tiers = ("recall", "archival") if tier == "all" else (tier,)
-    hits = ctx.memory.search(query, tiers=tiers, k=k, mode=mode, **ctx.recall_filter())
-    return {"query": query, "results": [jsonable(h) for h in hits]}
-
-
-def grep(
-    ctx: T.ToolContext,
-    pattern: str,
-    tier: Literal["recall", "archival", "all"] = "recall",
-    ignore_case: bool = False,
-    literal: bool = False,
-    limit: int = 100,
-) -> dict[str, Any]:
-    """Regular-expression (or literal) search over message or chunk text.
-
-    Args:
-        pattern: A Python regular expression, or plain text with literal=true.
-        tier: recall, archival or all.
-        ignore_case: Match regardless of case.
-        literal: Treat the pattern as plain text.
-        limit: The most matches to return (1-1000).
-    """
-    if not 1 <= limit <= 1000:
-        raise E.ValidationError(f"limit must be between 1 and 1000, got {limit}")
-    hits = ctx.memory.grep(
-        pattern, tier=tier, ignore_case=ignore_case, literal=literal, limit=limit, **ctx.recall_filter()
-    )
-    return {"pattern": pattern, "matches": [jsonable(h) for h in hits]}
-
-
-def sessions(ctx: T.ToolContext) -> dict[str, Any]:
-    """List the conversation sessions of the agent with their time spans and message counts."""
-    return {"sessions": [jsonable(s) for s in ctx.memory.recall.sessions(agent_id=ctx.agent_id)]}
-
-
-def append_message(
-    ctx: T.ToolContext,
-    content: str,
-    role: Literal["user", "assistant", "system", "tool"] = "user",
-    session_id: str | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Append one message to the recall log; it is durable when the response arrives.
-
-    Args:
-        content: The message text.
-        role: user, assistant, system or tool.
-        session_id: The conversation session (default: the server's session).
-        metadata: Any JSON object to keep with the message.
-    """
-    msg = ctx.memory.recall.append(
-        content,
-        role=role,
-        agent_id=ctx.agent_id,
-        session_id=session_id or ctx.session_id or "default",
-        metadata=metadata,
-    )
-    return jsonable(msg)  # type: ignore[no-any-return]
-
-
-def insert_archival(
-    ctx: T.ToolContext,
-    text: str,
-    tags: list[str] | None = None,
-    source: str | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Store a passage in archival memory.
-
-    Args:
-        text: The passage.
-        tags: Labels for filtering.
-        source: Where the passage comes from (file name, URL).
-        metadata: Any JSON object to keep with the passage.
-    """
-    if not text.strip():
-        raise E.ValidationError("text is empty")
-    chunk_id = ctx.memory.archival.insert(text, tags=tuple(tags or ()), metadata=metadata, source=source)
-    return {"id": chunk_id}
-
-
-def list_blocks(ctx: T.ToolContext) -> dict[str, Any]:
-    """List the agent's working-memory blocks."""
-    return {"blocks": [_block_dict(b) for b in ctx.memory.blocks(ctx.agent_id).list()]}
-
-
-def get_block(ctx: T.ToolContext, label: str) -> dict[str, Any]:
-    """Read one working-memory block.
-
-    Args:
-        label: The block label.
-    """
-    return _block_dict(ctx.memory.blocks(ctx.agent_id).get(label))
-
-
-def put_block(
-    ctx: T.ToolContext,
-    label: str,
-    value: str,
-    limit: int | None = None,
-    description: str | None = None,
-    read_only: bool | None = None,
-) -> dict[str, Any]:
-    """Create a block, or set the value of an existing one.
-
-    Args:
-        label: The block label.
-        value: The whole new value.
-        limit: Character limit (new blocks only; default: the store's default).
-        description: What the block is for (new blocks only).
-        read_only: Whether models may edit it (new blocks only).
-    """
-    wm = ctx.memory.blocks(ctx.agent_id)
-    try:
-        wm.get(label)
-    except E.NotFoundError:
-        extra = {k: v for k, v in (("limit", limit), ("description", description), ("read_only", read_only)) if v is not None}
-        wm.create(label, value, **extra)
-    else:
-        wm.set(label, value)
-    return _block_dict(wm.get(label))
-
-
 def stats(ctx: T.ToolContext) -> dict[str, Any]:
     """Counts and sizes of every tier."""
-    return jsonable(ctx.memory.stats())  # type: ignore[no-any-return]
+    return ctx.memory.stats()
 
 
-def _block_dict(b: Any) -> dict[str, Any]:
-    d = jsonable(b)
-    return d if isinstance(d, dict) else {"value": d}
+def _items(key: str, arg: str | None = None) -> Callable[[dict[str, Any], Any], Any]:
+    def shape(args: dict[str, Any], items: Any) -> Any:
+        out = {key: [jsonable(i) for i in items]}
+        return {arg: args[arg], **out} if arg else out
+
+    return shape
 
 
-# --- the route table ----------------------------------------------------------------------
+def _same(args: dict[str, Any], result: Any) -> Any:
+    return jsonable(result)
 
 
 @dataclass(frozen=True)
 class Operation:
+    """One route: method, path, the view it runs and the shape of its reply."""
+
     method: str
     path: str
-    fn: Callable[..., Any]
+    view: View
+    shape: Callable[[dict[str, Any], Any], Any] = _same
     status: int = 200
     tag: str = "memory"
+    operation_id: str | None = None
 
     @property
     def summary(self) -> str:
-        return parse_docstring(self.fn.__doc__)[0].split("\n")[0]
+        return parse_docstring(self.view.description or self.view.op.__doc__)[0].split("\n")[0]
+
+    def run(self, ctx: Any, arguments: dict[str, Any]) -> Any:
+        """Check the request's arguments, run the operation, shape the reply."""
+        kwargs = self.view.check(arguments)
+        return self.shape(kwargs, self.view.op(ctx, **kwargs, **self.view.fixed))
+
+
+def _tool(method: str, path: str, name: str, **kw: Any) -> Operation:
+    tool = T.TOOLS[name]
+    return Operation(method, path, tool.view, tool.shape, **kw)
 
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("POST", "/search", search),
-    Operation("POST", "/grep", grep),
-    Operation("GET", "/messages/{message_id}", T.memory_peek),
-    Operation("POST", "/messages", append_message, 201),
-    Operation("GET", "/sessions", sessions),
-    Operation("POST", "/archival", insert_archival, 201),
-    Operation("GET", "/blocks", list_blocks, tag="blocks"),
-    Operation("GET", "/blocks/{label}", get_block, tag="blocks"),
-    Operation("PUT", "/blocks/{label}", put_block, tag="blocks"),
-    Operation("POST", "/blocks/{label}/append", T.core_memory_append, tag="blocks"),
-    Operation("POST", "/blocks/{label}/replace", T.core_memory_replace, tag="blocks"),
-    Operation("POST", "/blocks/{label}/insert", T.memory_insert, tag="blocks"),
-    Operation("POST", "/blocks/{label}/rethink", T.memory_rethink, tag="blocks"),
-    Operation("POST", "/ask", T.deep_recall, tag="ask"),
-    Operation("GET", "/stats", stats),
-)
+    Operation("POST", "/search", view("search", "search"), _items("results", "query")),
+    Operation("POST", "/grep", view("grep", "grep"), _items("matches", "pattern")),
+    _tool("GET", "/messages/{message_id}", "memory_peek"),
+    Operation("POST", "/messages", view("append_message", "log"), status=201),
+    Operation("GET", "/sessions", view("sessions", "sessions"), _items("sessions")),
+    Operation("POST", "/forget", view("forget", "forget")),
+    Operation("POST", "/archival", view("insert_archival", "remember"),
+              lambda a, i: {"id": i}, status=201),
+    Operation("GET", "/blocks", view("list_blocks", "blocks_list"), _items("blocks"), tag="blocks"),
+    Operation("GET", "/blocks/{label}", view("get_block", "blocks_show"), tag="blocks"),
+    Operation("PUT", "/blocks/{label}", view("put_block", "blocks_set"), tag="blocks"),
+    _tool("POST", "/blocks/{label}/append", "core_memory_append", tag="blocks"),
+    _tool("POST", "/blocks/{label}/replace", "core_memory_replace", tag="blocks"),
+    _tool("POST", "/blocks/{label}/insert", "memory_insert", tag="blocks"),
+    _tool("POST", "/blocks/{label}/rethink", "memory_rethink", tag="blocks"),
+    Operation("POST", "/blocks/{label}/edit", view("edit_block", "blocks_edit"), tag="blocks"),
+    Operation("GET", "/blocks/{label}/history", view("block_history", "blocks_history"),
+              _items("edits"), tag="blocks"),
+    _tool("POST", "/ask", "deep_recall", tag="ask", operation_id="ask"),
+    Operation("GET", "/stats", view("stats", stats)),
+)  # fmt: skip

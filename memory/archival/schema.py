@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from memory.db import Migration
+from memory.db import Migration, id_lists
 from memory.errors import ValidationError
 from memory.text.query import check_text, from_us
 from memory.vectors.index import Meta
@@ -216,6 +216,18 @@ class IngestSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+CHUNK_COLUMNS = "c.id, c.text, c.source, c.position, c.tags, c.metadata, c.created_us, c.updated_us"
+
+
+def fetch_chunks(conn: Connection, ids: Sequence[int]) -> dict[int, Chunk]:
+    """The chunks with these ids that exist, by id (one ``IN`` query per bounded id list)."""
+    out: dict[int, Chunk] = {}
+    for part in id_lists(ids):
+        for r in conn.execute(text(f"SELECT {CHUNK_COLUMNS} FROM {TABLE} c WHERE c.id IN ({part})")):
+            out[int(r[0])] = row_to_chunk(r)
+    return out
 
 
 def row_to_chunk(r: Any) -> Chunk:

@@ -20,9 +20,9 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import text as sql_text
 
@@ -31,7 +31,9 @@ from memory.archival.schema import (
     TABLE,
     TAGS,
     TIER,
+    Chunk,
     check_tags,
+    fetch_chunks,
     filter_sql,
     informative_phrases,
 )
@@ -42,12 +44,24 @@ from memory.text.query import check_text, compile_pattern, fts_phrases, to_us
 from memory.types import GrepHit, SearchHit
 
 if TYPE_CHECKING:
-    from memory.archival.store import ArchivalStore
-    from memory.vectors.index import VectorIndex
+    from memory.db import Database
+    from memory.fusion import FusionConfig
+    from memory.vectors.index import EmbeddingQueue, VectorIndex
+
+
+class ChunkSource(Protocol):
+    """What a search reads of an archival store (``ArchivalStore`` is one)."""
+
+    db: Database
+    index: VectorIndex | None
+    queue: EmbeddingQueue
+    fusion: FusionConfig
+
+    def iter_chunks(self, batch: int = 500) -> Iterator[Chunk]: ...
 
 __all__ = [
     "ARCHIVAL_FTS", "COMMON_DOCS", "MAX_CANDIDATES", "OVERFETCH_MAX", "OVERFETCH_MIN_SHARE",
-    "SMALL_STORE", "chunk_candidates", "chunk_hits", "grep_chunks", "search_chunks",
+    "SMALL_STORE", "ChunkSource", "chunk_candidates", "chunk_hits", "grep_chunks", "search_chunks",
 ]
 
 ARCHIVAL_FTS = FtsSource(TABLE, FTS, "c", "text")
@@ -66,7 +80,7 @@ OVERFETCH_MAX = 2_500
 
 
 def chunk_candidates(
-    store: ArchivalStore,
+    store: ChunkSource,
     query: str,
     *,
     mode: str = "hybrid",
@@ -124,10 +138,10 @@ def chunk_candidates(
     )
 
 
-def chunk_hits(store: ArchivalStore, ranked: Ranked, query: str) -> list[SearchHit]:
+def chunk_hits(store: ChunkSource, ranked: Ranked, query: str) -> list[SearchHit]:
     """``SearchHit``s for ranked chunk ids, read back from SQL (stale ids are dropped)."""
     with store.db.read() as conn:
-        rows = store._fetch(conn, [i for i, _ in ranked])
+        rows = fetch_chunks(conn, [i for i, _ in ranked])
     rx = snippet_pattern(query)
     hits = []
     for i, score in ranked:
@@ -145,7 +159,7 @@ def chunk_hits(store: ArchivalStore, ranked: Ranked, query: str) -> list[SearchH
 
 
 def search_chunks(
-    store: ArchivalStore,
+    store: ChunkSource,
     query: str,
     *,
     k: int = 10,
@@ -161,7 +175,7 @@ def search_chunks(
 
 
 def grep_chunks(
-    store: ArchivalStore,
+    store: ChunkSource,
     pattern: str,
     *,
     ignore_case: bool = False,
@@ -190,7 +204,7 @@ def grep_chunks(
 
 
 def _overfetch(
-    store: ArchivalStore, index: VectorIndex, qvec: Sequence[float], n: int, tags: Sequence[str], tags_mode: str,
+    store: ChunkSource, index: VectorIndex, qvec: Sequence[float], n: int, tags: Sequence[str], tags_mode: str,
     where: str, params: dict[str, Any],
 ) -> Ranked | None:
     """The ``n`` nearest chunks with the tags, from an unfiltered query over-fetched by the

@@ -26,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from memory.archival.schema import (
+    CHUNK_COLUMNS,
     MIGRATIONS,
     TABLE,
     TAGS,
@@ -34,11 +35,12 @@ from memory.archival.schema import (
     IngestSummary,
     check_meta,
     check_tags,
+    fetch_chunks,
     row_to_chunk,
     vector_meta,
 )
 from memory.archival.search import grep_chunks, search_chunks
-from memory.db import Database, id_lists
+from memory.db import Database
 from memory.errors import NotFoundError, ValidationError
 from memory.fusion import FusionConfig
 from memory.text.chunking import chunk_text, iter_files, read_text_file
@@ -48,7 +50,7 @@ from memory.vectors.index import EmbeddingQueue, Meta, QueueSource, VectorIndex
 
 __all__ = ["TIER", "ArchivalStore", "Chunk", "IngestSummary"]
 
-_COLS = "c.id, c.text, c.source, c.position, c.tags, c.metadata, c.created_us, c.updated_us"
+_COLS = CHUNK_COLUMNS
 
 
 class ArchivalStore:
@@ -75,7 +77,7 @@ class ArchivalStore:
     # --- writing ---------------------------------------------------------------------------
 
     def _load_for_embedding(self, conn: Connection, ids: list[int]) -> list[tuple[int, str, Meta]]:
-        return [(c.id, c.text, vector_meta(c)) for c in self._fetch(conn, ids).values()]
+        return [(c.id, c.text, vector_meta(c)) for c in fetch_chunks(conn, ids).values()]
 
     def _insert_rows(self, conn: Connection, items: Sequence[dict[str, Any]]) -> list[int]:
         now = to_us(datetime.now(UTC))
@@ -277,17 +279,10 @@ class ArchivalStore:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def _fetch(self, conn: Connection, ids: Sequence[int]) -> dict[int, Chunk]:
-        out: dict[int, Chunk] = {}
-        for part in id_lists(ids):
-            for r in conn.execute(sql_text(f"SELECT {_COLS} FROM {TABLE} c WHERE c.id IN ({part})")):
-                out[int(r[0])] = row_to_chunk(r)
-        return out
-
     def get(self, id: int) -> Chunk:
         id = check_row_id(id, "chunk id")
         with self.db.read() as conn:
-            found = self._fetch(conn, [id])
+            found = fetch_chunks(conn, [id])
         if id not in found:
             raise NotFoundError(f"no archival chunk with id {id}")
         return found[id]

@@ -54,8 +54,8 @@ from sqlalchemy.engine import Connection
 from memory.db import Database, id_lists
 from memory.errors import NotFoundError, ValidationError
 from memory.recall.keys import present_keys, unstored
-from memory.recall.schema import FORGET_TABLE, MIGRATIONS, TABLE
-from memory.text.fts import grep_ids, make_snippet, search_ids, snippet_pattern
+from memory.recall.schema import FORGET_TABLE, FTS_TABLE, MIGRATIONS, TABLE
+from memory.text.fts import FtsSource, grep_ids, make_snippet, search_ids, snippet_pattern
 from memory.text.query import (
     MAX_ID,
     MESSAGE_FIELDS,
@@ -73,6 +73,8 @@ from memory.text.query import (
 from memory.types import GrepHit, Message, SearchHit, SessionInfo
 
 __all__ = ["AppendHook", "ForgetHook", "RecallLog", "tool_filter"]
+
+RECALL_FTS = FtsSource(TABLE, FTS_TABLE, "m")  # the filter SQL of memory.text.query uses "m"
 
 AppendHook = Callable[[Connection, list[Message]], None]
 ForgetHook = Callable[[Connection, list[int]], None]
@@ -377,7 +379,7 @@ class RecallLog:
                            "exclude_role": tool_filter(role, include_tools)})
         with self.db.read() as conn:
             found = search_ids(
-                conn, self.db.dialect, query, f, k=count_arg(k), offset=count_arg(offset),
+                conn, self.db.dialect, query, f, source=RECALL_FTS, k=count_arg(k), offset=count_arg(offset),
                 common_docs=self.common_term_docs, max_candidates=self.max_candidates,
             )
             msgs = {m.id: m for m in self._get_many(conn, [i for i, _ in found])}
@@ -412,7 +414,7 @@ class RecallLog:
         tool records only with ``include_tools=True`` or ``role="tool"``."""
         f = build_filters({"agent_id": agent_id, "session_id": session_id, "role": role, "since": since, "until": until,
                            "exclude_role": tool_filter(role, include_tools)})
-        found = grep_ids(self.db, pattern, f, ignore_case=ignore_case, literal=literal, limit=count_arg(limit), timeout_s=timeout_s)
+        found = grep_ids(self.db, pattern, f, source=RECALL_FTS, ignore_case=ignore_case, literal=literal, limit=count_arg(limit), timeout_s=timeout_s)
         msgs = {m.id: m for m in self.get_many([i for i, _, _ in found])}
         return [
             GrepHit(

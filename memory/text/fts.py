@@ -46,12 +46,10 @@ from sqlalchemy.engine import Connection
 
 from memory.db import Database, id_lists
 from memory.errors import QueryError
-from memory.recall.schema import FTS_TABLE, TABLE
 from memory.text import bm25
 from memory.text.query import Filters, compile_pattern, fts5_quote, fts_phrases, required_literal
 
 __all__ = [
-    "RECALL_FTS",
     "RESCORE_DEPTH",
     "FtsSource",
     "bounded_fts_ids",
@@ -87,8 +85,6 @@ class FtsSource:
     column: str = "content"
 
 
-RECALL_FTS = FtsSource(TABLE, FTS_TABLE, "m")
-
 # Candidates re-scored by exact BM25 (``memory.text.bm25``) on SQLite, at least.
 RESCORE_DEPTH = 50
 
@@ -107,14 +103,15 @@ def search_ids(
     query: str,
     filters: Filters,
     *,
+    source: FtsSource,
     k: int,
     offset: int,
     common_docs: int,
     max_candidates: int,
 ) -> list[tuple[int, float]]:
-    """``(id, score)`` of the best matches, best first."""
+    """``(id, score)`` of the best matches in ``source``, best first."""
     return bounded_fts_ids(
-        conn, dialect, fts_phrases(query), RECALL_FTS, filters.sql(), filters.params,
+        conn, dialect, fts_phrases(query), source, filters.sql(), filters.params,
         k=k, offset=offset, common_docs=common_docs, max_candidates=max_candidates,
         score_phrases=phrase_counts(query),
     )
@@ -364,13 +361,16 @@ def grep_ids(
     pattern: str,
     filters: Filters,
     *,
+    source: FtsSource,
     ignore_case: bool,
     literal: bool,
     limit: int,
     timeout_s: float | None,
     batch_chars: int = 16_000_000,
 ) -> list[tuple[int, str, str]]:
-    """``(id, snippet, matched text)`` in id order, at most ``limit``, one per message."""
+    """``(id, snippet, matched text)`` in id order, at most ``limit``, one per row of
+    ``source`` (whose filter SQL uses its alias)."""
+    a, col = source.alias, source.column
     rx = compile_pattern(pattern, ignore_case=ignore_case, literal=literal)
     if limit <= 0:
         return []
@@ -382,15 +382,15 @@ def grep_ids(
         s, ic = lit
         if ic:
             op = "ILIKE" if db.dialect == "postgresql" else "LIKE"
-            pre = f" AND m.content {op} :lit ESCAPE '\\'"
+            pre = f" AND {a}.{col} {op} :lit ESCAPE '\\'"
             params["lit"] = _like_escape(s)
         else:
             fn = "strpos" if db.dialect == "postgresql" else "instr"
-            pre = f" AND {fn}(m.content, :lit) > 0"
+            pre = f" AND {fn}({a}.{col}, :lit) > 0"
             params["lit"] = s
     sql = text(
-        f"SELECT m.id, m.content FROM {TABLE} m WHERE m.id > :after{filters.sql()}{pre}"
-        " ORDER BY m.id LIMIT :batch"
+        f"SELECT {a}.id, {a}.{col} FROM {source.table} {a} WHERE {a}.id > :after{filters.sql()}{pre}"
+        f" ORDER BY {a}.id LIMIT :batch"
     )
     blob = literal or _blob_safe(rx.pattern)
 

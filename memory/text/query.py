@@ -211,8 +211,8 @@ def compile_pattern(pattern: object, *, ignore_case: bool, literal: bool) -> reg
         return regex.compile(p, flags)
     except (regex.error, ValueError, OverflowError, RecursionError) as exc:
         raise QueryError(
-            f"invalid regular expression {pattern!r}: {exc}; pass literal=True to search for "
-            "the text as given"
+            f"invalid regular expression {pattern!r}: {exc}; to search for the text as given, "
+            "pass literal=True (rlmem grep -F, memory_grep literal: true)"
         ) from None
 
 
@@ -333,8 +333,8 @@ def prepare_message(
     tokens = spec.get("tokens")
     if tokens is None:
         tokens = estimate_tokens(content)
-    elif not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
-        raise ValidationError(f"tokens must be a non-negative int, got {tokens!r}")
+    elif not isinstance(tokens, int) or isinstance(tokens, bool) or not 0 <= tokens <= MAX_ID:
+        raise ValidationError(f"tokens must be an int from 0 to 2**62, got {tokens!r:.40}")
     metadata = spec.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise ValidationError(f"metadata must be a dict, got {type(metadata).__name__}")

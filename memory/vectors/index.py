@@ -38,7 +38,6 @@ Rules this module keeps:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import threading
 import time
@@ -47,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import filelock
 import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -219,12 +219,10 @@ class VectorIndex:
                 yield
                 return
             self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.lock_path, "a+") as fh:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            # filelock takes flock(2) on POSIX (the lock dies with its process) and the
+            # Windows equivalent elsewhere.
+            with filelock.FileLock(self.lock_path):
+                yield
 
     def _guarded(self, what: str, op: Callable[[], T], hint: str = "") -> T:
         """Run a Chroma operation; on a damaged collection rebuild it once and run it again.

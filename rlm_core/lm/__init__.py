@@ -1,45 +1,39 @@
-"""Language-model clients behind one small protocol.
+"""Language-model clients behind one small protocol: the public face of the LM seam.
 
-Rules this module keeps:
+Rules this package keeps:
 
 * An ``LM`` takes a list of chat messages (``{"role": "user"|"assistant", "content": str}``),
   an optional system prompt and an optional ``max_tokens``, and returns an ``LMResponse``:
   the text, token ``Usage``, the stop reason and the cost in USD (0.0 when unknown).
-* Every client has a sync ``complete`` and an async ``acomplete``.
-* The fakes (``ScriptedLM``, ``FunctionLM``) ship in the library so users can test their own
-  agents offline; they record every request they receive.
-* Clients are passed in as objects; nothing here looks a backend up by name.
-* This module is the public face of the seam: the value types live in ``lm_types``, the real
-  clients in ``anthropic_lm`` and ``openai_lm``, prices in ``pricing``; all are re-exported here.
-  The real clients load on first use, so code that only needs the fakes (the sandbox, tests)
-  never pays for importing an SDK.
+* Every client has a sync ``complete`` and an async ``acomplete``. Clients are passed in as
+  objects; nothing here looks a backend up by name.
+* Where things live: the value types in ``lm.types``, the fakes users test with
+  (``ScriptedLM``, ``FunctionLM``) in ``lm.fakes``, the real clients in ``lm.anthropic`` and
+  ``lm.openai``, prices in ``lm.pricing``. Every name is re-exported here and loads on first
+  use (PEP 562), so code that needs only the fakes (the sandbox, tests) never imports an SDK.
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from memory.errors import LMResponseError
-from rlm_core.lm.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, UnknownModelPriceWarning
-from rlm_core.lm.types import (
-    LM,
-    ChatMessage,
-    LMRequest,
-    LMResponse,
-    ToolCall,
-    Usage,
-    content_text,
-    count_tokens,
-)
+from memory.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from rlm_core.lm.anthropic import AnthropicLM
+    from rlm_core.lm.fakes import FunctionLM, ScriptedLM
     from rlm_core.lm.openai import OpenAICompatibleLM
+    from rlm_core.lm.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, UnknownModelPriceWarning
+    from rlm_core.lm.types import (
+        LM,
+        ChatMessage,
+        LMRequest,
+        LMResponse,
+        ToolCall,
+        Usage,
+        content_text,
+        count_tokens,
+    )
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -60,152 +54,15 @@ __all__ = [
     "count_tokens",
 ]
 
-def _fake_usage(messages: Sequence[ChatMessage], system: str | None, text: str) -> Usage:
-    prompt = (system or "") + "".join(content_text(m.get("content")) for m in messages)
-    return Usage(input_tokens=count_tokens(prompt), output_tokens=count_tokens(text))
-
-
-Reply = str | LMResponse | Callable[[LMRequest], "str | LMResponse"]
-
-
-class _FakeBase:
-    """Shared bookkeeping of the fakes: request log (thread-safe) and usage estimation."""
-
-    name: str
-
-    def __init__(self, name: str, cost_per_call_usd: float = 0.0) -> None:
-        self.name = name
-        self.cost_per_call_usd = cost_per_call_usd
-        self.requests: list[LMRequest] = []
-        self._lock = threading.Lock()
-
-    def _record(
-        self,
-        messages: Sequence[ChatMessage],
-        system: str | None,
-        max_tokens: int | None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> LMRequest:
-        req = LMRequest(
-            [dict(m) for m in messages], system, max_tokens, list(tools) if tools else None
-        )
-        with self._lock:
-            self.requests.append(req)
-        return req
-
-    def _wrap(self, req: LMRequest, out: str | LMResponse) -> LMResponse:
-        if isinstance(out, LMResponse):
-            if out.usage.total_tokens == 0:
-                out.usage = _fake_usage(req.messages, req.system, out.text)
-            if not out.model:
-                out.model = self.name
-            return out
-        if not isinstance(out, str):
-            raise LMResponseError(f"{self.name}: a reply must be str or LMResponse, got {type(out).__name__}")
-        return LMResponse(
-            text=out,
-            usage=_fake_usage(req.messages, req.system, out),
-            model=self.name,
-            cost_usd=self.cost_per_call_usd,
-        )
-
-    @property
-    def calls(self) -> int:
-        return len(self.requests)
-
-    def _produce(self, req: LMRequest) -> str | LMResponse:
-        raise NotImplementedError
-
-    def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        system: str | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> LMResponse:
-        req = self._record(messages, system, max_tokens, tools)
-        return self._wrap(req, self._produce(req))
-
-    async def acomplete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        system: str | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> LMResponse:
-        return await asyncio.to_thread(
-            self.complete, messages, system=system, max_tokens=max_tokens, tools=tools
-        )
-
-
-class ScriptedLM(_FakeBase):
-    """A queue of replies, answered in order; records every request in ``.requests``.
-
-    A reply is a string, an ``LMResponse``, or a callable taking the ``LMRequest`` and
-    returning either. When the queue is empty, ``default`` answers (if given); otherwise
-    ``LMResponseError`` says the script ran out.
-    """
-
-    def __init__(
-        self,
-        replies: Iterable[Reply] = (),
-        *,
-        default: Reply | None = None,
-        name: str = "scripted",
-        cost_per_call_usd: float = 0.0,
-    ) -> None:
-        super().__init__(name, cost_per_call_usd)
-        self._queue: deque[Reply] = deque(replies)
-        self.default = default
-
-    def add(self, *replies: Reply) -> None:
-        with self._lock:
-            self._queue.extend(replies)
-
-    @property
-    def remaining(self) -> int:
-        return len(self._queue)
-
-    def _produce(self, req: LMRequest) -> str | LMResponse:
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else self.default
-        if reply is None:
-            raise LMResponseError(
-                f"{self.name}: the script ran out of replies after {self.calls - 1} calls "
-                "(add more replies or give default=...)"
-            )
-        return reply(req) if callable(reply) else reply
-
-
-class FunctionLM(_FakeBase):
-    """An LM whose replies come from ``fn(request) -> str | LMResponse``."""
-
-    def __init__(
-        self,
-        fn: Callable[[LMRequest], str | LMResponse],
-        *,
-        name: str = "function",
-        cost_per_call_usd: float = 0.0,
-    ) -> None:
-        super().__init__(name, cost_per_call_usd)
-        self.fn = fn
-
-    def _produce(self, req: LMRequest) -> str | LMResponse:
-        return self.fn(req)
-
-
-_LAZY = {
+_WHERE = {
+    **dict.fromkeys(("LM", "ChatMessage", "LMRequest", "LMResponse", "ToolCall", "Usage",
+                     "content_text", "count_tokens"), "rlm_core.lm.types"),
+    **dict.fromkeys(("DEFAULT_PRICES", "ModelPrice", "PriceTable", "UnknownModelPriceWarning"),
+                    "rlm_core.lm.pricing"),
+    "FunctionLM": "rlm_core.lm.fakes",
+    "ScriptedLM": "rlm_core.lm.fakes",
     "AnthropicLM": "rlm_core.lm.anthropic",
     "OpenAICompatibleLM": "rlm_core.lm.openai",
-}
+}  # fmt: skip
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rlm_core.lm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

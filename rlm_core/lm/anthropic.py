@@ -5,10 +5,11 @@ Rules this module keeps:
 * The API key comes from ``api_key=`` or ``ANTHROPIC_API_KEY``; without either the
   constructor raises ``MissingAPIKeyError`` naming the variable, before any request.
   A ready-made SDK ``client=`` (and ``async_client=``) brings its own credentials.
-* Retries are ours (``rlm_core.lm.retry``), not the SDK's: the SDK clients run with
-  ``max_retries=0`` so one policy, with a tunable backoff, governs sync and async calls.
-  429, 529, 5xx, 408/409 and connection errors are retried; other 4xx become
-  ``LMResponseError`` carrying the server's message; exhausted retries ``LMTransientError``.
+* Retries are the SDK's own (``max_retries``, also set on a ready-made client): 408/409,
+  429, 5xx (529 included), timeouts and connection errors are retried with its backoff,
+  honouring ``retry-after``. Other 4xx become ``LMResponseError`` carrying the server's
+  message; a failure that outlived its retries becomes ``LMTransientError`` saying how many
+  attempts were made and what to do.
 * The system prompt is sent as one text block marked ``cache_control: ephemeral`` when
   ``cache_system`` is on, so the stable prefix of every call is read from the prompt cache.
   ``"system"`` messages in the list are appended to it. ``cache_conversation`` also marks
@@ -29,10 +30,16 @@ from typing import Any
 
 import anthropic
 
-from memory.errors import ConfigError, LMResponseError, MissingAPIKeyError, ValidationError
+from memory.errors import (
+    ConfigError,
+    LMResponseError,
+    LMTransientError,
+    MissingAPIKeyError,
+    ValidationError,
+)
 from rlm_core.lm.loops import PerLoop
 from rlm_core.lm.pricing import PricesArg, PriceTable
-from rlm_core.lm.retry import RetryPolicy, Transient, is_transient_status, parse_retry_after
+from rlm_core.lm.retry import is_transient_status
 from rlm_core.lm.types import ChatMessage, LMResponse, ToolCall, Usage
 
 __all__ = ["AnthropicLM"]
@@ -62,8 +69,6 @@ class AnthropicLM:
         cache_conversation: bool = False,
         client: anthropic.Anthropic | None = None,
         async_client: anthropic.AsyncAnthropic | None = None,
-        backoff_base_s: float = 0.5,
-        backoff_max_s: float = 60.0,
     ) -> None:
         if max_tokens < 1:
             raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
@@ -76,7 +81,7 @@ class AnthropicLM:
         self.cache_system = cache_system
         self.cache_conversation = cache_conversation
         self.timeout_s = timeout_s
-        self.retry = RetryPolicy(max_retries, backoff_base_s, backoff_max_s)
+        self.max_retries = max_retries
         self.prices = PriceTable(model, prices)
         self._base_url = base_url
         self._api_key: str | None = None
@@ -86,11 +91,11 @@ class AnthropicLM:
                 raise MissingAPIKeyError("ANTHROPIC_API_KEY", "Anthropic")
             self._api_key = key
             client = anthropic.Anthropic(
-                api_key=key, base_url=base_url, max_retries=0, timeout=timeout_s
+                api_key=key, base_url=base_url, max_retries=max_retries, timeout=timeout_s
             )
-        self._client = client.with_options(max_retries=0) if client is not None else None
+        self._client = client.with_options(max_retries=max_retries) if client is not None else None
         self._async_given = (
-            async_client.with_options(max_retries=0) if async_client is not None else None
+            async_client.with_options(max_retries=max_retries) if async_client is not None else None
         )
         self._async_clients: PerLoop[anthropic.AsyncAnthropic] = PerLoop()
 
@@ -172,20 +177,27 @@ class AnthropicLM:
         )
 
     def _translate(self, exc: Exception) -> Exception:
-        """Map an SDK exception to ``Transient`` (retry) or an ``LMError`` (fail now)."""
+        """Map an SDK exception (after the SDK's own retries) to an ``LMError``."""
+        attempts = f"after {self.max_retries + 1} attempt(s)"
         if isinstance(exc, anthropic.APIStatusError):
             status = exc.status_code
             message = exc.api_message or exc.message
             if is_transient_status(status):
-                return Transient(
-                    f"HTTP {status}: {message}", parse_retry_after(exc.response.headers)
+                return LMTransientError(
+                    f"{self.name} call failed {attempts}: HTTP {status}: {message}; the service "
+                    "is overloaded or rate-limited: try again later, lower the request rate, or "
+                    "raise max_retries"
                 )
             hint = ""
             if status in (401, 403):
                 hint = " (check ANTHROPIC_API_KEY or the api_key argument)"
             return LMResponseError(f"{self.name}: HTTP {status}: {message}{hint}")
         if isinstance(exc, anthropic.APIConnectionError):
-            return Transient(f"connection failed: {exc}")
+            where = self._base_url or "the Anthropic API"
+            return LMTransientError(
+                f"{self.name} call failed {attempts}: cannot reach {where} ({exc}): is the "
+                f"network up{' and the server at ' + where + ' running' if self._base_url else ''}?"
+            )
         if isinstance(exc, anthropic.AnthropicError):
             return LMResponseError(f"{self.name}: unusable response: {exc}")
         return exc
@@ -207,14 +219,11 @@ class AnthropicLM:
             )
         params = self._params(messages, system, max_tokens, tools)
 
-        def attempt() -> LMResponse:
-            try:
-                msg = client.messages.create(**params)
-            except anthropic.AnthropicError as exc:
-                raise self._translate(exc) from exc
-            return self._response(msg)
-
-        return self.retry.run(f"{self.name} call", attempt)
+        try:
+            msg = client.messages.create(**params)
+        except anthropic.AnthropicError as exc:
+            raise self._translate(exc) from exc
+        return self._response(msg)
 
     async def acomplete(
         self,
@@ -232,14 +241,11 @@ class AnthropicLM:
             )
         params = self._params(messages, system, max_tokens, tools)
 
-        async def attempt() -> LMResponse:
-            try:
-                msg = await client.messages.create(**params)
-            except anthropic.AnthropicError as exc:
-                raise self._translate(exc) from exc
-            return self._response(msg)
-
-        return await self.retry.arun(f"{self.name} call", attempt)
+        try:
+            msg = await client.messages.create(**params)
+        except anthropic.AnthropicError as exc:
+            raise self._translate(exc) from exc
+        return self._response(msg)
 
     def _async_client(self) -> anthropic.AsyncAnthropic | None:
         if self._async_given is not None:
@@ -249,7 +255,8 @@ class AnthropicLM:
         key = self._api_key
         return self._async_clients.get(
             lambda: anthropic.AsyncAnthropic(
-                api_key=key, base_url=self._base_url, max_retries=0, timeout=self.timeout_s
+                api_key=key, base_url=self._base_url, max_retries=self.max_retries,
+                timeout=self.timeout_s,
             )
         )
 

@@ -7,8 +7,13 @@ Rules this module keeps:
 
 * The key is optional (local servers take none): ``api_key=`` or ``OPENAI_API_KEY``, sent as
   ``Authorization: Bearer`` when present.
-* Same retry and error semantics as ``AnthropicLM`` (``rlm_core.lm.retry``): 408/409/429/5xx and
-  transport errors are retried; other 4xx become ``LMResponseError`` with the server's message.
+* Retries are tenacity's: 408/409/429/5xx answers and broken transfers are retried with
+  jittered exponential backoff (a ``retry-after`` header sets the wait); other 4xx become
+  ``LMResponseError`` with the server's message. A refused connection is retried once by the
+  httpx transport and then reported at once as "is the server at URL running?": waiting
+  longer does not start a server.
+* The HTTP seam is injectable: ``transport=`` (e.g. ``httpx.MockTransport``, used by both the
+  sync and the async client) or ready-made ``http_client=`` / ``async_http_client=``.
 * The system prompt goes first as a ``{"role": "system"}`` message.
 * Usage comes from the response: ``prompt_tokens`` minus the cached part is ``input_tokens``,
   ``prompt_tokens_details.cached_tokens`` is ``cache_read_tokens``. A server that reports no
@@ -27,8 +32,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+)
 
-from memory.errors import ConfigError, LMResponseError, ValidationError
+from memory.errors import ConfigError, LMResponseError, LMTransientError, ValidationError
 from rlm_core.lm.loops import PerLoop
 from rlm_core.lm.pricing import PricesArg, PriceTable
 from rlm_core.lm.retry import RetryPolicy, Transient, is_transient_status, parse_retry_after
@@ -61,6 +74,9 @@ class OpenAICompatibleLM:
         prices: PricesArg = None,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 60.0,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+        http_client: httpx.Client | None = None,
+        async_http_client: httpx.AsyncClient | None = None,
     ) -> None:
         if max_tokens < 1:
             raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
@@ -82,7 +98,13 @@ class OpenAICompatibleLM:
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
         self._url = f"{self.base_url}/chat/completions"
-        self._client = httpx.Client(timeout=timeout_s, headers=self._headers)
+        self._transport = transport
+        if http_client is not None:
+            self._client = http_client
+        else:
+            sync_transport = transport if isinstance(transport, httpx.BaseTransport) else httpx.HTTPTransport(retries=1)
+            self._client = httpx.Client(timeout=timeout_s, headers=self._headers, transport=sync_transport)
+        self._given_async = async_http_client
         self._async_clients: PerLoop[httpx.AsyncClient] = PerLoop()
 
     def __repr__(self) -> str:
@@ -190,14 +212,14 @@ class OpenAICompatibleLM:
     ) -> LMResponse:
         body = self._body(messages, system, max_tokens, tools)
 
-        def attempt() -> LMResponse:
-            try:
-                resp = self._client.post(self._url, json=body)
-            except httpx.TransportError as exc:
-                raise Transient(f"cannot reach {self._url}: {exc!r}") from exc
-            return self._response(body, self._check(resp))
-
-        return self.retry.run(f"{self.name} call", attempt)
+        try:
+            for attempt in Retrying(**self._retrying()):
+                with attempt:
+                    resp = self._send(lambda: self._client.post(self._url, json=body, headers=self._headers))
+                    return self._response(body, self._check(resp))
+        except RetryError as exc:
+            raise self._give_up(exc) from exc.last_attempt.exception()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def acomplete(
         self,
@@ -210,18 +232,57 @@ class OpenAICompatibleLM:
         body = self._body(messages, system, max_tokens, tools)
         client = self._async_client()
 
-        async def attempt() -> LMResponse:
-            try:
-                resp = await client.post(self._url, json=body)
-            except httpx.TransportError as exc:
-                raise Transient(f"cannot reach {self._url}: {exc!r}") from exc
-            return self._response(body, self._check(resp))
+        try:
+            async for attempt in AsyncRetrying(**self._retrying()):
+                with attempt:
+                    try:
+                        resp = await client.post(self._url, json=body, headers=self._headers)
+                    except httpx.TransportError as exc:
+                        raise self._transport_error(exc) from exc
+                    return self._response(body, self._check(resp))
+        except RetryError as exc:
+            raise self._give_up(exc) from exc.last_attempt.exception()
+        raise AssertionError("unreachable")  # pragma: no cover
 
-        return await self.retry.arun(f"{self.name} call", attempt)
+    # --- retries ------------------------------------------------------------------------------
+
+    def _retrying(self) -> dict[str, Any]:
+        return {"stop": stop_after_attempt(self.retry.max_retries + 1),
+                "retry": retry_if_exception_type(Transient), "wait": self._wait}  # fmt: skip
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return self.retry.delay(state.attempt_number - 1, getattr(exc, "retry_after_s", None))
+
+    def _send(self, post: Any) -> httpx.Response:
+        try:
+            return post()  # type: ignore[no-any-return]
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from exc
+
+    def _transport_error(self, exc: httpx.TransportError) -> Exception:
+        if isinstance(exc, httpx.ConnectError):
+            return LMTransientError(
+                f"{self.name}: cannot connect to {self.base_url}: is the server at {self.base_url} "
+                f"running? ({exc})"
+            )
+        return Transient(f"the connection to {self.base_url} failed: {exc!r}")
+
+    def _give_up(self, exc: RetryError) -> LMTransientError:
+        last = exc.last_attempt.exception()
+        return LMTransientError(
+            f"{self.name} call failed after {exc.last_attempt.attempt_number} attempt(s): "
+            f"{getattr(last, 'message', last)}; the server at {self.base_url} is overloaded or "
+            "failing: try again later, lower the request rate, or raise max_retries"
+        )
 
     def _async_client(self) -> httpx.AsyncClient:
+        if self._given_async is not None:
+            return self._given_async
+        t = self._transport if isinstance(self._transport, httpx.AsyncBaseTransport) else None
         return self._async_clients.get(
-            lambda: httpx.AsyncClient(timeout=self.timeout_s, headers=self._headers)
+            lambda: httpx.AsyncClient(timeout=self.timeout_s, headers=self._headers,
+                                      transport=t or httpx.AsyncHTTPTransport(retries=1))
         )
 
     def close(self) -> None:

@@ -1,31 +1,24 @@
-"""Retries with exponential backoff for the HTTP model clients.
+"""What counts as transient, and how long to wait, for the OpenAI-compatible client (its retry
+loop is tenacity's; ``AnthropicLM`` uses the SDK's own retries and only ``is_transient_status``).
 
 Rules this module keeps:
 
 * Only transient failures are retried: rate limits (429), overload (529), server errors
-  (5xx), request timeouts and lock conflicts (408, 409), and connection errors. Anything
+  (5xx), request timeouts and lock conflicts (408, 409), and broken transfers. Anything
   else fails at once.
 * The wait before retry *n* (0-based) is ``min(max_delay_s, base_delay_s * 2**n)`` scaled by
   a random factor in [0.5, 1.0] (jitter, so parallel callers do not retry in lockstep). A
   server's ``retry-after`` / ``retry-after-ms`` header replaces that wait, capped at
   ``max_delay_s``.
-* After ``max_retries`` retries the last failure becomes ``LMTransientError`` naming the
-  attempts made and the last cause; the caller's client never raises a provider exception.
-* The sync loop sleeps with ``time.sleep``, the async loop with ``asyncio.sleep``, so an
-  async caller's event loop keeps running while it waits.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
-
-from memory.errors import LMTransientError
 
 __all__ = [
     "TRANSIENT_STATUS",
@@ -34,8 +27,6 @@ __all__ = [
     "is_transient_status",
     "parse_retry_after",
 ]
-
-T = TypeVar("T")
 
 TRANSIENT_STATUS = frozenset({408, 409, 429})
 
@@ -92,32 +83,3 @@ class RetryPolicy:
             return min(self.max_delay_s, retry_after_s)
         backoff = min(self.max_delay_s, self.base_delay_s * (2.0**retry))
         return backoff * random.uniform(0.5, 1.0)
-
-    def _give_up(self, what: str, attempts: int, last: Transient) -> LMTransientError:
-        return LMTransientError(
-            f"{what} failed after {attempts} attempt(s): {last.message}; the service is "
-            "overloaded, rate-limited or unreachable: try again later, lower the request "
-            "rate, or raise max_retries"
-        )
-
-    def run(self, what: str, attempt: Callable[[], T]) -> T:
-        """Call ``attempt`` until it returns, raises a non-``Transient`` error, or retries run out."""
-        for retry in range(self.max_retries + 1):
-            try:
-                return attempt()
-            except Transient as exc:
-                if retry >= self.max_retries:
-                    raise self._give_up(what, retry + 1, exc) from exc
-                time.sleep(self.delay(retry, exc.retry_after_s))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def arun(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Async twin of ``run``."""
-        for retry in range(self.max_retries + 1):
-            try:
-                return await attempt()
-            except Transient as exc:
-                if retry >= self.max_retries:
-                    raise self._give_up(what, retry + 1, exc) from exc
-                await asyncio.sleep(self.delay(retry, exc.retry_after_s))
-        raise AssertionError("unreachable")  # pragma: no cover

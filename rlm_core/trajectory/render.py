@@ -14,10 +14,10 @@ import html
 import textwrap
 from typing import TYPE_CHECKING
 
-from rlm_core.trajectory import preview
+from rlm_core.trajectory.records import preview
 
 if TYPE_CHECKING:
-    from rlm_core.trajectory import IterationRecord, SubCallRecord, Trajectory
+    from rlm_core.trajectory.records import IterationRecord, SubCallRecord, Trajectory
 
 __all__ = ["render_html", "render_text"]
 

@@ -2,6 +2,8 @@
 
 Rules this module keeps:
 
+* It lives above rlm_core, which never holds a database: ``TrajectoryStore(db)`` is the
+  ``TrajectorySink`` handed to ``RLM(trajectory_sink=...)``.
 * One table, ``rlm_trajectories``, owned by the ``trajectories`` migration component; its
   migrations are append-only.
 * One row per top-level run: summary columns for listing and filtering, and the whole
@@ -21,9 +23,16 @@ from sqlalchemy.engine import Connection
 
 from memory.db import Database, Migration
 from memory.errors import NotFoundError
-from rlm_core.trajectory import Trajectory
+from rlm_core.trajectory.records import Trajectory
 
-__all__ = ["MIGRATIONS", "TrajectorySummary", "list_trajectories", "load_trajectory", "save_trajectory"]
+__all__ = [
+    "MIGRATIONS",
+    "TrajectoryStore",
+    "TrajectorySummary",
+    "list_trajectories",
+    "load_trajectory",
+    "save_trajectory",
+]
 
 
 def _create_table(conn: Connection, dialect: str) -> None:
@@ -131,3 +140,19 @@ def list_trajectories(db: Database, *, limit: int = 50) -> list[TrajectorySummar
             {"n": limit},
         ).all()
     return [TrajectorySummary(*r) for r in rows]
+
+
+class TrajectoryStore:
+    """The runs of one database: a ``TrajectorySink`` for the engine, and their reader."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def save(self, trajectory: Trajectory) -> None:
+        save_trajectory(self.db, trajectory)
+
+    def load(self, run_id: str) -> Trajectory:
+        return load_trajectory(self.db, run_id)
+
+    def list(self, *, limit: int = 50) -> list[TrajectorySummary]:
+        return list_trajectories(self.db, limit=limit)
