@@ -6,6 +6,8 @@ Real stores (SQLite + embedded Chroma in a temporary directory) with the determi
 
 from __future__ import annotations
 
+import errno
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from agents.server.auth import TOKEN_FILE, store_admin_token
 from agents.server.http import ServerThread, create_app
-from memory.errors import ConfigError
 from memory.manager import MemoryManager
 from memory.vectors.embeddings import HashEmbedder
 from rlm_core.lm import ScriptedLM
@@ -124,7 +126,7 @@ def test_ask_and_tools_endpoint(api: httpx.Client, root: ScriptedLM) -> None:
 
 
 def test_errors_are_json_with_the_right_status(api: httpx.Client) -> None:
-    assert err(api.post("/search", content=b"{not json"), 400)["type"] == "invalid_request"
+    assert err(api.post("/search", content=b"{not json", headers={"Content-Type": "application/json"}), 400)["type"] == "invalid_request"
     assert "JSON object" in err(api.post("/search", json=[1, 2]), 400)["message"]
     assert "missing required argument 'query'" in err(api.post("/search", json={}), 400)["message"]
     assert "must be an integer" in err(api.get("/messages/abc"), 400)["message"]
@@ -141,7 +143,7 @@ def test_errors_are_json_with_the_right_status(api: httpx.Client) -> None:
             yield b"y" * 1000
         yield b'"}'
 
-    assert err(api.post("/archival", content=chunks()), 413)["type"] == "payload_too_large"
+    assert err(api.post("/archival", content=chunks(), headers={"Content-Type": "application/json"}), 413)["type"] == "payload_too_large"
 
 
 def test_auth(api: httpx.Client) -> None:
@@ -159,14 +161,43 @@ def test_internal_errors_do_not_leak(mem: MemoryManager, monkeypatch: pytest.Mon
         raise RuntimeError("password=hunter2 in /secret/path")
 
     monkeypatch.setattr(mem, "stats", boom)
-    with ServerThread(mem) as server, httpx.Client(base_url=server.url, trust_env=False) as client:
+    token = store_admin_token(mem.config.dir)
+    with ServerThread(mem) as server, httpx.Client(base_url=server.url, trust_env=False,
+                                                   headers={"Authorization": f"Bearer {token}"}) as client:
         e = err(client.get("/stats"), 500)
         assert "hunter2" not in e["message"] and "/secret" not in e["message"]
         assert err(client.post("/ask", json={"question": "q"}), 503)["type"] == "not_configured"
-        assert client.get("/sessions").status_code == 200  # no token configured: open on loopback
 
 
-def test_binding_elsewhere_needs_a_token(mem: MemoryManager) -> None:
-    with pytest.raises(ConfigError, match="without a token"):
-        ServerThread(mem, host="0.0.0.0")
+def test_a_token_always_also_on_loopback(mem: MemoryManager) -> None:
+    token_file = mem.config.dir / TOKEN_FILE
+    assert not token_file.exists()
+    with ServerThread(mem) as server, httpx.Client(base_url=server.url, trust_env=False) as client:
+        assert err(client.get("/sessions"), 401)["type"] == "unauthorized"  # loopback is no exception
+        token = token_file.read_text().strip()
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert client.get("/sessions", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert err(client.get("/sessions", headers={"Authorization": f"Bearer {token[:-1]}x"}), 403)
+    assert store_admin_token(mem.config.dir) == token  # made once, then read
     create_app(mem)  # the app alone binds nothing
+
+
+def test_strict_json_bodies_store_nothing(api: httpx.Client, mem: MemoryManager) -> None:
+    before = mem.recall.count()
+    J = {"Content-Type": "application/json"}
+    for raw in (b'{"content": "x", "metadata": {"v": NaN}}', b'{"content": "x", "metadata": {"v": Infinity}}',
+                b'{"content": "x", "metadata": {"v": -Infinity}}', b'{"content": "x", "content": "y"}',
+                b'{"content": "x", "metadata": {"v": 1' + b"0" * 30 + b'}}',
+                b'{"content": "x", "metadata": {"v": 1' + b"0" * 5000 + b'}}'):
+        assert err(api.post("/messages", content=raw, headers=J), 400)["type"] == "invalid_request", raw[:60]
+    assert "out of range" in err(api.put("/blocks/human", content=b'{"value": "v", "limit": 1267650600228229401496703205376}', headers=J), 400)["message"]
+    assert mem.recall.count() == before
+
+
+def test_disk_full_is_507_naming_the_disk(api: httpx.Client, mem: MemoryManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*a: Any, **k: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mem.recall, "append", full)
+    e = err(api.post("/messages", json={"content": "hello"}), 507)
+    assert str(mem.config.dir) in e["message"] and "full" in e["message"]

@@ -167,7 +167,7 @@ def put_block(
 
 def stats(ctx: T.ToolContext) -> dict[str, Any]:
     """Counts and sizes of every tier."""
-    return jsonable(ctx.memory.stats())  # type: ignore[no-any-return]
+    return jsonable(ctx.memory.stats(ctx.agent_id if ctx.agent_scoped else None))  # type: ignore[no-any-return]
 
 
 def _block_dict(b: Any) -> dict[str, Any]:

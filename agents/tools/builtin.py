@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from agents.tools.spec import bound, check_arguments, function_schema, jsonable
-from memory.errors import ConfigError, RLMLimitError, ValidationError
+from memory.errors import ConfigError, NotFoundError, RLMLimitError, ValidationError
 
 if TYPE_CHECKING:
     from memory.manager import MemoryManager
@@ -211,6 +211,10 @@ def memory_peek(ctx: ToolContext, message_id: int, before: int = 3, after: int =
     if not (0 <= before <= 20 and 0 <= after <= 20):
         raise ValidationError(f"before and after must be between 0 and 20, got {before} and {after}")
     messages = ctx.memory.recall.around(message_id, before=before, after=after)
+    if ctx.agent_scoped:  # another agent's message is as unknown as a missing one
+        if not any(m.id == message_id and m.agent_id == ctx.agent_id for m in messages):
+            raise NotFoundError(f"no message #{message_id} for agent {ctx.agent_id!r}")
+        messages = [m for m in messages if m.agent_id == ctx.agent_id]
     out = []
     for m in messages:
         d = jsonable(m)
