@@ -9,6 +9,7 @@ Rules this module keeps:
 * Errors from the ``memory.errors`` hierarchy print one line on stderr that says what to do,
   and exit with status 2 (the caller's input or setup) or 1 (the store or the model failed);
   Ctrl-C exits with 130. Tracebacks appear only with ``RLMEM_DEBUG=1``.
+* Files and directories ``rlmem`` creates are owner-only (umask 077): memory is private.
 * ``main(argv, lm=...)`` takes a model object for ``ask`` and ``chat``, so programs and tests
   drive the command without an API key.
 """
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from agents.cli import memory as cli_memory
 from agents.cli import model as cli_model
+from agents.cli import token as cli_token
 from agents.cli.common import CliContext, default_store_dir
 from memory.errors import LMError, MissingAPIKeyError, RlmMemoryError, UserError
 
@@ -146,7 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--token", default=None,
-                   help="bearer token clients must send (default: $RLMEM_TOKEN; needed off loopback)")
+                   help="admin bearer token (default: $RLMEM_TOKEN, else the store's: `rlmem token show`)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another host name clients use for this server (repeatable; loopback names "
+                        "and IP addresses are always allowed)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a web origin allowed to call the API from a browser, e.g. http://localhost:3000")
     _models(p)
 
     p = cmd("mcp", "run the MCP server on stdio (for Claude Code / Claude Desktop)")
@@ -170,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("sessions", "list conversation sessions")
     p.add_argument("--agent", default=None)
 
+    cli_token.add_parser(sub, common)
     cmd("agents", "list the agents in the store")
     cmd("stats", "counts and sizes of every tier")
 
@@ -211,6 +219,7 @@ _COMMANDS = {
     "serve": cli_model.cmd_serve,
     "mcp": cli_model.cmd_mcp,
     "trajectory": cli_model.cmd_trajectory,
+    "token": cli_token.cmd_token,
 }
 
 
@@ -223,6 +232,8 @@ def main(
     stderr: TextIO | None = None,
 ) -> int:
     """Run ``rlmem`` with ``argv``; returns the exit status."""
+    # Everything rlmem creates (store, token, config, vectors, exports) is for its owner only.
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     ctx = CliContext(store_arg=getattr(args, "store", None), json=bool(getattr(args, "json", False)),

@@ -6,12 +6,16 @@ Rules this module keeps:
   passed to the tiers as objects.
 * A command that reads only SQL (``log``, ``search --mode text``, ``grep``, ``blocks``,
   ``sessions``, ``stats``) must not trigger an embedding: torch stays unloaded.
+* A command that only reads (``search --mode text``, ``grep``, ``stats``, ``sessions``,
+  ``agents``, ``blocks list|show|history``) opens the store read-only: it never waits for a
+  writer and never writes.
 * Every command has a ``--json`` form that prints the same facts as data.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,7 +84,7 @@ def cmd_init(ctx: CliContext, args: argparse.Namespace) -> int:
         ctx.store_arg = args.path
     path = ctx.store_path
     if args.database_url or args.chroma_host:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         toml = path / "rlmem.toml"
         if toml.exists():
             raise ValidationError(f"{toml} exists already: edit it instead of passing URLs to init")
@@ -91,17 +95,36 @@ def cmd_init(ctx: CliContext, args: argparse.Namespace) -> int:
             lines.append(f'chroma_host = "{args.chroma_host}"')
         if args.chroma_port:
             lines.append(f"chroma_port = {int(args.chroma_port)}")
-        toml.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        fd = os.open(toml, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it may hold a database password
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
     existed = (path / "memory.db").exists() or (path / "rlmem.toml").exists()
-    ctx.open_memory(create=True)
+    mem = ctx.open_memory(create=True)
+    from agents.server.auth import store_admin_token
+
+    store_admin_token(path)  # the HTTP API's token, owner-only in the store (`rlmem token show`)
+    _create_schemas(mem)
     verb = "opened existing" if existed else "created"
     ctx.emit({"store": str(path), "created": not existed},
              f"{verb} memory store at {path}\nnext: rlmem log \"a first message\" --store {path}")
     return 0
 
 
+def _create_schemas(mem: Any) -> None:
+    """Every table a command may read, made now: a read-only command then never has to write
+    (and so never waits for a writer) on a store made by ``init``."""
+    from agents.agent.state import AgentTable
+    from agents.server.auth import MIGRATIONS as TOKEN_MIGRATIONS
+    from rlm_core.trajectory.store import MIGRATIONS as TRAJECTORY_MIGRATIONS
+
+    mem.blocks("default")
+    AgentTable(mem.db)
+    mem.db.migrate("trajectories", TRAJECTORY_MIGRATIONS)
+    mem.db.migrate("tokens", TOKEN_MIGRATIONS)
+
+
 def cmd_stats(ctx: CliContext, args: argparse.Namespace) -> int:
-    mem = ctx.open_memory()
+    mem = ctx.open_memory(read_only=True)
     stats = jsonable(mem.stats())
 
     def human() -> None:
@@ -198,7 +221,7 @@ def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
 def cmd_search(ctx: CliContext, args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValidationError(f"-k must be at least 1, got {args.k}")
-    mem = ctx.open_memory(embed=args.mode != "text")
+    mem = ctx.open_memory(embed=args.mode != "text", read_only=args.mode == "text")
     if args.mode != "text" and not args.no_wait and (queued := mem.pending()):
         # A one-shot command: messages logged just before must be found by meaning too.
         ctx.warn(f"embedding {queued} queued item(s) first (--no-wait skips this)")
@@ -242,7 +265,7 @@ def _search_sessions(ctx: CliContext, mem: Any, args: argparse.Namespace) -> int
 def cmd_grep(ctx: CliContext, args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise ValidationError(f"--limit must be at least 1, got {args.limit}")
-    mem = ctx.open_memory()
+    mem = ctx.open_memory(read_only=True)
     hits = mem.grep(args.pattern, tier=args.tier, ignore_case=args.ignore_case,
                     literal=args.literal, limit=args.limit, **_filters(args))
 
@@ -258,7 +281,7 @@ def cmd_grep(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def cmd_sessions(ctx: CliContext, args: argparse.Namespace) -> int:
-    mem = ctx.open_memory()
+    mem = ctx.open_memory(read_only=True)
     sessions = mem.recall.sessions(agent_id=args.agent)
 
     def human() -> None:
@@ -275,7 +298,7 @@ def cmd_sessions(ctx: CliContext, args: argparse.Namespace) -> int:
 def cmd_agents(ctx: CliContext, args: argparse.Namespace) -> int:
     from agents.agent.state import AgentTable
 
-    mem = ctx.open_memory()
+    mem = ctx.open_memory(read_only=True)
     records = AgentTable(mem.db).list()
 
     def human() -> None:
@@ -297,7 +320,7 @@ def _block_dict(b: Any) -> dict[str, Any]:
 
 
 def cmd_blocks(ctx: CliContext, args: argparse.Namespace) -> int:
-    mem = ctx.open_memory()
+    mem = ctx.open_memory(read_only=args.blocks_command in ("list", "show", "history"))
     wm = mem.blocks(args.agent)
     verb = args.blocks_command
     if verb == "list":

@@ -192,12 +192,15 @@ def cmd_serve(ctx: CliContext, args: argparse.Namespace) -> int:
     mem = ctx.open_memory(embed=True)
     root = _optional_model(ctx, args)
     sub = _optional_model(ctx, args, sub=True)
-    token = args.token or os.environ.get("RLMEM_TOKEN") or None
+    from agents.server.auth import store_admin_token
     from agents.server.http import serve
 
-    ctx.warn(f"serving {ctx.store_path} on http://{args.host}:{args.port} "
-             f"({'token required' if token else 'no token'}; Ctrl-C stops)")
-    serve(mem, host=args.host, port=args.port, token=token, root=root, sub=sub)
+    token = args.token or os.environ.get("RLMEM_TOKEN") or store_admin_token(mem.config.dir)
+    origin = "--token" if args.token else "RLMEM_TOKEN" if os.environ.get("RLMEM_TOKEN") else "`rlmem token show`"
+    ctx.warn(f"serving {ctx.store_path} on http://{args.host}:{args.port} (bearer token: {origin}; "
+             "per-agent tokens: `rlmem token create --agent NAME`; Ctrl-C stops)")
+    serve(mem, host=args.host, port=args.port, token=token, root=root, sub=sub,
+          allow_hosts=args.allow_host, cors_origins=args.cors_origin)
     return 0
 
 
@@ -220,7 +223,7 @@ def cmd_mcp(ctx: CliContext, args: argparse.Namespace) -> int:
 def cmd_trajectory(ctx: CliContext, args: argparse.Namespace) -> int:
     from rlm_core.trajectory.store import list_trajectories, load_trajectory
 
-    mem = ctx.open_memory()
+    mem = ctx.open_memory(read_only=True)
     verb = args.trajectory_command
     if verb == "list":
         if args.limit < 1:

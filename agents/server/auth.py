@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from memory.db import Database
 
 __all__ = [
+    "MIGRATIONS",
     "TOKEN_FILE",
     "AccessDenied",
     "Grant",

@@ -117,7 +117,7 @@ def make_chroma_client(
             return chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=settings)
         if path is None:
             raise ConfigError("a Chroma client needs a directory (path) or a server (host)")
-        Path(path).mkdir(parents=True, exist_ok=True)
+        Path(path).mkdir(mode=0o700, parents=True, exist_ok=True)  # vectors are as private as the text
         return chromadb.PersistentClient(path=str(path), settings=settings)
     except ConfigError:
         raise
