@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and IP addresses are always allowed)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="a web origin allowed to call the API from a browser, e.g. http://localhost:3000")
+    p.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="close a connection whose request headers take longer than this (10)")
     _models(p)
 
     p = cmd("mcp", "run the MCP server on stdio (for Claude Code / Claude Desktop)")

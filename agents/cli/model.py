@@ -195,12 +195,14 @@ def cmd_serve(ctx: CliContext, args: argparse.Namespace) -> int:
     from agents.server.auth import store_admin_token
     from agents.server.http import serve
 
+    if not args.header_timeout > 0:
+        raise ValidationError(f"--header-timeout must be a positive number of seconds, got {args.header_timeout}")
     token = args.token or os.environ.get("RLMEM_TOKEN") or store_admin_token(mem.config.dir)
     origin = "--token" if args.token else "RLMEM_TOKEN" if os.environ.get("RLMEM_TOKEN") else "`rlmem token show`"
     ctx.warn(f"serving {ctx.store_path} on http://{args.host}:{args.port} (bearer token: {origin}; "
              "per-agent tokens: `rlmem token create --agent NAME`; Ctrl-C stops)")
     serve(mem, host=args.host, port=args.port, token=token, root=root, sub=sub,
-          allow_hosts=args.allow_host, cors_origins=args.cors_origin)
+          allow_hosts=args.allow_host, cors_origins=args.cors_origin, header_timeout_s=args.header_timeout)
     return 0
 
 
