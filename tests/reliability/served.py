@@ -7,6 +7,9 @@ Rules this module keeps:
   off (the tests here are about transport and locks, not vectors), so torch never loads.
 * ``Served`` binds 127.0.0.1 on a free port, waits for ``/health``, and stops its own
   process by id (SIGTERM, then SIGKILL).
+* ``WriteLock`` is a second process holding a real write transaction on a store (through
+  ``Database.write()``, rows written but not committed) until it is stopped; it is run as
+  ``python -m reliability.served hold STORE READY_FILE``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import httpx
 
 from reliability.harness import ROOT, _env
 
-__all__ = ["Served", "cli", "cli_env", "free_port", "rss_kib"]
+__all__ = ["Served", "WriteLock", "cli", "cli_env", "cli_json", "free_port", "rss_kib"]
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -99,3 +102,56 @@ class Served:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class WriteLock:
+    """A child process inside a long write transaction on ``store`` (uncommitted rows)."""
+
+    def __init__(self, store: Path | str, work: Path) -> None:
+        self.ready = work / f"hold-{os.getpid()}-{time.monotonic_ns()}.ready"
+        self.proc = subprocess.Popen([sys.executable, "-m", "reliability.served", "hold", str(store), str(self.ready)],
+                                     env=cli_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not self.ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                self.stop()
+                raise RuntimeError(f"the lock holder did not start: {err}")
+            time.sleep(0.02)
+
+    @property
+    def holding(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)  # the transaction dies uncommitted
+            self.proc.wait(10)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+    def __enter__(self) -> WriteLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _hold(store: str, ready: str) -> None:
+    from memory.db import Database
+
+    target = store if "://" in store else str(Path(store) / "memory.db")
+    db = Database.open(target, busy_timeout_s=60)
+    with db.write() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO recall_messages (agent_id, session_id, role, content, created_us, tokens, metadata)"
+            " SELECT agent_id, session_id, role, 'uncommitted ' || content, created_us, tokens, metadata"
+            " FROM recall_messages"
+        )
+        Path(ready).write_text("held")
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["hold"]:
+        _hold(sys.argv[2], sys.argv[3])
