@@ -17,6 +17,7 @@ import pytest
 
 from agents.server.auth import TOKEN_FILE, store_admin_token
 from agents.server.http import ServerThread, create_app
+from memory.errors import NotFoundError, ValidationError
 from memory.manager import MemoryManager
 from memory.vectors.embeddings import HashEmbedder
 from rlm_core.lm import ScriptedLM
@@ -201,3 +202,49 @@ def test_disk_full_is_507_naming_the_disk(api: httpx.Client, mem: MemoryManager,
     monkeypatch.setattr(mem.recall, "append", full)
     e = err(api.post("/messages", json={"content": "hello"}), 507)
     assert str(mem.config.dir) in e["message"] and "full" in e["message"]
+
+
+def test_scoped_tokens_and_ask_stay_inside_their_agent(mem: MemoryManager) -> None:
+    from agents.server.auth import TokenStore
+
+    mem.recall.append("Agent two's deploy key is amber-42.", role="user", agent_id="two", session_id="t1")
+    tokens = TokenStore(mem.db, None)
+    _, mine = tokens.create(["default"])
+    _, reader = tokens.create(["default"], write=False)
+    code = ("hits = grep('amber', tier='all')\nfound = search('deploy key amber', k=20)\n"
+            "try:\n    other = peek(3)\nexcept Exception as e:\n    other = repr(e)\n"
+            "FINAL(repr(list(hits)) + repr(list(found)) + repr(other) + str(len(recall)))")
+    root = ScriptedLM(default=f"```repl\n{code}\n```")
+    with ServerThread(mem, token=TOKEN, root=root) as server, httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {mine}"}, timeout=120, trust_env=False
+    ) as c:
+        answer = c.post("/ask", json={"question": "what is agent two's key?"})
+        assert answer.status_code == 200, answer.text
+        assert "amber" not in answer.json()["answer"] and answer.json()["answer"].endswith("2")  # its 2 messages
+        assert err(c.post("/ask", json={"question": "q"}, headers={"X-Agent-Id": "two"}), 403)
+        assert c.post("/grep", json={"pattern": "amber", "tier": "all"}).json()["matches"] == []
+        assert err(c.get("/messages/3"), 404)["type"] == "not_found"  # another agent's id is unknown here
+        ro = {"Authorization": f"Bearer {reader}"}
+        assert "read-only" in err(c.post("/ask", json={"question": "q"}, headers=ro), 403)["message"]
+        assert c.post("/grep", json={"pattern": "teal"}, headers=ro).json()["matches"]
+        assert c.post("/grep", json={"pattern": "teal"}, headers={"Authorization": "Bearer rlm_abc_def"}).status_code == 403
+
+
+def test_token_lookup_refuses_near_misses(mem: MemoryManager) -> None:
+    from agents.server.auth import TokenStore
+
+    tokens = TokenStore(mem.db, "admin-secret")
+    info, secret = tokens.create(["a", "a", " b "], label="x")
+    assert info.agents == ("a", "b")
+    assert tokens.check(secret).agents == ("a", "b")  # type: ignore[union-attr]
+    assert tokens.check("admin-secret").admin  # type: ignore[union-attr]
+    for near in (secret[:-1], secret + "x", secret.upper(), f"rlm_{info.id}_", "admin-secre", "", "\ud800"):
+        assert tokens.check(near) is None
+    tokens.revoke(info.id)
+    assert tokens.check(secret) is None and tokens.list() == [] and tokens.list(include_revoked=True)[0].revoked_at
+    with pytest.raises(NotFoundError):
+        tokens.revoke("nope")
+    with pytest.raises(ValidationError):
+        tokens.create([" "])
+    with mem.db.read() as conn:  # only a hash is kept
+        assert secret not in repr(conn.exec_driver_sql("SELECT * FROM rlmem_tokens").all())

@@ -234,8 +234,17 @@ def main(
     stderr: TextIO | None = None,
 ) -> int:
     """Run ``rlmem`` with ``argv``; returns the exit status."""
-    # Everything rlmem creates (store, token, config, vectors, exports) is for its owner only.
-    os.umask(0o077)
+    # Everything rlmem creates (store, token, config, vectors, exports) is for its owner only;
+    # the caller's umask comes back when main returns (main runs inside other programs too).
+    umask = os.umask(0o077)
+    try:
+        return _run(argv, lm=lm, sub_lm=sub_lm, stdout=stdout, stderr=stderr)
+    finally:
+        os.umask(umask)
+
+
+def _run(argv: Sequence[str] | None, *, lm: LM | None, sub_lm: LM | None, stdout: TextIO | None,
+         stderr: TextIO | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     ctx = CliContext(store_arg=getattr(args, "store", None), json=bool(getattr(args, "json", False)),

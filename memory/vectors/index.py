@@ -218,7 +218,7 @@ class VectorIndex:
             if self.lock_path is None:
                 yield
                 return
-            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            self.lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with open(self.lock_path, "a+") as fh:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
                 try:
