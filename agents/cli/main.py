@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from agents.cli import doctor as cli_doctor
 from agents.cli import memory as cli_memory
 from agents.cli import model as cli_model
 from agents.cli import token as cli_token
@@ -200,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", choices=["all", "recall", "archival"], default="all")
     p.add_argument("--reembed", action="store_true",
                    help="embed every row again (default: reuse the stored vectors of the current model)")
+    _COMMANDS["doctor"] = cli_doctor.register(cmd)
     return parser
 
 
