@@ -193,6 +193,8 @@ def test_strict_json_bodies_store_nothing(api: httpx.Client, mem: MemoryManager)
         assert err(api.post("/messages", content=raw, headers=J), 400)["type"] == "invalid_request", raw[:60]
     assert "out of range" in err(api.put("/blocks/human", content=b'{"value": "v", "limit": 1267650600228229401496703205376}', headers=J), 400)["message"]
     assert mem.recall.count() == before
+    assert "out of range" in err(api.get("/messages/" + "9" * 30), 400)["message"]
+    assert err(api.get("/messages/1", params={"before": "9" * 30}), 400)
 
 
 def test_disk_full_is_507_naming_the_disk(api: httpx.Client, mem: MemoryManager, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from agents.cli import doctor as cli_doctor
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS = {
+_COMMANDS: dict[str, Callable[[CliContext, argparse.Namespace], int]] = {
     "init": cli_memory.cmd_init,
     "ingest": cli_memory.cmd_ingest,
     "import": cli_memory.cmd_import,

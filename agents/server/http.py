@@ -244,6 +244,9 @@ def _endpoint(state: _State, op: Operation | None) -> Callable[[Request], Any]:
                 return JSONResponse({"tool": name, "result": result})
             ctx = _context(state, request, grant, op.fn.__name__)
             kwargs = check_arguments(op.fn, args)
+            for name, value in kwargs.items():  # path and query integers, converted just now
+                if isinstance(value, int) and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+                    raise E.ValidationError(f"{name} is out of range (a signed 64-bit integer), got {value}")
             result = await run_in_threadpool(op.fn, ctx, **kwargs)
             return JSONResponse(bound(jsonable(result), 4 * ctx.max_result_chars), status_code=op.status)
         except _TooLarge as exc:
