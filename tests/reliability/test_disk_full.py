@@ -23,7 +23,7 @@ from reliability.served import Served, cli, cli_json
 def disk(tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if p.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({p.stderr.strip() or 'mount failed'}): needs root or CAP_SYS_ADMIN")
     try:
@@ -33,16 +33,17 @@ def disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def _fill(path: Path) -> None:
-    with open(path, "wb") as f:
+    """Take every free byte of the filesystem holding ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
         for size in (1 << 16, 1 << 10, 1):
             try:
                 while True:
-                    f.write(b"\0" * size)
-                    f.flush()
-                    os.fsync(f.fileno())
+                    os.write(fd, b"\0" * size)
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC
-                f.seek(0, os.SEEK_END)
+    finally:
+        os.close(fd)
 
 
 def test_a_full_disk_is_507_and_loses_nothing(disk: Path) -> None:
