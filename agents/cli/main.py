@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-tokens", type=int, default=None, help="tokens per chunk")
     p.add_argument("--overlap", type=int, default=None, help="tokens shared by neighbouring chunks")
     p.add_argument("--tag", action="append", default=[], dest="tags", help="tag every chunk (repeatable)")
+    p.add_argument("--ext", action="append", default=None, dest="exts", metavar="EXT",
+                   help="ingest files with this extension (repeatable, e.g. --ext .org; default: common text and code)")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="follow symbolic links that lead out of a folder (default: skip and report them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = cmd("import", "import chat transcripts into the recall log")

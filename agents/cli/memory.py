@@ -9,6 +9,8 @@ Rules this module keeps:
 * A command that only reads (``search --mode text``, ``grep``, ``stats``, ``sessions``,
   ``agents``, ``blocks list|show|history``) opens the store read-only: it never waits for a
   writer and never writes.
+* ``ingest`` names every file it skipped for a reason (on stderr) and exits 1 when there was
+  one; the rest of the files are ingested all the same.
 * Every command has a ``--json`` form that prints the same facts as data.
 """
 
@@ -184,11 +186,20 @@ def cmd_ingest(ctx: CliContext, args: argparse.Namespace) -> int:
         kw["overlap"] = args.overlap
     if args.tags:
         kw["tags"] = list(args.tags)
-    summary = mem.archival.ingest([Path(p).expanduser() for p in args.paths], **kw)
+    if args.exts:
+        kw["exts"] = list(args.exts)
+    summary = mem.archival.ingest([Path(p).expanduser() for p in args.paths],
+                                  follow_symlinks=args.follow_symlinks, **kw)
     data = jsonable(summary)
-    ctx.emit(data, "ingested: " + ", ".join(f"{k}={v}" for k, v in data.items())
-             if isinstance(data, dict) else f"ingested: {data}")
-    return 0
+
+    def human() -> None:
+        ctx.print(f"ingested {summary.files} files, {summary.chunks} chunks ({summary.duplicates} duplicate "
+                  f"chunks left out, {summary.skipped} files skipped) in {summary.seconds:.1f} s")
+        for path, reason in summary.problems:
+            ctx.warn(f"skipped {path}: {reason}")
+
+    ctx.emit(data, human)
+    return 1 if summary.problems else 0
 
 
 def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
