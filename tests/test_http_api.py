@@ -250,3 +250,20 @@ def test_token_lookup_refuses_near_misses(mem: MemoryManager) -> None:
         tokens.create([" "])
     with mem.db.read() as conn:  # only a hash is kept
         assert secret not in repr(conn.exec_driver_sql("SELECT * FROM rlmem_tokens").all())
+
+
+@pytest.mark.postgres
+def test_scoped_tokens_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    from agents.server.auth import TokenStore
+
+    with MemoryManager.open(tmp_path / "pg", embedder=HashEmbedder(), database_url=pg_url,
+                            background_embed=False) as m:
+        m.recall.append("ada's note", agent_id="ada", session_id="a")
+        m.recall.append("bob's secret", agent_id="bob", session_id="b")
+        info, secret = TokenStore(m.db, None).create(["ada"])
+        with ServerThread(m) as server, httpx.Client(base_url=server.url, trust_env=False,
+                                                     headers={"Authorization": f"Bearer {secret}"}) as c:
+            assert c.post("/grep", json={"pattern": "secret|note"}).json()["matches"][0]["snippet"] == "ada's note"
+            assert c.post("/grep", json={"pattern": "x"}, headers={"X-Agent-Id": "bob"}).status_code == 403
+        TokenStore(m.db, None).revoke(info.id)
+        assert TokenStore(m.db, None).check(secret) is None

@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("mcp", "run the MCP server on stdio (for Claude Code / Claude Desktop)")
     p.add_argument("--agent", default=None, help="whose blocks and messages the tools use")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the mcpServers entry for .mcp.json / claude_desktop_config.json and exit")
     _models(p)
 
     p = cmd("blocks", "working-memory blocks")

@@ -210,6 +210,9 @@ def cmd_mcp(ctx: CliContext, args: argparse.Namespace) -> int:
     path, origin = resolve_store(ctx.store_arg)
     if not store_exists(path):
         raise NotFoundError(f"no memory store at {path} (from {origin}): create one with `rlmem init`")
+    if args.print_config:
+        ctx.emit(_mcp_config(path.resolve(), args))
+        return 0
     # stdout is the protocol channel: nothing else may be printed there
     root = _optional_model(ctx, args)
     sub = _optional_model(ctx, args, sub=True)
@@ -217,6 +220,20 @@ def cmd_mcp(ctx: CliContext, args: argparse.Namespace) -> int:
 
     run_mcp(path, agent_id=args.agent, root=root, sub=sub)
     return 0
+
+
+def _mcp_config(store: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The client entry that starts this server: absolute paths, since desktop clients do
+    not read the shell's PATH. stdio needs no token: only the client that started the
+    server can talk to it."""
+    import shutil
+    import sys
+
+    script = shutil.which("rlmem")
+    command, head = (script, []) if script else (sys.executable, ["-m", "agents.cli.main"])
+    tail = ["mcp", "--store", str(store)] + (["--agent", args.agent] if args.agent else []) \
+        + (["--model", args.model] if args.model else [])
+    return {"mcpServers": {"rlm-memory": {"command": command, "args": head + tail}}}
 
 
 # --- trajectories --------------------------------------------------------------------------
