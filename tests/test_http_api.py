@@ -189,7 +189,7 @@ def test_strict_json_bodies_store_nothing(api: httpx.Client, mem: MemoryManager)
     for raw in (b'{"content": "x", "metadata": {"v": NaN}}', b'{"content": "x", "metadata": {"v": Infinity}}',
                 b'{"content": "x", "metadata": {"v": -Infinity}}', b'{"content": "x", "content": "y"}',
                 b'{"content": "x", "metadata": {"v": 1' + b"0" * 30 + b'}}',
-                b'{"content": "x", "metadata": {"v": 1' + b"0" * 5000 + b'}}'):
+                b'{"content": "x", "metadata": {"v": 1' + b"0" * 5000 + b'}}', b'{"content": "x", "metadata": {"v": 1e999}}'):
         assert err(api.post("/messages", content=raw, headers=J), 400)["type"] == "invalid_request", raw[:60]
     assert "out of range" in err(api.put("/blocks/human", content=b'{"value": "v", "limit": 1267650600228229401496703205376}', headers=J), 400)["message"]
     assert mem.recall.count() == before

@@ -32,7 +32,6 @@ Rules this module keeps:
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import socket
 import threading
@@ -49,6 +48,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agents.server.auth import AccessDenied, Grant, TokenStore, store_admin_token
+from agents.server.body import INT_RANGE, parse_json_body
 from agents.server.guard import (
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_MAX_HEADER_BYTES,
@@ -72,7 +72,6 @@ log = logging.getLogger("rlmem.http")
 
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 DEFAULT_BODY_TIMEOUT_S = 30.0
-_INT_RANGE = (-(2**63), 2**63 - 1)
 
 # What a read-only token may call (by function name, for routes and /tools/{name} alike).
 # An allow-list, so an operation added later is refused to read-only tokens until listed here.
@@ -129,45 +128,6 @@ class _State:
     tokens: TokenStore
     max_body_bytes: int
     body_timeout_s: float
-
-
-def _reject_constant(name: str) -> Any:
-    raise E.ValidationError(f"the request body contains {name}, which JSON does not allow: send a number or null")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise E.ValidationError(f"the request body names the field {k!r} twice")
-        out[k] = v
-    return out
-
-
-def _checked_int(digits: str) -> int:
-    value = int(digits)
-    if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
-        raise E.ValidationError(f"the integer {digits[:30]}{'...' if len(digits) > 30 else ''} is out of range "
-                                "(a signed 64-bit integer)")
-    return value
-
-
-def parse_json_body(raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object, parsed strictly (see the module rules); {} when empty."""
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates,
-                          parse_int=_checked_int)
-    except E.ValidationError:
-        raise
-    except RecursionError:
-        raise E.ValidationError("the request body is nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an int of too many digits
-        raise E.ValidationError(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise E.ValidationError("the request body must be a JSON object")
-    return body
 
 
 async def _read_json(request: Request, limit: int, timeout_s: float) -> dict[str, Any]:
@@ -245,7 +205,7 @@ def _endpoint(state: _State, op: Operation | None) -> Callable[[Request], Any]:
             ctx = _context(state, request, grant, op.fn.__name__)
             kwargs = check_arguments(op.fn, args)
             for name, value in kwargs.items():  # path and query integers, converted just now
-                if isinstance(value, int) and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+                if isinstance(value, int) and not INT_RANGE[0] <= value <= INT_RANGE[1]:
                     raise E.ValidationError(f"{name} is out of range (a signed 64-bit integer), got {value}")
             result = await run_in_threadpool(op.fn, ctx, **kwargs)
             return JSONResponse(bound(jsonable(result), 4 * ctx.max_result_chars), status_code=op.status)
