@@ -267,3 +267,18 @@ def test_scoped_tokens_on_postgres(pg_url: str, tmp_path: Path) -> None:
             assert c.post("/grep", json={"pattern": "x"}, headers={"X-Agent-Id": "bob"}).status_code == 403
         TokenStore(m.db, None).revoke(info.id)
         assert TokenStore(m.db, None).check(secret) is None
+
+
+def test_cors_only_for_configured_origins(mem: MemoryManager) -> None:
+    web = "http://localhost:3000"
+    with ServerThread(mem, token=TOKEN, cors_origins=[web]) as server, httpx.Client(
+        base_url=server.url, trust_env=False, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as c:
+        pre = c.options("/search", headers={"Origin": web, "Access-Control-Request-Method": "POST",
+                                            "Access-Control-Request-Headers": "authorization,content-type"})
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == web
+        r = c.post("/search", json={"query": "teal", "mode": "text"}, headers={"Origin": web})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == web
+        other = c.post("/search", json={"query": "teal"}, headers={"Origin": "http://localhost:4000"})
+        assert other.status_code == 403 and "access-control-allow-origin" not in other.headers
+        assert c.post("/search", json={"query": "teal", "mode": "text"}, headers={"Origin": server.url}).status_code == 200
