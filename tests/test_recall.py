@@ -224,7 +224,9 @@ def test_grep_modes(log: RecallLog) -> None:
     assert [h.id for h in hits] == [ms[1].id, ms[4].id] and hits[0].match == "cats"
     assert [h.id for h in log.grep("CAT", ignore_case=True, agent_id="default")] == [ms[0].id, ms[1].id]
     assert log.grep("CAT") == []
-    assert [h.id for h in log.grep("get_weather(city=", literal=True)] == [ms[3].id]
+    # tool records are left out unless asked for (include_tools, or role="tool")
+    assert log.grep("get_weather(city=", literal=True) == []
+    assert [h.id for h in log.grep("get_weather(city=", literal=True, include_tools=True)] == [ms[3].id]
     assert [h.id for h in log.grep(r"^the")] == [ms[0].id, ms[4].id]  # anchors apply per message
     assert [h.id for h in log.grep(r"mat$")] == [ms[0].id]
     assert len(log.grep("the", limit=2)) == 2
@@ -260,7 +262,7 @@ def test_grep_bad_patterns(log: RecallLog) -> None:
     for bad in ["(", "[a-", "a{2,1}", ""]:
         with pytest.raises(QueryError):
             log.grep(bad)
-    assert log.grep("(", literal=True) != []
+    assert log.grep("(", literal=True, include_tools=True) != []
 
 
 def test_grep_catastrophic_backtracking_times_out(log: RecallLog) -> None:

@@ -10,7 +10,8 @@ Rules this module keeps:
   ``log(1 + (N - n + 0.5) / (n + 0.5))`` (positive for every word, as in Lucene), ``k1 = 1.2``,
   ``b = 0.75``, and a phrase repeated in the query counted as often as it is repeated.
 * Tokens are what the index's ``unicode61 remove_diacritics 2`` tokenizer makes: runs of
-  letters, numbers and private-use characters, case-folded, diacritics removed. A phrase of
+  letters, numbers and private-use characters, lower-cased, diacritics removed (canonical
+  decomposition: ``x²`` stays ``x²``, as in the index). A phrase of
   several tokens counts where its tokens appear in a row.
 * ``N`` and the mean length come from FTS5's own totals record and each document's length
   from its size table (both O(1) per row, exact); term frequencies are counted in the first
@@ -39,7 +40,7 @@ _TOKEN = regex.compile(r"[\p{L}\p{N}\p{Co}]+")
 
 def tokens(text: str) -> list[str]:
     """The tokens FTS5's ``unicode61 remove_diacritics 2`` makes of ``text``."""
-    folded = unicodedata.normalize("NFKD", text.casefold())
+    folded = unicodedata.normalize("NFD", text.lower())
     folded = "".join(c for c in folded if not unicodedata.combining(c))
     return _TOKEN.findall(folded)
 
