@@ -5,12 +5,15 @@ Usage::
     .venv/bin/python bench/reliability.py                       # everything (about 20 min)
     .venv/bin/python bench/reliability.py --scenario recall_batch --kills 50 --seed 7
     .venv/bin/python bench/reliability.py --skip-crash          # throughput only
+    .venv/bin/python bench/reliability.py --readers-only        # reads while a writer holds the lock
 
 Prints the summary table of ``docs/reliability.md``: scenario, attempts, failures found
 (expected 0), acknowledged writes checked, and the command that reproduces the row. The
 Postgres scenario runs when ``RLMEM_TEST_POSTGRES_URL`` is set (a scratch database is created
 next to it and dropped afterwards). Throughput: 4 writer processes appending single durable
-messages to one SQLite store, against 1 writer measured in the same run.
+messages to one SQLite store, against 1 writer measured in the same run. Readers: the latency
+of read calls (grep, full-text search, stats, sessions) on a read-only store while another
+process holds a long write transaction, against the same calls with no writer, same run.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ sys.path[:0] = [
 
 from reliability.harness import SCENARIOS, Campaign, run_campaign  # noqa: E402
 from reliability.procs import run_writers  # noqa: E402
+from reliability.served import WriteLock  # noqa: E402
 
 DEFAULT_KILLS = {"archival_model": 6}
 
@@ -118,6 +122,47 @@ def throughput(work: Path, seconds: float) -> str:
     ])  # fmt: skip
 
 
+def readers(work: Path, rounds: int, messages: int = 20_000) -> str:
+    import statistics
+
+    from memory.manager import MemoryManager
+    from memory.vectors.embeddings import HashEmbedder
+
+    store = work / "readers"
+    with MemoryManager.open(store, embedder=HashEmbedder(), background_embed=False, embed_recall=False) as m:
+        m.recall.append_many(
+            {"content": f"message {i} about the deploy key and release {i % 97}", "session_id": f"s{i % 50}"}
+            for i in range(messages)
+        )
+    calls = {
+        "grep": lambda m: m.recall.grep("release 42", limit=50),
+        "search --mode text": lambda m: m.search("deploy release", tiers=("recall",), k=10, mode="text"),
+        "stats": lambda m: m.stats(),
+        "sessions": lambda m: m.recall.sessions(),
+    }
+
+    def measure() -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {name: [] for name in calls}
+        with MemoryManager.open(store, embedder=HashEmbedder(), read_only=True, busy_timeout_s=30) as m:
+            for _ in range(rounds):
+                for name, fn in calls.items():
+                    t = time.perf_counter()
+                    fn(m)
+                    out[name].append(time.perf_counter() - t)
+        return out
+
+    base = measure()
+    with WriteLock(store, work) as lock:
+        held = measure()
+        assert lock.holding
+    lines = ["| read call | no writer, median ms | writer holding the lock, median ms | worst ms (held) | ratio |",
+             "|---|---|---|---|---|"]
+    for name in calls:
+        b, h = statistics.median(base[name]) * 1e3, statistics.median(held[name]) * 1e3
+        lines.append(f"| {name} | {b:.2f} | {h:.2f} | {max(held[name]) * 1e3:.1f} | {h / b:.2f}x |")
+    return "\n".join(lines) + f"\n\n{messages} messages, {rounds} rounds per call."
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,6 +177,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="duration of each throughput run")
     ap.add_argument("--skip-crash", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--readers-only", action="store_true", help="only the readers-against-a-writer figures")
+    ap.add_argument("--rounds", type=int, default=30, help="rounds of read calls per measurement")
     ap.add_argument(
         "--workdir", default=None, help="keep stores here (default: a temporary directory)"
     )
@@ -140,6 +187,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rlmem-rel-") as tmp:
         work = Path(args.workdir or tmp)
         t0 = time.perf_counter()
+        if args.readers_only:
+            args.skip_crash = args.skip_throughput = True
         if not args.skip_crash:
             results = crash(args.scenario or list(SCENARIOS), args.kills, args.seed, work)
             print("\n## Crash campaign\n")
@@ -147,6 +196,8 @@ def main() -> int:
         if not args.skip_throughput:
             print("\n## Sustained durable appends, one SQLite store\n")
             print(throughput(work, args.seconds))
+        print("\n## Reads while another process holds a write transaction (SQLite, WAL)\n")
+        print(readers(work, args.rounds))
         print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -9,6 +9,9 @@ Rules this module keeps:
   writers queue on the database lock instead of failing half-way. Lock waits are bounded by
   ``busy_timeout_s``; past it the caller gets ``StoreBusyError``, never a raw
   "database is locked".
+* Readers never wait for writers (WAL): opening a store whose schema is current writes
+  nothing (migrations check in a read transaction first), and ``read_only`` connections
+  (``PRAGMA query_only``) cannot take the write lock at all.
 * Migrations are append-only and versioned *per component* (recall, blocks, archival, ...):
   each component owns its list, the table ``rlmem_migrations`` records what was applied, and
   a database written by a newer version of the code is refused rather than misread.
@@ -71,9 +74,10 @@ def _is_busy(exc: BaseException) -> bool:
 class Database:
     """A SQLAlchemy engine configured for rlm-memory, with bounded-retry transactions."""
 
-    def __init__(self, engine: Engine, url: str, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, engine: Engine, url: str, *, busy_timeout_s: float = 30.0, read_only: bool = False) -> None:
         self.engine = engine
         self.url = url
+        self.read_only = read_only
         self.dialect: str = engine.dialect.name  # "sqlite" | "postgresql"
         self.busy_timeout_s = busy_timeout_s
 
@@ -86,8 +90,13 @@ class Database:
         *,
         busy_timeout_s: float = 30.0,
         synchronous: str = "FULL",
+        read_only: bool = False,
     ) -> Database:
-        """Open a database by SQLAlchemy URL or by SQLite file path (created if missing)."""
+        """Open a database by SQLAlchemy URL or by SQLite file path (created if missing).
+
+        ``read_only`` (SQLite): connections are opened with ``query_only``, so a read-only
+        command can never take the write lock, and migrations that would have to write are
+        refused instead of waiting."""
         raw = str(url_or_path)
         if "://" not in raw:
             path = Path(raw).expanduser()
@@ -98,7 +107,7 @@ class Database:
             engine = create_engine(
                 url, connect_args={"timeout": busy_timeout_s, "check_same_thread": False}
             )
-            _configure_sqlite(engine, busy_timeout_s, synchronous)
+            _configure_sqlite(engine, busy_timeout_s, synchronous, read_only=read_only)
         elif url.startswith("postgresql"):
             try:
                 engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
@@ -109,7 +118,7 @@ class Database:
                 f"unsupported database URL {redact_url(raw)!r}: use a file path, "
                 "sqlite:///path or postgresql://user@host/db"
             )
-        db = cls(engine, url, busy_timeout_s=busy_timeout_s)
+        db = cls(engine, url, busy_timeout_s=busy_timeout_s, read_only=read_only)
         try:
             with db.read() as conn:
                 conn.execute(text("SELECT 1"))
@@ -130,20 +139,25 @@ class Database:
             yield conn
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, *, _migrating: bool = False) -> Iterator[Connection]:
         """A write transaction, committed on exit and rolled back on error.
 
         On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``), waiting up to
         ``busy_timeout_s``; past that, ``StoreBusyError``.
         """
         deadline = time.monotonic() + self.busy_timeout_s
+        unlock = _migrating and self.read_only and self.dialect == "sqlite"
         while True:
             conn = self.engine.connect()
+            if unlock:
+                conn.connection.dbapi_connection.execute("PRAGMA query_only=OFF")  # type: ignore[union-attr]
             if self.dialect == "sqlite":
                 conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             try:
                 trans = conn.begin()
             except OperationalError as exc:
+                if unlock:
+                    conn.connection.dbapi_connection.execute("PRAGMA query_only=ON")  # type: ignore[union-attr]
                 conn.close()
                 if _is_busy(exc) and time.monotonic() < deadline:
                     time.sleep(0.05)
@@ -170,6 +184,8 @@ class Database:
                 trans.rollback()
             raise
         finally:
+            if unlock:
+                conn.connection.dbapi_connection.execute("PRAGMA query_only=ON")  # type: ignore[union-attr]
             conn.close()
 
     # --- migrations ----------------------------------------------------------------------
@@ -179,7 +195,19 @@ class Database:
         versions = [m.version for m in migrations]
         if versions != list(range(1, len(migrations) + 1)):
             raise MigrationError(f"{component}: migrations must be numbered 1..n, got {versions}")
-        with self.write() as conn:
+        # A current schema is the common case: check it in a read transaction, so opening a
+        # store never queues behind another process's write transaction.
+        applied_now = self._applied(component)
+        if applied_now is not None and applied_now >= set(versions):
+            if max(applied_now) > len(migrations):
+                raise MigrationError(
+                    f"the {component} schema is at version {max(applied_now)}, newer than this "
+                    f"rlm-memory knows ({len(migrations)}); upgrade rlm-memory"
+                )
+            return len(migrations)
+        # A read-only store still gets a missing schema once (a store older than this code);
+        # that one write waits for other writers like any write.
+        with self.write(_migrating=True) as conn:
             if self.dialect == "postgresql":
                 # Serialise concurrent migrators on Postgres (SQLite has BEGIN IMMEDIATE).
                 conn.execute(
@@ -224,6 +252,17 @@ class Database:
                 )
         return len(migrations)
 
+    def _applied(self, component: str) -> set[int] | None:
+        """The applied versions of ``component`` (None when there is no migrations table)."""
+        try:
+            with self.read() as conn:
+                rows = conn.execute(
+                    text("SELECT version FROM rlmem_migrations WHERE component = :c"), {"c": component}
+                ).all()
+        except DBAPIError:
+            return None
+        return {int(r[0]) for r in rows}
+
     def schema_version(self, component: str) -> int:
         """The applied schema version of ``component`` (0 when none)."""
         with self.read() as conn:
@@ -244,7 +283,7 @@ class Database:
             return str(conn.exec_driver_sql("PRAGMA integrity_check").scalar())
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_s: float, synchronous: str) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_s: float, synchronous: str, *, read_only: bool = False) -> None:
     if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
         raise ConfigError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
 
@@ -258,6 +297,8 @@ def _configure_sqlite(engine: Engine, busy_timeout_s: float, synchronous: str) -
         cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         cur.execute("PRAGMA foreign_keys=ON")
+        if read_only:
+            cur.execute("PRAGMA query_only=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")

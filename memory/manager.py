@@ -9,6 +9,8 @@ Rules this module keeps:
   same transaction and embedded by a background thread (``background_embed``) or by
   ``embed_pending()``. Items still queued at close are embedded on the next open. torch is
   imported only when something must actually be embedded.
+* A store made here is private to its owner: the directory 0700, ``memory.db`` (and so its
+  ``-wal`` / ``-shm``) 0600, the Chroma directory 0700.
 * Two processes may open the same directory: SQLite serialises writers (waiting up to
   ``busy_timeout_s``, then ``StoreBusyError``), and writes to the embedded Chroma index are
   serialised by a file lock.
@@ -18,6 +20,8 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -74,6 +78,11 @@ class _LazyChroma:
         return getattr(self._client, name)
 
 
+def _private_file(path: Path) -> None:
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class MemoryManager:
     """Working memory, the recall log and the archival store of one store."""
 
@@ -112,12 +121,23 @@ class MemoryManager:
         *,
         embedder: Embedder | None = None,
         agent_id: str = "default",
+        read_only: bool = False,
         **overrides: Any,
     ) -> MemoryManager:
-        """Open (creating if needed) the store at a directory, TOML file or config."""
+        """Open (creating if needed) the store at a directory, TOML file or config.
+
+        ``read_only``: for commands that only read. The database refuses writes, nothing is
+        written at open, the background embedder stays off, and readers never wait for a
+        writer (WAL)."""
         cfg = MemoryConfig.load(path_or_config, **overrides)
-        cfg.dir.mkdir(parents=True, exist_ok=True)
-        db = Database.open(cfg.db_target, busy_timeout_s=cfg.busy_timeout_s)
+        if read_only:
+            cfg = replace(cfg, background_embed=False)
+        # A new store is private: its directory 0700 and the SQLite file 0600 before SQLite
+        # opens it (SQLite gives -wal and -shm the mode of the database file).
+        cfg.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not cfg.database_url:
+            _private_file(cfg.dir / "memory.db")
+        db = Database.open(cfg.db_target, busy_timeout_s=cfg.busy_timeout_s, read_only=read_only)
         if embedder is None:
             embedder = SentenceTransformerEmbedder(
                 cfg.model_path, batch_size=cfg.embed_batch_size,

@@ -269,3 +269,29 @@ def test_init_with_a_postgres_url(tmp_path: Path, pg_url: str, monkeypatch: pyte
     assert not (store / "memory.db").exists()
     rc, _, err = run("init", str(store), "--database-url", pg_url)
     assert rc == 2 and "rlmem.toml" in err
+
+
+def test_tokens_from_the_command_line(tmp_path: Path) -> None:
+    s = str(tmp_path / "tok")
+    ok("init", s)
+    token_file = tmp_path / "tok" / "token"
+    assert (token_file.stat().st_mode & 0o777) == 0o600
+    assert js("token", "show", "--store", s)["token"] == token_file.read_text().strip()
+    made = js("token", "create", "--agent", "ada", "--read-only", "--label", "notebook", "--store", s)
+    assert made["agents"] == ["ada"] and made["write"] is False and made["token"].startswith("rlm_")
+    listed = js("token", "list", "--store", s)
+    assert [t["id"] for t in listed] == [made["id"]] and "token" not in listed[0]
+    assert "revoked" in ok("token", "revoke", made["id"], "--store", s)
+    assert js("token", "list", "--store", s) == [] and len(js("token", "list", "--all", "--store", s)) == 1
+    rc, _, err = run("token", "revoke", "nope", "--store", s)
+    assert rc == 2 and "rlmem token list" in err
+    rc, _, err = run("token", "create", "--agent", " ", "--store", s)
+    assert rc == 2 and "--agent" in err
+
+
+def test_mcp_prints_its_client_config(tmp_path: Path) -> None:
+    s = tmp_path / "m"
+    ok("init", str(s))
+    entry = js("mcp", "--print-config", "--store", str(s), "--agent", "ada")["mcpServers"]["rlm-memory"]
+    assert Path(entry["command"]).is_absolute()
+    assert entry["args"][-5:] == ["mcp", "--store", str(s.resolve()), "--agent", "ada"]

@@ -6,6 +6,8 @@ Real stores (SQLite + embedded Chroma in a temporary directory) with the determi
 
 from __future__ import annotations
 
+import errno
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from agents.server.auth import TOKEN_FILE, store_admin_token
 from agents.server.http import ServerThread, create_app
-from memory.errors import ConfigError
+from memory.errors import NotFoundError, ValidationError
 from memory.manager import MemoryManager
 from memory.vectors.embeddings import HashEmbedder
 from rlm_core.lm import ScriptedLM
@@ -126,7 +129,7 @@ def test_ask_and_tools_endpoint(api: httpx.Client, root: ScriptedLM) -> None:
 
 
 def test_errors_are_json_with_the_right_status(api: httpx.Client) -> None:
-    assert err(api.post("/search", content=b"{not json"), 400)["type"] == "invalid_request"
+    assert err(api.post("/search", content=b"{not json", headers={"Content-Type": "application/json"}), 400)["type"] == "invalid_request"
     assert "JSON object" in err(api.post("/search", json=[1, 2]), 400)["message"]
     assert "missing required argument 'query'" in err(api.post("/search", json={}), 400)["message"]
     assert "must be an integer" in err(api.get("/messages/abc"), 400)["message"]
@@ -143,7 +146,7 @@ def test_errors_are_json_with_the_right_status(api: httpx.Client) -> None:
             yield b"y" * 1000
         yield b'"}'
 
-    assert err(api.post("/archival", content=chunks()), 413)["type"] == "payload_too_large"
+    assert err(api.post("/archival", content=chunks(), headers={"Content-Type": "application/json"}), 413)["type"] == "payload_too_large"
 
 
 def test_auth(api: httpx.Client) -> None:
@@ -161,14 +164,123 @@ def test_internal_errors_do_not_leak(mem: MemoryManager, monkeypatch: pytest.Mon
         raise RuntimeError("password=hunter2 in /secret/path")
 
     monkeypatch.setattr(mem, "stats", boom)
-    with ServerThread(mem) as server, httpx.Client(base_url=server.url, trust_env=False) as client:
+    token = store_admin_token(mem.config.dir)
+    with ServerThread(mem) as server, httpx.Client(base_url=server.url, trust_env=False,
+                                                   headers={"Authorization": f"Bearer {token}"}) as client:
         e = err(client.get("/stats"), 500)
         assert "hunter2" not in e["message"] and "/secret" not in e["message"]
         assert err(client.post("/ask", json={"question": "q"}), 503)["type"] == "not_configured"
-        assert client.get("/sessions").status_code == 200  # no token configured: open on loopback
 
 
-def test_binding_elsewhere_needs_a_token(mem: MemoryManager) -> None:
-    with pytest.raises(ConfigError, match="without a token"):
-        ServerThread(mem, host="0.0.0.0")
+def test_a_token_always_also_on_loopback(mem: MemoryManager) -> None:
+    token_file = mem.config.dir / TOKEN_FILE
+    assert not token_file.exists()
+    with ServerThread(mem) as server, httpx.Client(base_url=server.url, trust_env=False) as client:
+        assert err(client.get("/sessions"), 401)["type"] == "unauthorized"  # loopback is no exception
+        token = token_file.read_text().strip()
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert client.get("/sessions", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert err(client.get("/sessions", headers={"Authorization": f"Bearer {token[:-1]}x"}), 403)
+    assert store_admin_token(mem.config.dir) == token  # made once, then read
     create_app(mem)  # the app alone binds nothing
+
+
+def test_strict_json_bodies_store_nothing(api: httpx.Client, mem: MemoryManager) -> None:
+    before = mem.recall.count()
+    J = {"Content-Type": "application/json"}
+    for raw in (b'{"content": "x", "metadata": {"v": NaN}}', b'{"content": "x", "metadata": {"v": Infinity}}',
+                b'{"content": "x", "metadata": {"v": -Infinity}}', b'{"content": "x", "content": "y"}',
+                b'{"content": "x", "metadata": {"v": 1' + b"0" * 30 + b'}}',
+                b'{"content": "x", "metadata": {"v": 1' + b"0" * 5000 + b'}}', b'{"content": "x", "metadata": {"v": 1e999}}'):
+        assert err(api.post("/messages", content=raw, headers=J), 400)["type"] == "invalid_request", raw[:60]
+    assert "out of range" in err(api.put("/blocks/human", content=b'{"value": "v", "limit": 1267650600228229401496703205376}', headers=J), 400)["message"]
+    assert mem.recall.count() == before
+    assert "out of range" in err(api.get("/messages/" + "9" * 30), 400)["message"]
+    assert err(api.get("/messages/1", params={"before": "9" * 30}), 400)
+
+
+def test_disk_full_is_507_naming_the_disk(api: httpx.Client, mem: MemoryManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*a: Any, **k: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mem.recall, "append", full)
+    e = err(api.post("/messages", json={"content": "hello"}), 507)
+    assert str(mem.config.dir) in e["message"] and "full" in e["message"]
+
+
+def test_scoped_tokens_and_ask_stay_inside_their_agent(mem: MemoryManager) -> None:
+    from agents.server.auth import TokenStore
+
+    mem.recall.append("Agent two's deploy key is amber-42.", role="user", agent_id="two", session_id="t1")
+    tokens = TokenStore(mem.db, None)
+    _, mine = tokens.create(["default"])
+    _, reader = tokens.create(["default"], write=False)
+    code = ("hits = grep('amber', tier='all')\nfound = search('deploy key amber', k=20)\n"
+            "try:\n    other = peek(3)\nexcept Exception as e:\n    other = repr(e)\n"
+            "FINAL(repr(list(hits)) + repr(list(found)) + repr(other) + str(len(recall)))")
+    root = ScriptedLM(default=f"```repl\n{code}\n```")
+    with ServerThread(mem, token=TOKEN, root=root) as server, httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {mine}"}, timeout=120, trust_env=False
+    ) as c:
+        answer = c.post("/ask", json={"question": "what is agent two's key?"})
+        assert answer.status_code == 200, answer.text
+        assert "amber" not in answer.json()["answer"] and answer.json()["answer"].endswith("2")  # its 2 messages
+        assert err(c.post("/ask", json={"question": "q"}, headers={"X-Agent-Id": "two"}), 403)
+        assert c.post("/grep", json={"pattern": "amber", "tier": "all"}).json()["matches"] == []
+        assert err(c.get("/messages/3"), 404)["type"] == "not_found"  # another agent's id is unknown here
+        ro = {"Authorization": f"Bearer {reader}"}
+        assert "read-only" in err(c.post("/ask", json={"question": "q"}, headers=ro), 403)["message"]
+        assert c.post("/grep", json={"pattern": "teal"}, headers=ro).json()["matches"]
+        assert c.post("/grep", json={"pattern": "teal"}, headers={"Authorization": "Bearer rlm_abc_def"}).status_code == 403
+
+
+def test_token_lookup_refuses_near_misses(mem: MemoryManager) -> None:
+    from agents.server.auth import TokenStore
+
+    tokens = TokenStore(mem.db, "admin-secret")
+    info, secret = tokens.create(["a", "a", " b "], label="x")
+    assert info.agents == ("a", "b")
+    assert tokens.check(secret).agents == ("a", "b")  # type: ignore[union-attr]
+    assert tokens.check("admin-secret").admin  # type: ignore[union-attr]
+    for near in (secret[:-1], secret + "x", secret.upper(), f"rlm_{info.id}_", "admin-secre", "", "\ud800"):
+        assert tokens.check(near) is None
+    tokens.revoke(info.id)
+    assert tokens.check(secret) is None and tokens.list() == [] and tokens.list(include_revoked=True)[0].revoked_at
+    with pytest.raises(NotFoundError):
+        tokens.revoke("nope")
+    with pytest.raises(ValidationError):
+        tokens.create([" "])
+    with mem.db.read() as conn:  # only a hash is kept
+        assert secret not in repr(conn.exec_driver_sql("SELECT * FROM rlmem_tokens").all())
+
+
+@pytest.mark.postgres
+def test_scoped_tokens_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    from agents.server.auth import TokenStore
+
+    with MemoryManager.open(tmp_path / "pg", embedder=HashEmbedder(), database_url=pg_url,
+                            background_embed=False) as m:
+        m.recall.append("ada's note", agent_id="ada", session_id="a")
+        m.recall.append("bob's secret", agent_id="bob", session_id="b")
+        info, secret = TokenStore(m.db, None).create(["ada"])
+        with ServerThread(m) as server, httpx.Client(base_url=server.url, trust_env=False,
+                                                     headers={"Authorization": f"Bearer {secret}"}) as c:
+            assert c.post("/grep", json={"pattern": "secret|note"}).json()["matches"][0]["snippet"] == "ada's note"
+            assert c.post("/grep", json={"pattern": "x"}, headers={"X-Agent-Id": "bob"}).status_code == 403
+        TokenStore(m.db, None).revoke(info.id)
+        assert TokenStore(m.db, None).check(secret) is None
+
+
+def test_cors_only_for_configured_origins(mem: MemoryManager) -> None:
+    web = "http://localhost:3000"
+    with ServerThread(mem, token=TOKEN, cors_origins=[web]) as server, httpx.Client(
+        base_url=server.url, trust_env=False, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as c:
+        pre = c.options("/search", headers={"Origin": web, "Access-Control-Request-Method": "POST",
+                                            "Access-Control-Request-Headers": "authorization,content-type"})
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == web
+        r = c.post("/search", json={"query": "teal", "mode": "text"}, headers={"Origin": web})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == web
+        other = c.post("/search", json={"query": "teal"}, headers={"Origin": "http://localhost:4000"})
+        assert other.status_code == 403 and "access-control-allow-origin" not in other.headers
+        assert c.post("/search", json={"query": "teal", "mode": "text"}, headers={"Origin": server.url}).status_code == 200

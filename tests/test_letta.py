@@ -196,3 +196,43 @@ def test_import_blocks_messages_passages_idempotently(
     remote = {b.label: b.value for b in client.agents.blocks.list(agent.id)}
     assert remote["human"] == "Name: Ada\nLikes teal" and remote["project"] == "rlm-memory"
     assert push_blocks(client, agent.id, mem, memory_agent_id="ada") == []  # nothing left to push
+
+
+def test_export_gives_each_letta_agent_a_token_of_its_own(letta_rig: Rig, api: ServerThread, mem: MemoryManager) -> None:
+    client = letta_rig.client
+    mem.recall.append("Bob's deploy key is amber-42.", role="user", agent_id="bob", session_id="b1")
+    mem.recall.append("Alice likes teal.", role="user", agent_id="alice", session_id="a1")
+    a, b = make_agent(letta_rig, "rlmem-alice"), make_agent(letta_rig, "rlmem-bob")
+    try:
+        export_tools(client, agent_id=a.id, url=api.url, memory=mem, memory_agent_id="alice")
+        export_tools(client, agent_id=b.id, url=api.url, memory=mem, memory_agent_id="bob")
+        export_tools(client, agent_id=a.id, url=api.url, memory=mem, memory_agent_id="alice")  # keeps its token
+
+        def run(agent: Any, name: str, **args: Any) -> Any:
+            r = client.agents.tools.run(name, agent_id=agent.id, args=args)
+            assert r.status == "success", (r.func_return, r.stderr)
+            return json.loads(r.func_return)
+
+        assert "amber" not in json.dumps(run(a, "memory_grep", pattern="deploy key|teal|amber"))
+        assert "amber-42" in json.dumps(run(b, "memory_grep", pattern="amber"))
+        secrets = {s.key: s.value for s in client.agents.retrieve(a.id, include=["agent.secrets"]).secrets}
+        assert secrets["RLMEM_TOKEN"] != TOKEN
+        from agents.server.auth import TokenStore
+
+        assert [t.agents for t in TokenStore(mem.db, None).list()] == [("alice",), ("bob",)]
+    finally:
+        client.agents.delete(a.id)
+        client.agents.delete(b.id)
+
+
+def test_export_token_reuse_without_a_letta_server(mem: MemoryManager) -> None:
+    from agents.integrations.letta import _agent_token
+    from agents.server.auth import TokenStore
+
+    first = _agent_token(mem, "alice", None, read_only=False, label="x")
+    assert _agent_token(mem, "alice", first, read_only=False, label="x") == first  # held and exact: kept
+    assert _agent_token(mem, "bob", first, read_only=False, label="x") != first  # another agent: a new one
+    assert _agent_token(mem, "alice", first, read_only=True, label="x") != first  # other rights: a new one
+    assert _agent_token(mem, "alice", "rlm_forged_x", read_only=False, label="x").startswith("rlm_")
+    grants = [TokenStore(mem.db, None).check(t) for t in (first,)]
+    assert grants[0] is not None and grants[0].agents == ("alice",) and grants[0].write

@@ -328,3 +328,54 @@ def test_an_index_is_rebuilt_once_and_other_errors_never_rebuild() -> None:
     with pytest.raises(IndexError_, match="reindex"):
         mismatch.upsert([1], [[0.0] * 8], [{}])
     assert calls == [1]
+
+
+def _modes(root: Path) -> dict[str, int]:
+    out = {".": root.stat().st_mode & 0o777}
+    for p in root.rglob("*"):
+        out[str(p.relative_to(root))] = p.stat().st_mode & 0o777
+    return out
+
+
+def test_a_new_store_is_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)  # a common umask: the store must not depend on it
+    try:
+        with open_mem(tmp_path / "lib") as m:
+            m.recall.append("private words")
+            m.archival.insert("private passage")
+            m.embed_pending()
+            modes = _modes(tmp_path / "lib")
+    finally:
+        os.umask(old)
+    assert modes["."] == 0o700 and modes["chroma"] == 0o700
+    for name in ("memory.db", "memory.db-wal", "memory.db-shm"):
+        assert modes[name] == 0o600, (name, oct(modes[name]))
+
+
+def test_the_cli_makes_every_file_owner_only(tmp_path: Path) -> None:
+    store = tmp_path / "cli"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), RLMEM_EMBED_RECALL="false")
+    code = (f"import os; os.umask(0o022)\nfrom agents.cli.main import main\n"
+            f"for argv in (['init', {str(store)!r}, '--database-url', 'sqlite:///' + {str(store / 'memory.db')!r}],"
+            f" ['log', 'hello', '--store', {str(store)!r}], ['ingest', {str(tmp_path / 'doc.md')!r}, '--store', {str(store)!r}, '--no-progress'],"
+            " ['token', 'create', '--agent', 'a', '--store', " + repr(str(store)) + "]):\n"
+            "    assert main(argv) == 0, argv\n"
+            "assert os.umask(0o022) == 0o022  # main gave the umask back\n")
+    (tmp_path / "doc.md").write_text("A document about private things.\n" * 20)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    modes = _modes(store)
+    assert {"memory.db", "rlmem.toml", "token", "chroma"} <= set(modes)
+    loose = {name: oct(mode) for name, mode in modes.items() if mode & 0o077}
+    assert loose == {}, loose
+
+
+def test_a_read_only_store_cannot_write(tmp_path: Path) -> None:
+    with open_mem(tmp_path / "s") as m:
+        m.recall.append("kept")
+    from memory.errors import StoreError
+
+    with MemoryManager.open(tmp_path / "s", embedder=HashEmbedder(), read_only=True) as ro:
+        with pytest.raises(StoreError):
+            ro.recall.append("refused")
+        assert [x.content for x in ro.recall.page()] == ["kept"]

@@ -72,10 +72,11 @@ class CliContext:
     def store_path(self) -> Path:
         return resolve_store(self.store_arg)[0]
 
-    def open_memory(self, *, create: bool = False, embed: bool = False) -> MemoryManager:
+    def open_memory(self, *, create: bool = False, embed: bool = False, read_only: bool = False) -> MemoryManager:
         """The store, opened once. ``embed=False`` (commands that only read SQL) keeps the
         background embedder off, so queued items wait for a command that embeds anyway and
-        torch is never loaded."""
+        torch is never loaded. ``read_only``: the command only reads, so it never waits for
+        a writer (see ``MemoryManager.open``)."""
         if self._memory is not None:
             return self._memory
         path, origin = resolve_store(self.store_arg)
@@ -89,7 +90,7 @@ class CliContext:
             raise ConfigError(f"{path} is a file, not a store directory: give a directory")
         from memory.manager import MemoryManager
 
-        self._memory = MemoryManager.open(path, background_embed=None if embed else False)
+        self._memory = MemoryManager.open(path, background_embed=None if embed else False, read_only=read_only)
         return self._memory
 
     def close(self) -> None:

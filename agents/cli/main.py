@@ -9,6 +9,7 @@ Rules this module keeps:
 * Errors from the ``memory.errors`` hierarchy print one line on stderr that says what to do,
   and exit with status 2 (the caller's input or setup) or 1 (the store or the model failed);
   Ctrl-C exits with 130. Tracebacks appear only with ``RLMEM_DEBUG=1``.
+* Files and directories ``rlmem`` creates are owner-only (umask 077): memory is private.
 * ``main(argv, lm=...)`` takes a model object for ``ask`` and ``chat``, so programs and tests
   drive the command without an API key.
 """
@@ -26,6 +27,7 @@ from agents.cli import claude_code as cli_claude_code
 from agents.cli import doctor as cli_doctor
 from agents.cli import memory as cli_memory
 from agents.cli import model as cli_model
+from agents.cli import token as cli_token
 from agents.cli.common import CliContext, default_store_dir
 from agents.cli.memory import ROLES, TIERS
 from agents.cli.memory import op_default as _d
@@ -91,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-tokens", type=int, default=None, help="tokens per chunk")
     p.add_argument("--overlap", type=int, default=None, help="tokens shared by neighbouring chunks")
     p.add_argument("--tag", action="append", default=[], dest="tags", help="tag every chunk (repeatable)")
+    p.add_argument("--ext", action="append", default=None, dest="exts", metavar="EXT",
+                   help="ingest files with this extension (repeatable, e.g. --ext .org; default: common text and code)")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="follow symbolic links that lead out of a folder (default: skip and report them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = cmd("import", "import chat transcripts into the recall log (exactly once, however often)")
@@ -165,11 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--token", default=None,
-                   help="bearer token clients must send (default: $RLMEM_TOKEN; needed off loopback)")
+                   help="admin bearer token (default: $RLMEM_TOKEN, else the store's: `rlmem token show`)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another host name clients use for this server (repeatable; loopback names "
+                        "and IP addresses are always allowed)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a web origin allowed to call the API from a browser, e.g. http://localhost:3000")
+    p.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="close a connection whose request headers take longer than this (10)")
     _models(p)
 
     p = cmd("mcp", "run the MCP server on stdio (for Claude Code / Claude Desktop)")
     p.add_argument("--agent", default=None, help="whose blocks and messages the tools use")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the mcpServers entry for .mcp.json / claude_desktop_config.json and exit")
     _models(p)
 
     p = cmd("blocks", "working-memory blocks")
@@ -206,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("sessions", "list conversation sessions")
     p.add_argument("--agent", default=None)
 
+    cli_token.add_parser(sub, common)
     cmd("agents", "list the agents in the store")
     cmd("stats", "counts and sizes of every tier")
 
@@ -251,6 +267,7 @@ _COMMANDS: dict[str, Callable[[CliContext, argparse.Namespace], int]] = {
     "serve": cli_model.cmd_serve,
     "mcp": cli_model.cmd_mcp,
     "trajectory": cli_model.cmd_trajectory,
+    "token": cli_token.cmd_token,
 }
 
 
@@ -263,6 +280,17 @@ def main(
     stderr: TextIO | None = None,
 ) -> int:
     """Run ``rlmem`` with ``argv``; returns the exit status."""
+    # Everything rlmem creates (store, token, config, vectors, exports) is for its owner only;
+    # the caller's umask comes back when main returns (main runs inside other programs too).
+    umask = os.umask(0o077)
+    try:
+        return _run(argv, lm=lm, sub_lm=sub_lm, stdout=stdout, stderr=stderr)
+    finally:
+        os.umask(umask)
+
+
+def _run(argv: Sequence[str] | None, *, lm: LM | None, sub_lm: LM | None, stdout: TextIO | None,
+         stderr: TextIO | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     ctx = CliContext(store_arg=getattr(args, "store", None), json=bool(getattr(args, "json", False)),

@@ -6,6 +6,11 @@ Rules this module keeps:
   passed to the tiers as objects.
 * A command that reads only SQL (``log``, ``search --mode text``, ``grep``, ``blocks``,
   ``sessions``, ``stats``) must not trigger an embedding: torch stays unloaded.
+* A command that only reads (``search --mode text``, ``grep``, ``stats``, ``sessions``,
+  ``agents``, ``blocks list|show|history``) opens the store read-only: it never waits for a
+  writer and never writes.
+* ``ingest`` names every file it skipped for a reason (on stderr) and exits 1 when there was
+  one; the rest of the files are ingested all the same.
 * Every command has a ``--json`` form that prints the same facts as data.
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -111,7 +117,7 @@ def cmd_init(ctx: CliContext, args: argparse.Namespace) -> int:
         ctx.store_arg = args.path
     path = ctx.store_path
     if args.database_url or args.chroma_host:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         toml = path / "rlmem.toml"
         if toml.exists():
             raise ValidationError(f"{toml} exists already: edit it instead of passing URLs to init")
@@ -122,17 +128,37 @@ def cmd_init(ctx: CliContext, args: argparse.Namespace) -> int:
             lines.append(f'chroma_host = "{args.chroma_host}"')
         if args.chroma_port:
             lines.append(f"chroma_port = {int(args.chroma_port)}")
-        toml.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        fd = os.open(toml, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it may hold a database password
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
     existed = (path / "memory.db").exists() or (path / "rlmem.toml").exists()
-    ctx.open_memory(create=True)
+    mem = ctx.open_memory(create=True)
+    from agents.server.auth import store_admin_token
+
+    store_admin_token(path)  # the HTTP API's token, owner-only in the store (`rlmem token show`)
+    _create_schemas(mem)
     verb = "opened existing" if existed else "created"
     ctx.emit({"store": str(path), "created": not existed},
              f"{verb} memory store at {path}\nnext: rlmem log \"a first message\" --store {path}")
     return 0
 
 
+def _create_schemas(mem: Any) -> None:
+    """Every table a command may read, made now: a read-only command then never has to write
+    (and so never waits for a writer) on a store made by ``init``."""
+    from rlm_core.trajectory.store import MIGRATIONS as TRAJECTORY_MIGRATIONS
+
+    from agents.agent.state import AgentTable
+    from agents.server.auth import MIGRATIONS as TOKEN_MIGRATIONS
+
+    mem.blocks("default")
+    AgentTable(mem.db)
+    mem.db.migrate("trajectories", TRAJECTORY_MIGRATIONS)
+    mem.db.migrate("tokens", TOKEN_MIGRATIONS)
+
+
 def cmd_stats(ctx: CliContext, args: argparse.Namespace) -> int:
-    mem = ctx.open_memory()
+    mem = ctx.open_memory(read_only=True)
     stats = jsonable(mem.stats())
 
     def human() -> None:
@@ -192,11 +218,20 @@ def cmd_ingest(ctx: CliContext, args: argparse.Namespace) -> int:
         kw["overlap"] = args.overlap
     if args.tags:
         kw["tags"] = list(args.tags)
-    summary = mem.archival.ingest([Path(p).expanduser() for p in args.paths], **kw)
+    if args.exts:
+        kw["exts"] = list(args.exts)
+    summary = mem.archival.ingest([Path(p).expanduser() for p in args.paths],
+                                  follow_symlinks=args.follow_symlinks, **kw)
     data = jsonable(summary)
-    ctx.emit(data, "ingested: " + ", ".join(f"{k}={v}" for k, v in data.items())
-             if isinstance(data, dict) else f"ingested: {data}")
-    return 0
+
+    def human() -> None:
+        ctx.print(f"ingested {summary.files} files, {summary.chunks} chunks ({summary.duplicates} duplicate "
+                  f"chunks left out, {summary.skipped} files skipped) in {summary.seconds:.1f} s")
+        for path, reason in summary.problems:
+            ctx.warn(f"skipped {path}: {reason}")
+
+    ctx.emit(data, human)
+    return 1 if summary.problems else 0
 
 
 def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
@@ -232,7 +267,7 @@ def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
 
 def cmd_search(ctx: CliContext, args: argparse.Namespace) -> int:
     _check("search", {"query": args.query, "k": args.k, **_filters(args)})  # before any wait
-    mem = ctx.open_memory(embed=args.mode != "text")
+    mem = ctx.open_memory(embed=args.mode != "text", read_only=args.mode == "text")
     if args.mode != "text" and not args.no_wait and (queued := mem.pending()):
         # A one-shot command: messages logged just before must be found by meaning too.
         ctx.warn(f"embedding {queued} queued item(s) first (--no-wait skips this)")
@@ -275,7 +310,7 @@ def _search_sessions(ctx: CliContext, mem: Any, args: argparse.Namespace) -> int
 
 
 def cmd_grep(ctx: CliContext, args: argparse.Namespace) -> int:
-    mem = ctx.open_memory()
+    mem = ctx.open_memory(read_only=True)
     hits = _run(mem, args, "grep", {"pattern": args.pattern, "tier": args.tier, "limit": args.limit,
                                     "ignore_case": args.ignore_case, "literal": args.literal,
                                     **_filters(args)})
@@ -305,7 +340,7 @@ def cmd_peek(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def cmd_sessions(ctx: CliContext, args: argparse.Namespace) -> int:
-    mem = ctx.open_memory()
+    mem = ctx.open_memory(read_only=True)
     sessions = _run(mem, args, "sessions", {})
 
     def human() -> None:
@@ -322,7 +357,7 @@ def cmd_sessions(ctx: CliContext, args: argparse.Namespace) -> int:
 def cmd_agents(ctx: CliContext, args: argparse.Namespace) -> int:
     from agents.agent.state import AgentTable
 
-    mem = ctx.open_memory()
+    mem = ctx.open_memory(read_only=True)
     records = AgentTable(mem.db).list()
 
     def human() -> None:
@@ -369,7 +404,7 @@ def _blocks_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def cmd_blocks(ctx: CliContext, args: argparse.Namespace) -> int:
-    mem = ctx.open_memory()
+    mem = ctx.open_memory(read_only=args.blocks_command in ("list", "show", "history"))
     op, arguments = _blocks_args(args)
     result = _run(mem, args, op, arguments, owner=True)
     verb = args.blocks_command

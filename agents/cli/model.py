@@ -194,12 +194,17 @@ def cmd_serve(ctx: CliContext, args: argparse.Namespace) -> int:
     mem = ctx.open_memory(embed=True)
     root = _optional_model(ctx, args)
     sub = _optional_model(ctx, args, sub=True)
-    token = args.token or os.environ.get("RLMEM_TOKEN") or None
+    from agents.server.auth import store_admin_token
     from agents.server.http import serve
 
-    ctx.warn(f"serving {ctx.store_path} on http://{args.host}:{args.port} "
-             f"({'token required' if token else 'no token'}; Ctrl-C stops)")
-    serve(mem, host=args.host, port=args.port, token=token, root=root, sub=sub)
+    if not args.header_timeout > 0:
+        raise ValidationError(f"--header-timeout must be a positive number of seconds, got {args.header_timeout}")
+    token = args.token or os.environ.get("RLMEM_TOKEN") or store_admin_token(mem.config.dir)
+    origin = "--token" if args.token else "RLMEM_TOKEN" if os.environ.get("RLMEM_TOKEN") else "`rlmem token show`"
+    ctx.warn(f"serving {ctx.store_path} on http://{args.host}:{args.port} (bearer token: {origin}; "
+             "per-agent tokens: `rlmem token create --agent NAME`; Ctrl-C stops)")
+    serve(mem, host=args.host, port=args.port, token=token, root=root, sub=sub,
+          allow_hosts=args.allow_host, cors_origins=args.cors_origin, header_timeout_s=args.header_timeout)
     return 0
 
 
@@ -207,6 +212,9 @@ def cmd_mcp(ctx: CliContext, args: argparse.Namespace) -> int:
     path, origin = resolve_store(ctx.store_arg)
     if not store_exists(path):
         raise NotFoundError(f"no memory store at {path} (from {origin}): create one with `rlmem init`")
+    if args.print_config:
+        ctx.emit(_mcp_config(path.resolve(), args))
+        return 0
     # stdout is the protocol channel: nothing else may be printed there
     root = _optional_model(ctx, args)
     sub = _optional_model(ctx, args, sub=True)
@@ -216,6 +224,20 @@ def cmd_mcp(ctx: CliContext, args: argparse.Namespace) -> int:
     return 0
 
 
+def _mcp_config(store: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The client entry that starts this server: absolute paths, since desktop clients do
+    not read the shell's PATH. stdio needs no token: only the client that started the
+    server can talk to it."""
+    import shutil
+    import sys
+
+    script = shutil.which("rlmem")
+    command, head = (script, []) if script else (sys.executable, ["-m", "agents.cli.main"])
+    tail = ["mcp", "--store", str(store)] + (["--agent", args.agent] if args.agent else []) \
+        + (["--model", args.model] if args.model else [])
+    return {"mcpServers": {"rlm-memory": {"command": command, "args": head + tail}}}
+
+
 # --- trajectories --------------------------------------------------------------------------
 
 
@@ -223,7 +245,7 @@ def cmd_trajectory(ctx: CliContext, args: argparse.Namespace) -> int:
     from agents.trajectories import list_trajectories, load_trajectory
     from rlm_core.trajectory.render import render_html, render_text
 
-    mem = ctx.open_memory()
+    mem = ctx.open_memory(read_only=True)
     verb = args.trajectory_command
     if verb == "list":
         if args.limit < 1:

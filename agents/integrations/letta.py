@@ -10,7 +10,8 @@ Rules this module keeps:
   the function and nothing is captured from this process. They reach memory through the HTTP
   API (``agents.server.http``) at the address in the tool environment variable ``RLMEM_URL``, with the
   bearer token in ``RLMEM_TOKEN`` and the memory agent in ``RLMEM_AGENT_ID``; ``export_tools``
-  stores these as the Letta agent's secrets (merged with the secrets it already has).
+  stores these as the Letta agent's secrets (merged with the secrets it already has). Given
+  the store (``memory=``), it makes each Letta agent a token scoped to its own memory agent.
 * Client-side tools (``ClientTools``) are offered to the agent per request and answered in this
   process, straight against a ``MemoryManager``: nothing is exposed over the network. Letta
   pauses the run with an approval request for each call; the answer goes back as a tool return.
@@ -158,12 +159,19 @@ def export_tools(
     token_env: str = "RLMEM_TOKEN",
     agent_env: str = "RLMEM_AGENT_ID",
     tags: Sequence[str] = (_TOOL_TAG,),
+    memory: MemoryManager | None = None,
+    read_only: bool = False,
 ) -> list[str]:
     """Register the tools on a Letta server and return their tool ids, in ``names`` order.
 
     With ``agent_id`` the tools are also attached to that agent, and ``url`` / ``token`` /
     ``memory_agent_id`` (when given) are stored as its tool environment (Letta secrets), which is
     where the tool code reads them. Re-running updates the tools in place (upsert by name).
+
+    With ``memory`` (the served store) and no ``token``, the agent gets a token of its own that
+    opens only its memory agent (``memory_agent_id``, default the Letta agent id; ``read_only``
+    for one that may not write): one Letta agent cannot read another's memory. A token it holds
+    already for that agent is kept, so re-running makes no new one.
     """
     ids = []
     for name in names:
@@ -172,11 +180,23 @@ def export_tools(
         ids.append(tool.id)
     if agent_id is None:
         return ids
+    current: dict[str, str] | None = None
+
+    def secrets_now() -> dict[str, str]:
+        nonlocal current
+        if current is None:
+            agent = client.agents.retrieve(agent_id, include=["agent.secrets"])
+            current = {s.key: s.value for s in (agent.secrets or []) if s.value is not None}
+        return current
+
+    if token is None and memory is not None:
+        memory_agent_id = memory_agent_id or agent_id
+        token = _agent_token(memory, memory_agent_id, secrets_now().get(token_env), read_only=read_only,
+                             label=f"letta agent {agent_id}")
     wanted = {base_url_env: url, token_env: token, agent_env: memory_agent_id}
     env = {k: v for k, v in wanted.items() if v}
     if env:
-        agent = client.agents.retrieve(agent_id, include=["agent.secrets"])
-        current = {s.key: s.value for s in (agent.secrets or []) if s.value is not None}
+        current = secrets_now()
         if any(current.get(k) != v for k, v in env.items()):
             client.agents.update(agent_id, secrets=current | env)
     attached = {t.id for t in client.agents.tools.list(agent_id)}
@@ -184,6 +204,18 @@ def export_tools(
         if tool_id not in attached:
             client.agents.tools.attach(tool_id, agent_id=agent_id)
     return ids
+
+
+def _agent_token(memory: MemoryManager, agent: str, held: str | None, *, read_only: bool, label: str) -> str:
+    """A token opening only ``agent``: the one the Letta agent holds if it is exactly that."""
+    from agents.server.auth import TokenStore
+
+    tokens = TokenStore(memory.db, None)
+    if held:
+        grant = tokens.check(held)
+        if grant is not None and grant.agents == (agent,) and grant.write == (not read_only):
+            return held
+    return tokens.create([agent], write=not read_only, label=label)[1]
 
 
 # --- client-side tools --------------------------------------------------------------------

@@ -13,12 +13,22 @@ Rules this module keeps:
 * The store is opened once per server process and every call runs in a worker thread, so the
   stdio loop stays responsive. Searches cover the whole store unless an agent is named.
 * stdout belongs to the protocol: nothing else may print there.
+* Every request is answered. A line from the client is read the way the SDK reads invalid
+  UTF-8 (replaced, not refused): a lone surrogate escape (``"\\ud800"``) becomes U+FFFD and a
+  bare ``NaN``/``Infinity`` becomes ``null`` before the SDK parses it, since a line the SDK
+  cannot parse gets no reply at all. A tool that fails in any way answers an error result: the
+  message of a ``memory.errors`` error, or the kind of an unexpected failure (logged on
+  stderr), never silence.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import logging
+import math
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +52,9 @@ if TYPE_CHECKING:
     from memory.manager import MemoryManager
     from rlm_core.lm import LM
 
-__all__ = ["BLOCK_URI", "build_server", "main", "run_mcp"]
+__all__ = ["BLOCK_URI", "build_server", "clean_line", "main", "run_mcp"]
+
+log = logging.getLogger("rlmem.mcp")
 
 BLOCK_URI = "memory://blocks/"
 _RESOURCE_NOT_FOUND = -32002  # the MCP specification's code for an unknown resource
@@ -75,9 +87,14 @@ def build_server(
         if params.name not in offered:
             raise MCPError(mt.INVALID_PARAMS, f"unknown tool {params.name!r}; available tools: {', '.join(offered)}")
         try:
-            result = await anyio.to_thread.run_sync(call_tool, params.name, ctx, params.arguments or {})
+            result = _scrub(await anyio.to_thread.run_sync(call_tool, params.name, ctx, params.arguments or {}))
         except RlmMemoryError as exc:
-            return mt.CallToolResult(content=[mt.TextContent(text=f"{type(exc).__name__}: {exc}")], is_error=True)
+            return _error_result(f"{type(exc).__name__}: {exc}")
+        except (ValueError, TypeError, OverflowError) as exc:  # bad input that slipped past the checks
+            return _error_result(f"invalid arguments for {params.name}: {type(exc).__name__}: {_scrub(str(exc))[:500]}")
+        except Exception as exc:
+            log.exception("tool %s failed", params.name, exc_info=exc)
+            return _error_result(f"{params.name} failed ({type(exc).__name__}); details are in the server's log")
         text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
         structured = result if isinstance(result, dict) else None
         return mt.CallToolResult(content=[mt.TextContent(text=text)], structured_content=structured)
@@ -123,8 +140,50 @@ def build_server(
     )
 
 
+def _error_result(text: str) -> mt.CallToolResult:
+    return mt.CallToolResult(content=[mt.TextContent(text=text)], is_error=True)
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with lone surrogates as U+FFFD and non-finite floats as None (JSON-safe)."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+_SUSPECT = re.compile(r"\\u[dD][89a-fA-F]|NaN|Infinity")
+
+
+def clean_line(line: str) -> str:
+    """One line from the client, made parseable by the SDK without changing valid JSON."""
+    if not _SUSPECT.search(line):
+        return line
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return line  # not JSON at all: the SDK reports it
+    return json.dumps(_scrub(data), ensure_ascii=False) + "\n"
+
+
+class _CleanLines:
+    """The process's stdin as lines, each passed through ``clean_line``."""
+
+    def __init__(self) -> None:
+        self._source = anyio.wrap_file(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace"))
+
+    async def __aiter__(self) -> Any:
+        async for line in self._source:
+            yield clean_line(line)
+
+
 async def _serve_stdio(server: Server[Any]) -> None:
-    async with stdio_server() as (read_stream, write_stream):
+    async with stdio_server(stdin=_CleanLines()) as (read_stream, write_stream):  # type: ignore[arg-type]
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 

@@ -25,7 +25,7 @@ __all__ = ["OPERATIONS", "Operation"]
 
 def stats(ctx: T.ToolContext) -> dict[str, Any]:
     """Counts and sizes of every tier."""
-    return ctx.memory.stats()
+    return jsonable(ctx.memory.stats(ctx.agent_id if ctx.agent_scoped else None))  # type: ignore[no-any-return]
 
 
 def _items(key: str, arg: str | None = None) -> Callable[[dict[str, Any], Any], Any]:

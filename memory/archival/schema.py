@@ -208,14 +208,20 @@ class Chunk:
 
 @dataclass(frozen=True)
 class IngestSummary:
+    """What ``ingest`` did; ``problems`` names each file left out for a reason worth telling
+    (a link leaving the folder, a special or binary file, a bad name, an unreadable file)."""
+
     files: int
     chunks: int
     skipped: int
     duplicates: int
     seconds: float
+    problems: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        d["problems"] = [{"path": p, "reason": r} for p, r in self.problems]
+        return d
 
 
 CHUNK_COLUMNS = "c.id, c.text, c.source, c.position, c.tags, c.metadata, c.created_us, c.updated_us"

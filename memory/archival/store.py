@@ -41,9 +41,10 @@ from memory.archival.schema import (
 )
 from memory.archival.search import grep_chunks, search_chunks
 from memory.db import Database
-from memory.errors import NotFoundError, ValidationError
+from memory.errors import NotFoundError, UserError, ValidationError
 from memory.fusion import FusionConfig
-from memory.text.chunking import chunk_text, iter_files, read_text_file
+from memory.text.chunking import DEFAULT_EXTS, chunk_text
+from memory.text.files import read_text, walk_files
 from memory.text.query import check_row_id, check_text, to_us
 from memory.types import GrepHit, SearchHit
 from memory.vectors.index import EmbeddingQueue, Meta, QueueSource, VectorIndex
@@ -160,13 +161,21 @@ class ArchivalStore:
         exts: Iterable[str] | None = None,
         tags: Iterable[str] = (),
         embed: bool = True,
+        follow_symlinks: bool = False,
     ) -> IngestSummary:
-        """Chunk and store files and directories; embeds as it goes unless ``embed=False``."""
+        """Chunk and store files and directories; embeds as it goes unless ``embed=False``.
+
+        It stays inside what it is given (see ``memory.text.files``): links leaving a folder
+        (unless ``follow_symlinks``), special, binary and badly named files are skipped and
+        listed in ``problems``, and one bad file never stops the rest."""
         t0 = time.perf_counter()
         plist = [paths] if isinstance(paths, str | Path) else list(paths)
-        files = list(iter_files(plist, exts))
+        found = list(walk_files(plist, exts or DEFAULT_EXTS, follow_symlinks=follow_symlinks))
+        problems = [(str(f).encode("utf-8", "backslashreplace").decode(), r) for f, r, listed in found if r and listed]
+        files = [f for f, r, _ in found if r is None]
         tag_t = check_tags(tags)
-        n_files = n_chunks = skipped = dups = 0
+        n_files = n_chunks = dups = 0
+        skipped = len(found) - len(files)
         seen: set[str] = set()
         bar: Any = None
         if progress:
@@ -186,32 +195,41 @@ class ArchivalStore:
             if embed and self.index is not None:
                 self.queue.drain(TIER, batch=self.embed_batch)
 
-        for path, wanted in files:
+        for path in files:
             if bar is not None:
                 bar.update(1)
-            body = read_text_file(path) if wanted else None
-            if body is None:
+            body, why = read_text(path)
+            try:
+                if body is None:
+                    raise ValidationError(why or "not text")
+                src = str(path.resolve())
+                pieces = [p for p in chunk_text(body, chunk_tokens=chunk_tokens, overlap=overlap) if p.text]
+                hashes = [hashlib.sha256(p.text.encode()).hexdigest() for p in pieces]
+                known = self._known_hashes(hashes)
+                items: list[tuple[str, dict[str, Any]]] = []
+                mine: set[str] = set()
+                for p, h in zip(pieces, hashes, strict=True):
+                    if h in known or h in seen or h in mine:
+                        dups += 1
+                        continue
+                    mine.add(h)
+                    item = self._prepare({"text": p.text, "source": src, "position": p.position})
+                    item["tags"] = tag_t
+                    items.append((h, item))
+            except (UserError, UnicodeError, OSError) as exc:  # this file only; the rest go on
                 skipped += 1
+                problems.append((str(path).encode("utf-8", "backslashreplace").decode(), str(exc)))
                 continue
             n_files += 1
-            src = str(path.resolve())
-            pieces = [p for p in chunk_text(body, chunk_tokens=chunk_tokens, overlap=overlap) if p.text]
-            hashes = [hashlib.sha256(p.text.encode()).hexdigest() for p in pieces]
-            known = self._known_hashes(hashes)
-            for p, h in zip(pieces, hashes, strict=True):
-                if h in known or h in seen:
-                    dups += 1
-                    continue
+            for h, item in items:
                 seen.add(h)
-                item = self._prepare({"text": p.text, "source": src, "position": p.position})
-                item["tags"] = tag_t
                 pending.append(item)
             if len(pending) >= self.embed_batch:
                 flush()
         flush()
         if bar is not None:
             bar.close()
-        return IngestSummary(n_files, n_chunks, skipped, dups, time.perf_counter() - t0)
+        return IngestSummary(n_files, n_chunks, skipped, dups, time.perf_counter() - t0, tuple(problems))
 
     def _known_hashes(self, hashes: Sequence[str]) -> set[str]:
         out: set[str] = set()

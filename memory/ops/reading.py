@@ -129,7 +129,9 @@ def peek(
         after: How many later messages of the same session to include.
     """
     m = message(ctx, message_id)
-    return list(ctx.memory.recall.around(m.id, before=before, after=after))
+    around = ctx.memory.recall.around(m.id, before=before, after=after)
+    # A session id another agent also used must not show that agent's messages.
+    return [x for x in around if not ctx.agent_scoped or x.agent_id == ctx.agent_id]
 
 
 def sessions(

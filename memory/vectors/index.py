@@ -117,7 +117,7 @@ def make_chroma_client(
             return chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=settings)
         if path is None:
             raise ConfigError("a Chroma client needs a directory (path) or a server (host)")
-        Path(path).mkdir(parents=True, exist_ok=True)
+        Path(path).mkdir(mode=0o700, parents=True, exist_ok=True)  # vectors are as private as the text
         return chromadb.PersistentClient(path=str(path), settings=settings)
     except ConfigError:
         raise
@@ -218,7 +218,7 @@ class VectorIndex:
             if self.lock_path is None:
                 yield
                 return
-            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            self.lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # filelock takes flock(2) on POSIX (the lock dies with its process) and the
             # Windows equivalent elsewhere.
             with filelock.FileLock(self.lock_path):

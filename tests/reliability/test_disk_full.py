@@ -1,0 +1,87 @@
+"""A real full filesystem under a real ``rlmem serve``: a small tmpfs the test mounts and
+removes. A write on the full disk answers 507 with a message naming the store's directory and
+stores nothing; every write acknowledged before is still there, and writes work again once
+space returns. Skipped, with the reason, where this process may not mount a tmpfs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from memory.db import Database
+from reliability.served import Served, cli, cli_json
+
+
+@pytest.fixture()
+def disk(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({p.stderr.strip() or 'mount failed'}): needs root or CAP_SYS_ADMIN")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(path: Path) -> None:
+    """Take every free byte of the filesystem holding ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 16, 1 << 10, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_is_507_and_loses_nothing(disk: Path) -> None:
+    store = disk / "store"
+    assert cli("init", str(store)).returncode == 0
+    token = cli_json("token", "show", "--store", str(store))["token"]
+    acked: dict[int, str] = {}
+    with Served(store) as server, httpx.Client(base_url=server.url, timeout=60, trust_env=False,
+                                               headers={"Authorization": f"Bearer {token}"}) as c:
+        for i in range(20):
+            r = c.post("/messages", json={"content": f"acknowledged {i} " + "x" * 2000})
+            assert r.status_code == 201, r.text
+            acked[r.json()["id"]] = f"acknowledged {i} "
+        _fill(disk / "filler")
+        statuses = []
+        for i in range(10):
+            r = c.post("/messages", json={"content": f"on a full disk {i} " + "y" * 50_000})
+            statuses.append(r.status_code)
+            if r.status_code == 201:
+                acked[r.json()["id"]] = f"on a full disk {i} "
+            else:
+                assert r.status_code == 507, r.text
+                e = r.json()["error"]
+                assert e["type"] == "insufficient_storage" and str(store) in e["message"] and "full" in e["message"]
+        assert 507 in statuses, statuses
+        r = c.post("/archival", json={"text": "a passage on a full disk " + "z" * 50_000})
+        assert r.status_code in (201, 507), r.text
+        (disk / "filler").unlink()
+        r = c.post("/messages", json={"content": "after space returned"})
+        assert r.status_code == 201, r.text
+        acked[r.json()["id"]] = "after space returned"
+    db = Database.open(store / "memory.db")
+    try:
+        with db.read() as conn:
+            rows = dict(conn.exec_driver_sql("SELECT id, content FROM recall_messages").all())
+        assert db.integrity_check() == "ok"
+    finally:
+        db.close()
+    for i, prefix in acked.items():
+        assert str(rows.get(i, "")).startswith(prefix), f"acknowledged message {i} lost"
+    assert not any("on a full disk" in str(v) for k, v in rows.items() if k not in acked)  # 507 stored nothing
