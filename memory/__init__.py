@@ -26,6 +26,7 @@ __all__ = [
     "MemoryConfig",
     "MemoryManager",
     "Message",
+    "OnnxEmbedder",
     "RecallLog",
     "SearchHit",
     "SentenceTransformerEmbedder",
@@ -44,6 +45,7 @@ _WHERE = {
     "Embedder": "memory.vectors.embeddings",
     "HashEmbedder": "memory.vectors.embeddings",
     "SentenceTransformerEmbedder": "memory.vectors.embeddings",
+    "OnnxEmbedder": "memory.vectors.onnx",
     "CompiledContext": "memory.manager",
     "MemoryManager": "memory.manager",
     "MemoryConfig": "memory.config",
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
         HashEmbedder,
         SentenceTransformerEmbedder,
     )
+    from memory.vectors.onnx import OnnxEmbedder
 
 
 def __getattr__(name: str) -> Any:

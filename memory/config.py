@@ -22,8 +22,11 @@ variable                    meaning                                             
 ``RLMEM_CHROMA_SSL``        use HTTPS for the Chroma server                     ``false``
 ``RLMEM_MODEL_PATH``        sentence-transformers model directory               packaged MiniLM
 ``RLMEM_EMBED_BATCH_SIZE``  texts per model call                                ``64``
-``RLMEM_EMBED_THREADS``     torch threads (0 = torch's default)                 ``1``
-``RLMEM_EMBED_DEVICE``      torch device                                        ``cpu``
+``RLMEM_EMBED_THREADS``     embedding threads (0 = the runtime's default)       ``1``
+``RLMEM_EMBED_BACKEND``     ``auto`` (onnxruntime when installed), ``onnx``,     ``auto``
+                            ``torch``: same vectors, see memory.vectors.onnx
+``RLMEM_EMBED_DEVICE``      ``auto`` (a CUDA GPU when visible), ``cpu``,         ``auto``
+                            ``cuda``, ``cuda:N``
 ``RLMEM_EMBED_RECALL``      embed recall messages for semantic search           ``true``
 ``RLMEM_RECALL_PASSAGES``   embed a message sentence by sentence (best passage  ``true``
                             scores it); false: one vector per message
@@ -72,7 +75,8 @@ class MemoryConfig:
     model_path: Path | None = None
     embed_batch_size: int = 64
     embed_threads: int = 1
-    embed_device: str = "cpu"
+    embed_backend: str = "auto"
+    embed_device: str = "auto"
     embed_recall: bool = True
     recall_passages: bool = True
     background_embed: bool = True
@@ -173,6 +177,10 @@ def _coerce(cls: type, name: str, value: Any, origin: str) -> Any:
         s = str(value)
         if name == "fusion" and s not in ("convex", "rrf"):
             raise ValueError("expected convex or rrf")
+        if name == "embed_backend" and s.lower() not in ("auto", "onnx", "torch"):
+            raise ValueError("expected auto, onnx or torch")
+        if name == "embed_device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", s.lower()):
+            raise ValueError("expected auto, cpu, cuda or cuda:N")
         return s
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{origin}: invalid value {value!r} for {name} ({exc})") from None

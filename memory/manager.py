@@ -35,7 +35,8 @@ from memory.recall.hybrid import RecallSearch
 from memory.recall.log import RecallLog
 from memory.text.query import estimate_tokens
 from memory.types import GrepHit, SearchHit, SessionHit
-from memory.vectors.embeddings import Embedder, SentenceTransformerEmbedder
+from memory.vectors.backends import make_embedder
+from memory.vectors.embeddings import Embedder
 from memory.vectors.index import EmbeddingQueue, EmbeddingWorker, VectorIndex, make_chroma_client
 
 __all__ = ["CompiledContext", "MemoryManager"]
@@ -119,10 +120,7 @@ class MemoryManager:
         cfg.dir.mkdir(parents=True, exist_ok=True)
         db = Database.open(cfg.db_target, busy_timeout_s=cfg.busy_timeout_s)
         if embedder is None:
-            embedder = SentenceTransformerEmbedder(
-                cfg.model_path, batch_size=cfg.embed_batch_size,
-                threads=cfg.embed_threads or None, device=cfg.embed_device,
-            )
+            embedder = make_embedder(cfg)
         try:
             return cls(cfg, db, embedder, agent_id=agent_id)
         except BaseException:
