@@ -37,7 +37,9 @@ from memory.text.query import estimate_tokens
 from memory.types import GrepHit, SearchHit, SessionHit
 from memory.vectors.backends import make_embedder
 from memory.vectors.embeddings import Embedder
-from memory.vectors.index import EmbeddingQueue, EmbeddingWorker, VectorIndex, make_chroma_client
+from memory.vectors.index import VectorIndex, make_chroma_client
+from memory.vectors.queue import EmbeddingQueue, Progress
+from memory.vectors.worker import EmbeddingWorker
 
 __all__ = ["CompiledContext", "MemoryManager"]
 
@@ -54,6 +56,14 @@ class CompiledContext:
     messages: list[dict[str, Any]] = field(default_factory=list)
     tokens: int = 0
     dropped: int = 0
+
+
+def _check_tiers(tiers: Sequence[str]) -> list[str]:
+    tiers = [tiers] if isinstance(tiers, str) else list(tiers)
+    bad = set(tiers) - {"recall", "archival"}
+    if bad or not tiers:
+        raise ValidationError(f"unknown tier {sorted(bad)[0] if bad else ''!r}: use recall and/or archival")
+    return tiers
 
 
 class _LazyChroma:
@@ -331,17 +341,43 @@ class MemoryManager:
     def pending(self) -> int:
         return self.queue.pending()
 
-    def embed_pending(self) -> int:
-        """Embed everything queued, now, in this thread; returns the number of items."""
-        return self.queue.drain(batch=max(self.config.embed_batch_size, 256))
+    def embed_pending(
+        self,
+        *,
+        tiers: Sequence[str] | None = None,
+        stop: threading.Event | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Embed what is queued (in ``tiers``, default all), now, in this thread, until done
+        or ``stop`` is set (seen between batches of about a second); ``progress(done,
+        total)`` follows each batch. Returns the number of items embedded."""
+        batch = max(self.config.embed_batch_size, 256)
+        if tiers is None:
+            return self.queue.drain(batch=batch, stop=stop, progress=progress)
+        done = 0
+        for t in _check_tiers(tiers):
+            done += self.queue.drain(t, batch=batch, stop=stop, progress=progress)
+        return done
 
-    def reindex(self, *, reembed: bool = False) -> dict[str, int]:
-        """Rebuild both vector collections from SQL (from the vector copies of the current
-        embedder; ``reembed``: embed every row again)."""
-        return {
-            "recall": self.recall_search.reindex(reembed=reembed),
-            "archival": self.archival.reindex(reembed=reembed),
-        }
+    def reindex(
+        self,
+        *,
+        reembed: bool = False,
+        tiers: Sequence[str] = ("recall", "archival"),
+        stop: threading.Event | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, int]:
+        """Rebuild the tiers' vector collections from SQL (from the vector copies of the
+        current embedder; ``reembed``: embed every row again). Interrupted by ``stop``, the
+        rest stays queued and is embedded by the next drain."""
+        out: dict[str, int] = {}
+        for t in _check_tiers(tiers):
+            if t in self.queue.sources:
+                out[t] = self.queue.reindex(t, reembed=reembed, batch=max(self.config.embed_batch_size, 256),
+                                            stop=stop, progress=progress)
+            else:
+                out[t] = 0
+        return out
 
     def wait_embedded(self, timeout: float = 60.0) -> bool:
         """Wait until the background thread found the queue empty (or drain it here)."""

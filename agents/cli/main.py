@@ -8,7 +8,8 @@ Rules this module keeps:
   runs (see ``agents.cli.common``), so ``rlmem search --mode text`` never loads torch.
 * Errors from the ``memory.errors`` hierarchy print one line on stderr that says what to do,
   and exit with status 2 (the caller's input or setup) or 1 (the store or the model failed);
-  Ctrl-C exits with 130. Tracebacks appear only with ``RLMEM_DEBUG=1``.
+  Ctrl-C exits with 130 and SIGTERM with 143, embedding stopped between batches first
+  (``agents.cli.progress``). Tracebacks appear only with ``RLMEM_DEBUG=1``.
 * ``main(argv, lm=...)`` takes a model object for ``ask`` and ``chat``, so programs and tests
   drive the command without an API key.
 """
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from agents.cli import memory as cli_memory
 from agents.cli import model as cli_model
 from agents.cli.common import CliContext, default_store_dir
+from agents.cli.progress import Terminated
 from memory.errors import LMError, MissingAPIKeyError, RlmMemoryError, UserError
 
 if TYPE_CHECKING:
@@ -45,6 +47,8 @@ def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
                    help="memory store directory (default: $RLMEM_STORE or the default location)")
     p.add_argument("--json", action="store_true", default=json_default,
                    help="print JSON for scripts instead of text")
+    p.add_argument("-q", "--quiet", action="store_true", default=json_default,
+                   help="no progress lines or notes on stderr (errors still go there)")
     return p
 
 
@@ -87,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-tokens", type=int, default=None, help="tokens per chunk")
     p.add_argument("--overlap", type=int, default=None, help="tokens shared by neighbouring chunks")
     p.add_argument("--tag", action="append", default=[], dest="tags", help="tag every chunk (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress line (as --quiet)")
 
     p = cmd("import", "import chat transcripts into the recall log")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -95,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="transcript format (default: detected from the file)")
     p.add_argument("--agent", default="default", help="agent id to file the messages under")
     p.add_argument("--session", default=None, help="put every message in this session")
+    p.add_argument("--no-embed", action="store_true",
+                   help="only store the messages; embedding waits for a later command")
 
     p = cmd("log", "append a message to the recall log")
     p.add_argument("text", help="message text ('-' reads standard input)")
@@ -109,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="number of results")
     p.add_argument("--sessions", action="store_true",
                    help="rank whole conversation sessions of the recall log, not single messages")
-    p.add_argument("--no-wait", action="store_true",
-                   help="search now, without embedding what is still queued (found by text only)")
+    p.add_argument("--wait", action="store_true",
+                   help="embed what is still queued first, with progress (default: search now; "
+                        "queued items are found by full text only, and their count is reported)")
+    p.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)  # the default now
     _filters(p)
 
     p = cmd("grep", "regular-expression search over memory")
@@ -226,15 +234,20 @@ def main(
     parser = build_parser()
     args = parser.parse_args(argv)
     ctx = CliContext(store_arg=getattr(args, "store", None), json=bool(getattr(args, "json", False)),
-                     out=stdout or sys.stdout, err=stderr or sys.stderr, lm=lm, sub_lm=sub_lm)
+                     out=stdout or sys.stdout, err=stderr or sys.stderr, lm=lm, sub_lm=sub_lm,
+                     quiet=bool(getattr(args, "quiet", False)))
     if not args.command:
         parser.print_help(ctx.out)
         return 0
+    ctx.signals.install()
     try:
         return int(_COMMANDS[args.command](ctx, args) or 0)
     except KeyboardInterrupt:
-        ctx.warn("interrupted")
+        ctx.warn("interrupted (what was not embedded yet stays queued)")
         return 130
+    except Terminated:
+        ctx.warn("terminated (what was not embedded yet stays queued)")
+        return 143
     except RlmMemoryError as exc:
         if os.environ.get("RLMEM_DEBUG"):
             raise
@@ -248,7 +261,10 @@ def main(
     except BrokenPipeError:  # `rlmem search ... | head` closed the pipe: not an error
         return 0
     finally:
-        ctx.close()
+        try:
+            ctx.close()
+        finally:
+            ctx.signals.restore()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,9 @@ Rules this module keeps:
 * A command that reads only SQL (``log``, ``search --mode text``, ``grep``, ``blocks``,
   ``sessions``, ``stats``) must not trigger an embedding: torch stays unloaded.
 * Every command has a ``--json`` form that prints the same facts as data.
+* Commands that embed (``ingest``, ``import``, ``reindex``, ``search --wait``) do it in the
+  foreground with progress, stoppable between batches; a search never waits for a backlog
+  unless asked, and reports how many items are still pending (``pending_embeddings``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.cli.common import CliContext, jsonable
+from agents.cli.progress import run_embedding
 from memory.errors import NotFoundError, ValidationError
 
 __all__ = [
@@ -126,14 +130,12 @@ def _print_tree(ctx: CliContext, data: Any, indent: str) -> None:
 
 
 def cmd_reindex(ctx: CliContext, args: argparse.Namespace) -> int:
-    mem = ctx.open_memory(embed=True)
+    mem = ctx.open_memory()
     tiers = ("recall", "archival") if args.tier == "all" else (args.tier,)
-    if tiers == ("recall",):
-        result: Any = {"recall": mem.recall_search.reindex(reembed=args.reembed)}
-    elif tiers == ("archival",):
-        result = {"archival": mem.archival.reindex(reembed=args.reembed)}
-    else:
-        result = mem.reindex(reembed=args.reembed)
+    result = run_embedding(
+        lambda stop, progress: mem.reindex(reembed=args.reembed, tiers=tiers, stop=stop, progress=progress),
+        signals=ctx.signals, err=ctx.err, label="reindexing", unit="items", show=ctx.show_progress,
+    )
     ctx.emit({"reindexed": jsonable(result)}, f"reindexed: {jsonable(result)}")
     return 0
 
@@ -153,15 +155,20 @@ def cmd_ingest(ctx: CliContext, args: argparse.Namespace) -> int:
     for p in args.paths:
         if not Path(p).expanduser().exists():
             raise NotFoundError(f"no such file or directory: {p}")
-    mem = ctx.open_memory(embed=True)
-    kw: dict[str, Any] = {"progress": not (args.no_progress or ctx.json)}
+    mem = ctx.open_memory()
+    kw: dict[str, Any] = {}
     if args.chunk_tokens is not None:
         kw["chunk_tokens"] = args.chunk_tokens
     if args.overlap is not None:
         kw["overlap"] = args.overlap
     if args.tags:
         kw["tags"] = list(args.tags)
-    summary = mem.archival.ingest([Path(p).expanduser() for p in args.paths], **kw)
+    paths = [Path(p).expanduser() for p in args.paths]
+    summary = run_embedding(
+        lambda stop, progress: mem.archival.ingest(paths, progress=progress, stop=stop, **kw),
+        signals=ctx.signals, err=ctx.err, label="embedding", unit="chunks",
+        show=ctx.show_progress and not args.no_progress,
+    )
     data = jsonable(summary)
     ctx.emit(data, "ingested: " + ", ".join(f"{k}={v}" for k, v in data.items())
              if isinstance(data, dict) else f"ingested: {data}")
@@ -181,6 +188,8 @@ def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
         import_transcript(mem, p, format=args.format, agent_id=args.agent, session_id=args.session)
         for p in paths
     ]
+    if not args.no_embed:
+        ctx.embed_queued(mem, ["recall"], label="embedding", unit="messages")
 
     def human() -> None:
         for r in results:
@@ -198,14 +207,11 @@ def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
 def cmd_search(ctx: CliContext, args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValidationError(f"-k must be at least 1, got {args.k}")
-    mem = ctx.open_memory(embed=args.mode != "text")
-    if args.mode != "text" and not args.no_wait and (queued := mem.pending()):
-        # A one-shot command: messages logged just before must be found by meaning too.
-        ctx.warn(f"embedding {queued} queued item(s) first (--no-wait skips this)")
-        mem.wait_embedded(timeout=3600)
-    if args.sessions:
-        return _search_sessions(ctx, mem, args)
+    mem = ctx.open_memory()
     tiers = ("recall", "archival") if args.tier == "all" else (args.tier,)
+    pending = _pending_note(ctx, mem, args, ("recall",) if args.sessions else tiers)
+    if args.sessions:
+        return _search_sessions(ctx, mem, args, pending)
     hits = mem.search(args.query, tiers=tiers, k=args.k, mode=args.mode, **_filters(args))
 
     def human() -> None:
@@ -217,11 +223,27 @@ def cmd_search(ctx: CliContext, args: argparse.Namespace) -> int:
             ctx.print(f"[{h.tier} {h.id}] {h.score:.3g} {_time(h.created_at)} {where}")
             ctx.print(f"    {_one_line(h.snippet or h.text)}")
 
-    ctx.emit([h.to_dict() for h in hits], human)
+    ctx.emit({"results": [h.to_dict() for h in hits], "pending_embeddings": pending}, human)
     return 0
 
 
-def _search_sessions(ctx: CliContext, mem: Any, args: argparse.Namespace) -> int:
+def _pending_note(ctx: CliContext, mem: Any, args: argparse.Namespace, tiers: tuple[str, ...]) -> int:
+    """How many items of ``tiers`` still wait for a vector. A search never waits for them
+    unless ``--wait``: it answers now, and they are found by full text meanwhile."""
+    if args.mode == "text":
+        return 0
+    count = lambda: sum(mem.queue.pending(t) for t in tiers if t in mem.queue.sources)  # noqa: E731
+    pending = count()
+    if pending and args.wait:
+        ctx.embed_queued(mem, tiers, label="embedding before the search")
+        pending = count()
+    if pending and not (ctx.quiet or ctx.json):
+        ctx.warn(f"{pending:,} item(s) are not embedded yet: found by full text only "
+                 "(`rlmem search --wait` embeds them first; `rlmem reindex` in the background)")
+    return pending
+
+
+def _search_sessions(ctx: CliContext, mem: Any, args: argparse.Namespace, pending: int) -> int:
     filters = _filters(args)
     if "session_id" in filters or args.tier == "archival":
         raise ValidationError("--sessions ranks recall sessions: drop --session and --tier archival")
@@ -235,7 +257,7 @@ def _search_sessions(ctx: CliContext, mem: Any, args: argparse.Namespace) -> int
             for h in s.hits:
                 ctx.print(f"    [{h.id}] {_time(h.created_at)} {h.role}: {_one_line(h.snippet or h.text)}")
 
-    ctx.emit([s.to_dict() for s in sessions], human)
+    ctx.emit({"results": [s.to_dict() for s in sessions], "pending_embeddings": pending}, human)
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -44,7 +45,8 @@ from memory.fusion import FusionConfig
 from memory.text.chunking import chunk_text, iter_files, read_text_file
 from memory.text.query import check_row_id, check_text, to_us
 from memory.types import GrepHit, SearchHit
-from memory.vectors.index import EmbeddingQueue, Meta, QueueSource, VectorIndex
+from memory.vectors.index import Meta, VectorIndex
+from memory.vectors.queue import EmbeddingQueue, Progress, QueueSource
 
 __all__ = ["TIER", "ArchivalStore", "Chunk", "IngestSummary"]
 
@@ -154,23 +156,23 @@ class ArchivalStore:
         *,
         chunk_tokens: int = 256,
         overlap: int = 32,
-        progress: bool = True,
+        progress: bool | Progress = True,
         exts: Iterable[str] | None = None,
         tags: Iterable[str] = (),
         embed: bool = True,
+        stop: threading.Event | None = None,
     ) -> IngestSummary:
-        """Chunk and store files and directories; embeds as it goes unless ``embed=False``."""
+        """Chunk and store files and directories, then embed what is queued unless
+        ``embed=False``. Every chunk is stored (durable, found by full text) before the
+        first is embedded; ``stop`` ends the embedding between batches, the rest stays
+        queued. ``progress``: True draws a bar of chunks embedded on stderr, a callable gets
+        ``(done, total)`` after each batch."""
         t0 = time.perf_counter()
         plist = [paths] if isinstance(paths, str | Path) else list(paths)
         files = list(iter_files(plist, exts))
         tag_t = check_tags(tags)
         n_files = n_chunks = skipped = dups = 0
         seen: set[str] = set()
-        bar: Any = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(files), unit="file", desc="ingest", leave=False)
         pending: list[dict[str, Any]] = []
 
         def flush() -> None:
@@ -181,12 +183,8 @@ class ArchivalStore:
                 self._insert_rows(conn, pending)
             n_chunks += len(pending)
             pending.clear()
-            if embed and self.index is not None:
-                self.queue.drain(TIER, batch=self.embed_batch)
 
         for path, wanted in files:
-            if bar is not None:
-                bar.update(1)
             body = read_text_file(path) if wanted else None
             if body is None:
                 skipped += 1
@@ -204,12 +202,34 @@ class ArchivalStore:
                 item = self._prepare({"text": p.text, "source": src, "position": p.position})
                 item["tags"] = tag_t
                 pending.append(item)
-            if len(pending) >= self.embed_batch:
-                flush()
+                if len(pending) >= 2000:
+                    flush()
         flush()
-        if bar is not None:
-            bar.close()
+        if embed and self.index is not None:
+            self._embed_with_progress(progress, stop)
         return IngestSummary(n_files, n_chunks, skipped, dups, time.perf_counter() - t0)
+
+    def _embed_with_progress(self, progress: bool | Progress, stop: threading.Event | None) -> None:
+        if not callable(progress):
+            bar: Any = None
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=0, unit="chunk", desc="embedding", leave=False)
+
+            def progress(done: int, total: int) -> None:
+                if bar is not None:
+                    bar.total = total
+                    bar.n = done
+                    bar.refresh()
+
+            try:
+                self.queue.drain(TIER, batch=self.embed_batch, stop=stop, progress=progress)
+            finally:
+                if bar is not None:
+                    bar.close()
+            return
+        self.queue.drain(TIER, batch=self.embed_batch, stop=stop, progress=progress)
 
     def _known_hashes(self, hashes: Sequence[str]) -> set[str]:
         out: set[str] = set()

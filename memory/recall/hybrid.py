@@ -32,7 +32,8 @@ from memory.text.fts import make_snippet, snippet_pattern
 from memory.text.query import build_filters, check_text, to_us
 from memory.text.temporal import parse_relative, time_prior
 from memory.types import Message, SearchHit, SessionHit
-from memory.vectors.index import EmbeddingQueue, Meta, QueueSource, VectorIndex
+from memory.vectors.index import Meta, VectorIndex
+from memory.vectors.queue import EmbeddingQueue, QueueSource
 
 __all__ = ["TIER", "RecallSearch"]
 
