@@ -24,7 +24,8 @@ variable                    meaning                                             
 ``RLMEM_EMBED_BATCH_SIZE``  texts per model call                                ``64``
 ``RLMEM_EMBED_THREADS``     embedding threads (0 = the runtime's default)       ``1``
 ``RLMEM_EMBED_BACKEND``     ``auto`` (onnxruntime when installed), ``onnx``,     ``auto``
-                            ``torch``: same vectors, see memory.vectors.onnx
+                            ``torch``: same vectors, see memory.vectors.onnx;
+                            ``hash``: a non-semantic test embedder
 ``RLMEM_EMBED_DEVICE``      ``auto`` (a CUDA GPU when visible), ``cpu``,         ``auto``
                             ``cuda``, ``cuda:N``
 ``RLMEM_EMBED_RECALL``      embed recall messages for semantic search           ``true``
@@ -36,6 +37,8 @@ variable                    meaning                                             
 ``RLMEM_FUSION``            hybrid fusion: ``convex`` or ``rrf``                ``convex``
 ``RLMEM_FUSION_DEPTH``      candidates per method in hybrid search (0 = the     ``0``
                             tier's default: 200 recall, 100 archival)
+``RLMEM_EXACT_SEARCH_MAX``  up to this many items a tier answers unfiltered      ``50000``
+                            vector queries exactly from SQL (0 = always Chroma)
 ==========================  ==================================================  ============
 
 The TOML file uses the same names without the prefix, lower-case, at top level
@@ -84,6 +87,7 @@ class MemoryConfig:
     text_weight: float = 0.5
     fusion: str = "convex"
     fusion_depth: int = 0
+    exact_search_max: int = 50_000
 
     @property
     def db_target(self) -> str:
@@ -162,7 +166,7 @@ def _coerce(cls: type, name: str, value: Any, origin: str) -> Any:
             if isinstance(value, bool):
                 raise ValueError("expected an integer")
             n = int(value)
-            if n < 0 or (name not in ("embed_threads", "fusion_depth") and n == 0):
+            if n < 0 or (name not in ("embed_threads", "fusion_depth", "exact_search_max") and n == 0):
                 raise ValueError("must be positive")
             return n
         if kind.startswith("float"):
@@ -177,8 +181,8 @@ def _coerce(cls: type, name: str, value: Any, origin: str) -> Any:
         s = str(value)
         if name == "fusion" and s not in ("convex", "rrf"):
             raise ValueError("expected convex or rrf")
-        if name == "embed_backend" and s.lower() not in ("auto", "onnx", "torch"):
-            raise ValueError("expected auto, onnx or torch")
+        if name == "embed_backend" and s.lower() not in ("auto", "onnx", "torch", "hash"):
+            raise ValueError("expected auto, onnx, torch or hash")
         if name == "embed_device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", s.lower()):
             raise ValueError("expected auto, cpu, cuda or cuda:N")
         return s

@@ -101,7 +101,7 @@ class MemoryManager:
         recall_fusion = replace(base, depth=config.fusion_depth or RECALL_DEPTH, combine="softmax")
         lock = None if config.chroma_host else config.chroma_path / ".rlmem-write.lock"
         self._chroma = _LazyChroma(config)
-        self.queue = EmbeddingQueue(db)
+        self.queue = EmbeddingQueue(db, exact_max=config.exact_search_max)
         self.recall = RecallLog(db)
         self.archival = ArchivalStore(
             db, VectorIndex(self._chroma, "rlmem_archival", embedder, lock_path=lock), self.queue,

@@ -5,7 +5,8 @@ Rules this module keeps:
 * ``embed_backend``: ``auto`` (the default) runs the packaged model with onnxruntime when it
   and ``tokenizers`` are installed, else with torch; ``onnx`` and ``torch`` force one. Both
   write the same vectors (``memory.vectors.onnx`` checks it), so the choice never makes a
-  store re-embed.
+  store re-embed. ``hash`` is the dependency-free ``HashEmbedder`` (not a semantic model:
+  for tests and demos of the plumbing; its vectors carry their own name).
 * ``embed_device``: ``auto`` (the default) uses a CUDA GPU when one is visible, else the CPU;
   ``cpu``, ``cuda`` or ``cuda:N`` ask for one. A GPU that is asked for but absent is a
   warning and the CPU, never a failure: a store stays usable on any machine.
@@ -21,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from memory.errors import ConfigError
-from memory.vectors.embeddings import Embedder, SentenceTransformerEmbedder
+from memory.vectors.embeddings import Embedder, HashEmbedder, SentenceTransformerEmbedder
 
 __all__ = ["BACKENDS", "cuda_visible", "make_embedder", "resolve_device"]
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "onnx", "torch")
+BACKENDS = ("auto", "onnx", "torch", "hash")
 
 
 def cuda_visible() -> bool:
@@ -63,6 +64,8 @@ def make_embedder(cfg: Any) -> Embedder:
     backend = str(getattr(cfg, "embed_backend", "auto")).lower()
     if backend not in BACKENDS:
         raise ConfigError(f"embed_backend {backend!r}: use auto, onnx or torch (RLMEM_EMBED_BACKEND)")
+    if backend == "hash":
+        return HashEmbedder()
     device = resolve_device(cfg.embed_device)
     threads = cfg.embed_threads or None
     if backend != "torch":

@@ -152,6 +152,8 @@ class VectorIndex:
         self.rebuild: Callable[[], None] | None = None
         self.rebuilt = False
         self.parts = False  # items may have several vectors (passages); see the module notes
+        # Set by the queue: exact nearest items from the SQL copies, or None (ask Chroma).
+        self.exact: Callable[[Sequence[float], int], list[tuple[int, float]] | None] | None = None
         self._collection: Any = None
         self._mutex = threading.RLock()
 
@@ -272,6 +274,10 @@ class VectorIndex:
         several passages: its best passage's)."""
         if k <= 0:
             return []
+        if not where and self.exact is not None:
+            found = self.exact(vector, k)
+            if found is not None:
+                return found
         n = k * 3 if self.parts else k
         while True:
 

@@ -15,6 +15,10 @@ Rules this module keeps:
   them (one indexed SQL read instead of a Chroma ``get``), and a rebuilt collection is
   refilled from them without embedding again. Copies made by another model are ignored,
   so after a model change ``reindex`` embeds everything; ``reindex(reembed=True)`` always does.
+* An unfiltered vector query on a tier of at most ``exact_max`` items whose every
+  not-queued item has a copy is answered from the copies, exactly (``nearest``): a fresh
+  process then never imports chromadb to search. Filtered queries, bigger tiers and stores
+  with vectors older than the copies ask Chroma.
 * Draining goes a batch at a time, and a batch is sized to take about ``batch_s`` seconds
   at the rate measured so far, so a stop request (``stop``) is honoured within about that
   long; ``progress(done, total)`` is called after every batch.
@@ -35,11 +39,14 @@ from sqlalchemy.engine import Connection
 from memory.db import Database, Migration, id_lists
 from memory.vectors.index import Meta, VectorIndex
 
-__all__ = ["MIGRATIONS", "QUEUE_TABLE", "VECTORS_TABLE", "EmbeddingQueue", "Progress", "QueueSource"]
+__all__ = ["EXACT_MAX", "MIGRATIONS", "QUEUE_TABLE", "VECTORS_TABLE", "EmbeddingQueue", "Progress", "QueueSource"]
 
 QUEUE_TABLE = "rlmem_embed_queue"
 VECTORS_TABLE = "rlmem_vectors"
 Progress = Callable[[int, int], None]
+# Up to this many items per tier, an unfiltered vector query is answered exactly from the SQL
+# copies (a matrix product), which is faster than opening Chroma in a fresh process.
+EXACT_MAX = 50_000
 
 
 def _v1_queue(conn: Connection, dialect: str) -> None:
@@ -92,8 +99,9 @@ class QueueSource:
 class EmbeddingQueue:
     """The durable queue of items (per tier) whose vectors are missing or stale."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, exact_max: int = EXACT_MAX) -> None:
         self.db = db
+        self.exact_max = exact_max
         db.migrate("vectors", MIGRATIONS)
         self.sources: dict[str, QueueSource] = {}
         self._listeners: list[Callable[[], None]] = []
@@ -105,6 +113,48 @@ class EmbeddingQueue:
         self.sources[tier] = source
         source.index.parts = source.split is not None
         source.index.rebuild = lambda: self.enqueue_all(tier, source.table, source.where)
+        if self.exact_max > 0:
+            source.index.exact = lambda vector, k: self.nearest(tier, vector, k)
+
+    def nearest(self, tier: str, vector: Sequence[float], k: int) -> list[tuple[int, float]] | None:
+        """The exact ``k`` nearest items of ``tier`` from the SQL copies, best first (an item
+        with passages: its best passage), or None when the copies cannot answer alone: the
+        tier has more than ``exact_max`` items, or an item that is not queued has no copy
+        (vectors written before copies were kept: Chroma has them)."""
+        src = self.sources[tier]
+        q = np.asarray(vector, dtype=np.float32)
+        cond = f" AND {src.where}" if src.where else ""
+        with self.db.read() as conn:
+            n = int(conn.execute(text(f"SELECT COUNT(*) FROM {src.table} WHERE 1 = 1{cond}")).scalar() or 0)
+            if n > self.exact_max:
+                return None
+            uncovered = conn.execute(
+                text(
+                    f"SELECT COUNT(*) FROM {src.table} WHERE 1 = 1{cond}"
+                    f" AND NOT EXISTS (SELECT 1 FROM {VECTORS_TABLE} v WHERE v.tier = :t"
+                    f" AND v.model = :m AND v.item_id = {src.table}.id)"
+                    f" AND NOT EXISTS (SELECT 1 FROM {QUEUE_TABLE} q WHERE q.tier = :t"
+                    f" AND q.item_id = {src.table}.id)"
+                ),
+                {"t": tier, "m": src.model},
+            ).scalar()
+            if uncovered:
+                return None
+            rows = conn.execute(
+                text(f"SELECT item_id, vec FROM {VECTORS_TABLE} WHERE tier = :t AND model = :m"),
+                {"t": tier, "m": src.model},
+            ).all()
+        ids = [int(r[0]) for r in rows if len(r[1]) and len(r[1]) % (4 * q.size) == 0]
+        blobs = [bytes(r[1]) for r in rows if len(r[1]) and len(r[1]) % (4 * q.size) == 0]
+        if not ids or k <= 0:
+            return []
+        mat = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, q.size)
+        sims = mat @ q
+        if len(mat) != len(ids):  # several passages per item: an item scores by its best
+            starts = np.cumsum([0] + [len(b) // (4 * q.size) for b in blobs[:-1]])
+            sims = np.maximum.reduceat(sims, starts)
+        top = np.argsort(-sims, kind="stable")[:k] if k < len(ids) else np.argsort(-sims, kind="stable")
+        return [(ids[i], float(sims[i])) for i in top]
 
     def reindex(
         self,
