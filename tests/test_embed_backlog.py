@@ -74,14 +74,17 @@ def store(backlog_store: Path, tmp_path: Path) -> Path:
     return dst
 
 
-def _interrupt(args: list[str], store: Path, sig: int, env: dict[str, str] | None = None,
-               before: int = BACKLOG) -> tuple[int, str]:
-    """Run ``rlmem ARGS``, send ``sig`` once the queue has shrunk, return (status, stderr)."""
+def _interrupt(args: list[str], store: Path, sig: int, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run ``rlmem ARGS``, send ``sig`` once the queue has shrunk from its peak (the command
+    is embedding), return (status, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "agents.cli.main", "--store", str(store), *args],
                             env=env or _env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
+    peak = 0
     while time.monotonic() < deadline and proc.poll() is None:
-        if _queued(store) < before:
+        queued = _queued(store)
+        peak = max(peak, queued)
+        if 0 < queued < peak:
             break
         time.sleep(0.05)
     assert proc.poll() is None, f"finished before the signal: {proc.communicate()}"
@@ -129,7 +132,7 @@ def test_search_without_wait_answers_now_and_reports_the_backlog(store: Path) ->
 
 def test_reindex_interrupted_by_sigint_resumes(store: Path) -> None:
     _finish(store)
-    rc, err = _interrupt(["reindex", "--tier", "recall", "--reembed"], store, signal.SIGINT, before=BACKLOG)
+    rc, err = _interrupt(["reindex", "--tier", "recall", "--reembed"], store, signal.SIGINT)
     assert rc == 130 and "terminate called" not in err and "Traceback" not in err, err
     assert 0 < _queued(store) <= BACKLOG
     _finish(store)
@@ -145,8 +148,7 @@ def test_import_and_ingest_interrupted_keep_what_they_stored(store: Path, tmp_pa
     doc = tmp_path / "big.md"
     doc.write_text("\n\n".join(f"Paragraph {i}: the office dog is a beagle named Pixel {i}." for i in range(6000)),
                    encoding="utf-8")
-    before = _queued(store)
-    rc, err = _interrupt(["ingest", str(doc)], store, signal.SIGTERM, before=before)
+    rc, err = _interrupt(["ingest", str(doc)], store, signal.SIGTERM)
     assert rc == 143 and "Traceback" not in err, err
     chunks = _count(store, "SELECT COUNT(*) FROM archival_chunks")
     assert chunks > 0  # every chunk was stored before embedding started
