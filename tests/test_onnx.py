@@ -1,0 +1,185 @@
+"""The ONNX MiniLM (same vectors as sentence-transformers, no torch in a cold process), exact
+vector search from the SQL copies (same ranking as Chroma), the embed_device/embed_backend
+settings, and the progress line."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.cli.progress import ProgressLine, format_duration
+from memory.config import MemoryConfig
+from memory.errors import ConfigError
+from memory.manager import MemoryManager
+from memory.vectors.backends import make_embedder, resolve_device
+from memory.vectors.embeddings import HashEmbedder, SentenceTransformerEmbedder
+from memory.vectors.onnx import OnnxEmbedder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SAMPLE = [
+    "I adopted a puppy last week",
+    "We got a new dog",
+    "Quarterly tax filing deadline is April 15th.",
+    "",
+    " ",
+    "a",
+    "ünïcødé テキスト 😀 — em dash, «quotes», 中文字符",
+    "def f(x):\n    return x ** 2  # code with symbols {}[]()",
+    "The deploy key lives in vault zebra. " * 60,  # beyond 256 word pieces: truncated alike
+    "word " * 5000,
+    *[f"message {i}: lunch with Marta on Friday, bring {i} cakes" for i in range(40)],
+]
+
+
+@pytest.fixture(scope="module")
+def both() -> tuple[OnnxEmbedder, SentenceTransformerEmbedder]:
+    return OnnxEmbedder(), SentenceTransformerEmbedder(threads=1)
+
+
+def test_onnx_vectors_match_sentence_transformers(both: tuple[OnnxEmbedder, SentenceTransformerEmbedder]) -> None:
+    onnx, st = both
+    a = np.asarray(onnx.embed(SAMPLE))
+    b = np.asarray(st.embed(SAMPLE))
+    assert a.shape == b.shape == (len(SAMPLE), 384)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-4)
+    cos = (a * b).sum(1)
+    assert float(cos.min()) >= 0.999, cos.min()
+    assert onnx.name == st.name and onnx.dim == st.dim == 384  # one vector space: no re-embedding
+    assert onnx._fallback is None and onnx.graph_path.is_file()  # the graph, not the torch fallback
+    # Batching and length sorting do not change a vector: one text alone gives the same.
+    alone = np.asarray(onnx.embed([SAMPLE[8]]))[0]
+    assert float(alone @ a[8]) > 0.99999
+
+
+def test_a_cold_process_embeds_without_torch(both: tuple[OnnxEmbedder, SentenceTransformerEmbedder]) -> None:
+    code = (
+        "import sys\n"
+        "from memory.vectors.onnx import OnnxEmbedder\n"
+        "v = OnnxEmbedder().embed(['hello there'])\n"
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'transformers', 'chromadb') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "print(len(v[0]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "384", out.stderr
+
+
+def test_a_bad_export_is_refused_and_torch_is_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A graph file that is not ONNX stands for a broken cache: a fresh export goes elsewhere,
+    # but an explicit graph that cannot run is an error, not silently wrong vectors.
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own error type
+        OnnxEmbedder(graph=bad).embed(["x"])
+    with pytest.raises(ConfigError, match="tokenizer.json"):
+        OnnxEmbedder(tmp_path)
+    # An export that cannot be made falls back to the torch model, with a warning.
+    emb = OnnxEmbedder(cache_dir=tmp_path / "cache")
+    import memory.vectors.onnx as mod
+
+    def broken(model_path: Path, out: Path) -> None:
+        raise ConfigError("the ONNX export disagrees with the model (cosine 0.5)")
+
+    real, mod.export_onnx = mod.export_onnx, broken
+    try:
+        with caplog.at_level(logging.WARNING):
+            v = emb.embed(["hello"])
+    finally:
+        mod.export_onnx = real
+    assert len(v[0]) == 384 and emb._fallback is not None and "torch instead" in caplog.text
+
+
+def _filled(path: Path, exact_max: int) -> MemoryManager:
+    mem = MemoryManager.open(path, embedder=HashEmbedder(), background_embed=False, exact_search_max=exact_max)
+    words = "deploy vault zebra lunch cake office dog beagle tuesday standup key river".split()
+    mem.recall.append_many([{"content": f"{words[i % 12]} {words[(i * 5) % 12]} note {i}. "
+                                        f"Second sentence about {words[(i * 7) % 12]}."} for i in range(300)])
+    mem.archival.insert_many([f"chunk {i} on {words[i % 12]} and {words[(i * 3) % 12]}" for i in range(200)])
+    mem.embed_pending()
+    return mem
+
+
+def test_exact_search_from_sql_copies_ranks_as_chroma_does(tmp_path: Path) -> None:
+    exact = _filled(tmp_path / "a", 50_000)
+    chroma = _filled(tmp_path / "b", 0)
+    try:
+        for q in ("zebra vault", "beagle on tuesday", "river cake"):
+            for mode in ("vector", "hybrid"):
+                # The hash embedder gives many texts the same similarity: compare the scores
+                # rank by rank (ties may be ordered either way) and the untied items.
+                got = exact.search(q, k=10, mode=mode)
+                want = chroma.search(q, k=10, mode=mode)
+                assert np.allclose([h.score for h in got], [h.score for h in want], atol=1e-4), (q, mode)
+                scores = [round(h.score, 4) for h in want]
+                assert [(h.tier, h.id) for h in got if scores.count(round(h.score, 4)) == 1] == [
+                    (h.tier, h.id) for h in want if scores.count(round(h.score, 4)) == 1]
+        qv = exact.embedder.embed(["zebra vault"])[0]
+        a = exact.queue.nearest("recall", qv, 5)
+        b = chroma.recall_search.index.query(qv, 5)  # type: ignore[union-attr]
+        assert a is not None and len(a) == len(b) == 5
+        assert np.allclose([s for _, s in a], [s for _, s in b], atol=1e-4)
+        # An item queued again (its text changed) is answered from Chroma's side of the rule:
+        # not from a stale copy.
+        exact.archival.update(1, text="completely different words now")
+        assert all(i != 1 for i, _ in exact.queue.nearest("archival", qv, 200) or [])
+        # More items than the limit: Chroma answers.
+        exact.queue.exact_max = 10
+        assert exact.queue.nearest("recall", qv, 5) is None
+        assert [h.id for h in exact.search("zebra vault", k=5, mode="vector")]
+    finally:
+        exact.close()
+        chroma.close()
+
+
+def test_embed_device_setting_and_cpu_fallback(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    assert resolve_device("auto", visible=False) == "cpu"
+    assert resolve_device("auto", visible=True) == "cuda"
+    assert resolve_device("cuda:1", visible=True) == "cuda:1"
+    with caplog.at_level(logging.WARNING):
+        assert resolve_device("cuda", visible=False) == "cpu"
+    assert "no CUDA GPU is visible: embedding on the CPU" in caplog.text
+    with pytest.raises(ConfigError, match="RLMEM_EMBED_DEVICE"):
+        resolve_device("tpu")
+    cfg = MemoryConfig.load("/tmp/x", env={"RLMEM_EMBED_DEVICE": "cuda", "RLMEM_EMBED_BACKEND": "torch"})
+    assert cfg.embed_device == "cuda" and cfg.embed_backend == "torch"
+    with pytest.raises(ConfigError, match="RLMEM_EMBED_DEVICE"):
+        MemoryConfig.load("/tmp/x", env={"RLMEM_EMBED_DEVICE": "gpu0"})
+    with pytest.raises(ConfigError, match="RLMEM_EMBED_BACKEND"):
+        MemoryConfig.load("/tmp/x", env={"RLMEM_EMBED_BACKEND": "tensorflow"})
+    # The store's embedder follows the settings; on this CPU-only machine cuda falls back.
+    import memory.vectors.backends as backends
+
+    monkeypatch.setattr(backends, "cuda_visible", lambda: False)
+    emb = make_embedder(MemoryConfig.load("/tmp/x", env={"RLMEM_EMBED_DEVICE": "cuda", "RLMEM_EMBED_BACKEND": "torch"}))
+    assert isinstance(emb, SentenceTransformerEmbedder) and emb.device == "cpu"
+    assert isinstance(make_embedder(MemoryConfig.load("/tmp/x", env={})), OnnxEmbedder)
+    # A visible GPU: torch gets cuda (onnxruntime here has no CUDA provider).
+    monkeypatch.setattr(backends, "cuda_visible", lambda: True)
+    emb = make_embedder(MemoryConfig.load("/tmp/x", env={}))
+    assert isinstance(emb, SentenceTransformerEmbedder) and emb.device == "cuda"
+
+
+def test_progress_line_counts_items_with_rate_and_time_left() -> None:
+    err = io.StringIO()
+    bar = ProgressLine(err, "embedding", "chunks", enabled=True, min_interval_s=0)
+    bar._t0 -= 10.0  # ten seconds in
+    bar(500, 2000)
+    assert "embedding: 500/2,000 chunks  50.0/s  30s left" in err.getvalue()
+    bar(2000, 2000)
+    bar.close()
+    assert err.getvalue().endswith("embedding: 2,000/2,000 chunks in 10s\n")
+    quiet = io.StringIO()
+    off = ProgressLine(quiet, "embedding", "chunks", enabled=False)
+    off(1, 2)
+    off.close()
+    assert quiet.getvalue() == ""
+    assert format_duration(3725) == "1h02m" and format_duration(65) == "1m05s"
