@@ -25,6 +25,7 @@ variable                    meaning                                             
 ``RLMEM_EMBED_THREADS``     embedding threads (0 = the runtime's default)       ``1``
 ``RLMEM_EMBED_BACKEND``     ``auto`` (onnxruntime when installed), ``onnx``,     ``auto``
                             ``torch``: same vectors, see memory.vectors.onnx;
+                            ``onnx-int8``: faster, other vectors (re-embeds);
                             ``hash``: a non-semantic test embedder
 ``RLMEM_EMBED_DEVICE``      ``auto`` (a CUDA GPU when visible), ``cpu``,         ``auto``
                             ``cuda``, ``cuda:N``
@@ -181,8 +182,8 @@ def _coerce(cls: type, name: str, value: Any, origin: str) -> Any:
         s = str(value)
         if name == "fusion" and s not in ("convex", "rrf"):
             raise ValueError("expected convex or rrf")
-        if name == "embed_backend" and s.lower() not in ("auto", "onnx", "torch", "hash"):
-            raise ValueError("expected auto, onnx, torch or hash")
+        if name == "embed_backend" and s.lower() not in ("auto", "onnx", "onnx-int8", "torch", "hash"):
+            raise ValueError("expected auto, onnx, onnx-int8, torch or hash")
         if name == "embed_device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", s.lower()):
             raise ValueError("expected auto, cpu, cuda or cuda:N")
         return s

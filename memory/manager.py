@@ -37,7 +37,7 @@ from memory.text.query import estimate_tokens
 from memory.types import GrepHit, SearchHit, SessionHit
 from memory.vectors.backends import make_embedder
 from memory.vectors.embeddings import Embedder
-from memory.vectors.index import VectorIndex, make_chroma_client
+from memory.vectors.index import VectorIndex, collection_name, make_chroma_client
 from memory.vectors.queue import EmbeddingQueue, Progress
 from memory.vectors.worker import EmbeddingWorker
 
@@ -104,11 +104,12 @@ class MemoryManager:
         self.queue = EmbeddingQueue(db, exact_max=config.exact_search_max)
         self.recall = RecallLog(db)
         self.archival = ArchivalStore(
-            db, VectorIndex(self._chroma, "rlmem_archival", embedder, lock_path=lock), self.queue,
+            db, VectorIndex(self._chroma, collection_name("rlmem_archival", embedder), embedder, lock_path=lock),
+            self.queue,
             fusion=archival_fusion, embed_batch=max(config.embed_batch_size, 256),
         )
         self.recall_search = RecallSearch(
-            self.recall, VectorIndex(self._chroma, "rlmem_recall", embedder, lock_path=lock),
+            self.recall, VectorIndex(self._chroma, collection_name("rlmem_recall", embedder), embedder, lock_path=lock),
             self.queue, embed=config.embed_recall, passages=config.recall_passages, fusion=recall_fusion,
         )
         self._blocks: dict[str, Any] = {}
@@ -352,6 +353,9 @@ class MemoryManager:
         or ``stop`` is set (seen between batches of about a second); ``progress(done,
         total)`` follows each batch. Returns the number of items embedded."""
         batch = max(self.config.embed_batch_size, 256)
+        for t in _check_tiers(tiers or ("recall", "archival")):
+            if t in self.queue.sources:
+                self.queue.enqueue_stale(t)
         if tiers is None:
             return self.queue.drain(batch=batch, stop=stop, progress=progress)
         done = 0

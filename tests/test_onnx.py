@@ -183,3 +183,55 @@ def test_progress_line_counts_items_with_rate_and_time_left() -> None:
     off.close()
     assert quiet.getvalue() == ""
     assert format_duration(3725) == "1h02m" and format_duration(65) == "1m05s"
+
+
+class _Variant(HashEmbedder):
+    """Another encoder of the same model (as int8 is): other vectors, a ``+variant`` name."""
+
+    @property
+    def name(self) -> str:
+        return f"hash:{self.dim}+int8"
+
+    def embed(self, texts: list[str]) -> list[list[float]]:  # type: ignore[override]
+        return [[-x for x in v] for v in super().embed(texts)]
+
+
+def test_a_change_of_encoder_re_embeds_into_collections_of_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "m"
+    with MemoryManager.open(path, embedder=HashEmbedder(), background_embed=False) as mem:
+        mem.recall.append_many([{"content": f"note {i} about the vault"} for i in range(50)])
+        mem.archival.insert_many([f"chunk {i} on zebras" for i in range(30)])
+        mem.embed_pending()
+        assert mem.queue.stale("recall") == mem.queue.stale("archival") == 0
+        old = mem.archival.index.collection.count()  # type: ignore[union-attr]
+    with MemoryManager.open(path, embedder=_Variant(), background_embed=False) as mem:
+        index = mem.archival.index
+        assert index is not None and index.name == "rlmem_archival.int8"
+        assert mem.queue.stale("recall") == 50 and mem.queue.stale("archival") == 30
+        seen: list[tuple[int, int]] = []
+        assert mem.embed_pending(progress=lambda d, t: seen.append((d, t))) == 80
+        assert seen[-1][0] == seen[-1][1] and mem.queue.stale("recall") == mem.queue.stale("archival") == 0
+        assert index.count() == 30 and mem.search("zebras", k=3, mode="vector")
+        old_coll = mem.archival.index.client.get_collection("rlmem_archival")  # type: ignore[union-attr]
+        assert old_coll.count() == old  # the old encoder's vectors were left apart, untouched
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("onnx"), reason="needs the onnx package (int8 extra)")
+def test_int8_encoder_is_close_and_named_apart(tmp_path: Path) -> None:
+    fp32, q = OnnxEmbedder(), OnnxEmbedder(quantize=True)
+    a, b = np.asarray(fp32.embed(SAMPLE)), np.asarray(q.embed(SAMPLE))
+    assert q.name == fp32.name + "+int8" and float((a * b).sum(1).min()) > 0.95
+
+
+def test_int8_without_the_onnx_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import shutil
+
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)  # as if onnx were missing
+    fp32 = OnnxEmbedder()
+    fp32.load()
+    q = OnnxEmbedder(quantize=True, cache_dir=tmp_path)
+    q.graph_path.parent.mkdir(parents=True)
+    shutil.copy(fp32.graph_path, q.graph_path.with_name("model.onnx"))  # no export needed
+    with pytest.raises(ConfigError, match=r"rlm-memory\[int8\]"):
+        q.embed(["x"])
+    assert not q.graph_path.exists() and q._fallback is None  # never fp32 vectors under the int8 name

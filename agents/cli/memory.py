@@ -232,7 +232,9 @@ def _pending_note(ctx: CliContext, mem: Any, args: argparse.Namespace, tiers: tu
     unless ``--wait``: it answers now, and they are found by full text meanwhile."""
     if args.mode == "text":
         return 0
-    count = lambda: sum(mem.queue.pending(t) for t in tiers if t in mem.queue.sources)  # noqa: E731
+    q = mem.queue
+    # Queued, or embedded by another encoder than the store's current one (re-embedded next).
+    count = lambda: sum(q.pending(t) + q.stale(t) for t in tiers if t in q.sources)  # noqa: E731
     pending = count()
     if pending and args.wait:
         ctx.embed_queued(mem, tiers, label="embedding before the search")

@@ -5,7 +5,8 @@ Rules this module keeps:
 * ``embed_backend``: ``auto`` (the default) runs the packaged model with onnxruntime when it
   and ``tokenizers`` are installed, else with torch; ``onnx`` and ``torch`` force one. Both
   write the same vectors (``memory.vectors.onnx`` checks it), so the choice never makes a
-  store re-embed. ``hash`` is the dependency-free ``HashEmbedder`` (not a semantic model:
+  store re-embed. ``onnx-int8`` runs an int8 copy of the graph (faster, other vectors: a
+  store re-embeds into collections of their own). ``hash`` is the dependency-free ``HashEmbedder`` (not a semantic model:
   for tests and demos of the plumbing; its vectors carry their own name).
 * ``embed_device``: ``auto`` (the default) uses a CUDA GPU when one is visible, else the CPU;
   ``cpu``, ``cuda`` or ``cuda:N`` ask for one. A GPU that is asked for but absent is a
@@ -27,7 +28,7 @@ from memory.vectors.embeddings import Embedder, HashEmbedder, SentenceTransforme
 __all__ = ["BACKENDS", "cuda_visible", "make_embedder", "resolve_device"]
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "onnx", "torch", "hash")
+BACKENDS = ("auto", "onnx", "onnx-int8", "torch", "hash")
 
 
 def cuda_visible() -> bool:
@@ -63,7 +64,7 @@ def make_embedder(cfg: Any) -> Embedder:
     """The embedder for a ``MemoryConfig`` (its model_path, batch size, threads, backend, device)."""
     backend = str(getattr(cfg, "embed_backend", "auto")).lower()
     if backend not in BACKENDS:
-        raise ConfigError(f"embed_backend {backend!r}: use auto, onnx or torch (RLMEM_EMBED_BACKEND)")
+        raise ConfigError(f"embed_backend {backend!r}: use auto, onnx, onnx-int8, torch or hash (RLMEM_EMBED_BACKEND)")
     if backend == "hash":
         return HashEmbedder()
     device = resolve_device(cfg.embed_device)
@@ -76,8 +77,8 @@ def make_embedder(cfg: Any) -> Embedder:
             if device.startswith("cuda"):
                 providers.insert(0, "CUDAExecutionProvider")
             return OnnxEmbedder(cfg.model_path, batch_size=cfg.embed_batch_size, threads=threads,
-                                providers=providers)
-        if backend == "onnx" and not onnx_available():
+                                providers=providers, quantize=backend == "onnx-int8")
+        if backend in ("onnx", "onnx-int8") and not onnx_available():
             raise ConfigError("embed_backend is onnx but onnxruntime or tokenizers is not installed")
     return SentenceTransformerEmbedder(cfg.model_path, batch_size=cfg.embed_batch_size,
                                        threads=threads, device=device)

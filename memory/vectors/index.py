@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ from memory.vectors.embeddings import Embedder
 __all__ = [
     "Meta",
     "VectorIndex",
+    "collection_name",
     "is_damaged",
     "item_of",
     "make_chroma_client",
@@ -317,6 +319,15 @@ class VectorIndex:
         mat = np.asarray(embs, dtype=np.float32)
         sims = mat @ np.asarray(vector, dtype=np.float32)
         return {int(i): float(s) for i, s in zip(res["ids"], sims, strict=True)}
+
+
+def collection_name(base: str, embedder: Embedder) -> str:
+    """``base`` for the model's own vectors; ``base.<variant>`` for an encoder whose name
+    carries a ``+variant`` (int8): vectors of different encoders never share a collection."""
+    name = embedder.name
+    if "+" not in name:
+        return base
+    return f"{base}.{re.sub(r'[^A-Za-z0-9]+', '-', name.split('+', 1)[1]).strip('-') or 'variant'}"
 
 
 def part_id(item: int, n: int) -> str:

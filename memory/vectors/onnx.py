@@ -13,6 +13,10 @@ Rules this module keeps:
   ``SentenceTransformerEmbedder`` writes (checked), so both carry ``st:<model dir>`` and a
   store switches between them without re-embedding. Anything that changes the vectors
   (quantisation) must carry another name.
+* ``quantize=True`` runs an int8 copy of the graph (dynamic quantisation of the matrix
+  products, per channel), made once from the fp32 graph; it needs the ``onnx`` package (the
+  ``int8`` extra). Its vectors differ (cosine about 0.99), so it is named ``st:<dir>+int8``:
+  a store keeps them in collections of their own and re-embeds when the encoder changes.
 * After the one-time export, embedding imports only numpy, onnxruntime and tokenizers: a cold
   process never loads torch. Texts are embedded in batches sorted by length, so short texts
   are not padded to the length of long ones.
@@ -37,7 +41,7 @@ import numpy as np
 from memory.errors import ConfigError
 from memory.vectors.embeddings import _check_texts, default_model_path
 
-__all__ = ["OnnxEmbedder", "export_onnx", "onnx_available", "onnx_cache_dir"]
+__all__ = ["OnnxEmbedder", "export_onnx", "int8_graph", "onnx_available", "onnx_cache_dir"]
 
 log = logging.getLogger(__name__)
 _SAMPLE = [
@@ -180,6 +184,41 @@ def _check_export(graph: Path, model_path: Path) -> None:
         raise ConfigError(f"the ONNX export of {model_path} disagrees with the model (cosine {cos.min():.5f})")
 
 
+def _quantize(fp32: Path, out: Path) -> None:
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise ConfigError(
+            "int8 embedding needs the onnx package: pip install 'rlm-memory[int8]' "
+            "(or use embed_backend = onnx)"
+        ) from exc
+    fd, tmp_name = tempfile.mkstemp(prefix=".quantize-", suffix=".onnx", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        root = logging.getLogger()
+        was = root.disabled
+        root.disabled = True  # the quantiser's advice goes to the root logger
+        try:
+            with _quiet_warnings():
+                quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                                 reduce_range=True, op_types_to_quantize=["MatMul"])
+        finally:
+            root.disabled = was
+        os.replace(tmp, out)
+    except ImportError as exc:
+        raise ConfigError(f"int8 embedding needs the onnx package: pip install 'rlm-memory[int8]' ({exc})") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def int8_graph(fp32: OnnxEmbedder) -> Path:
+    """The int8 graph next to ``fp32``'s (made once; needs the ``onnx`` package)."""
+    q = OnnxEmbedder(fp32.model_path, cache_dir=fp32.cache_dir, quantize=True)
+    return q._ensure_graph()
+
+
 class OnnxEmbedder:
     """A sentence-transformers MiniLM (mean pooling, normalised) run by onnxruntime.
 
@@ -198,6 +237,7 @@ class OnnxEmbedder:
         graph: str | Path | None = None,
         max_chars: int = 8192,
         providers: Sequence[str] = ("CPUExecutionProvider",),
+        quantize: bool = False,
     ) -> None:
         path = Path(model_path).expanduser() if model_path is not None else default_model_path()
         if not path.is_dir() or not (path / "tokenizer.json").is_file():
@@ -215,6 +255,7 @@ class OnnxEmbedder:
         self.max_chars = max_chars
         self.providers = list(providers)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else onnx_cache_dir()
+        self.quantize = quantize
         self._graph = Path(graph) if graph is not None else None
         self._session: Any = None
         self._tokenizer: Any = None
@@ -224,7 +265,7 @@ class OnnxEmbedder:
 
     @property
     def name(self) -> str:
-        return f"st:{self.model_path.name}"
+        return f"st:{self.model_path.name}" + ("+int8" if self.quantize else "")
 
     @property
     def dim(self) -> int:
@@ -238,7 +279,7 @@ class OnnxEmbedder:
         """The ONNX file this embedder runs (exported on first use when missing)."""
         if self._graph is not None:
             return self._graph
-        return self.cache_dir / _cache_key(self.model_path) / "model.onnx"
+        return self.cache_dir / _cache_key(self.model_path) / ("model.int8.onnx" if self.quantize else "model.onnx")
 
     @property
     def tokenizer(self) -> Any:
@@ -258,9 +299,12 @@ class OnnxEmbedder:
         graph.parent.mkdir(parents=True, exist_ok=True)
         with open(graph.parent / ".export.lock", "a+") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # one exporter; the others wait and reuse
-            if not graph.is_file():
-                log.info("exporting %s to ONNX (once) at %s", self.model_path, graph)
-                export_onnx(self.model_path, graph)
+            fp32 = graph.with_name("model.onnx")
+            if not fp32.is_file():
+                log.info("exporting %s to ONNX (once) at %s", self.model_path, fp32)
+                export_onnx(self.model_path, fp32)
+            if self.quantize and not graph.is_file():
+                _quantize(fp32, graph)
         return graph
 
     def load(self) -> None:
@@ -273,6 +317,8 @@ class OnnxEmbedder:
             try:
                 graph = self._ensure_graph()
             except Exception as exc:
+                if self.quantize:  # the torch model would write other vectors under this name
+                    raise ConfigError(f"no int8 ONNX graph for {self.model_path}: {exc}") from exc
                 log.warning("no ONNX graph for %s (%s): embedding with torch instead", self.model_path, exc)
                 from memory.vectors.embeddings import SentenceTransformerEmbedder
 

@@ -15,6 +15,10 @@ Rules this module keeps:
   them (one indexed SQL read instead of a Chroma ``get``), and a rebuilt collection is
   refilled from them without embedding again. Copies made by another model are ignored,
   so after a model change ``reindex`` embeds everything; ``reindex(reembed=True)`` always does.
+* A store knows which encoder made each vector (the copy's model name). Items whose copy
+  another encoder made are ``stale``; ``enqueue_stale`` queues them, so a change of encoder
+  re-embeds the store through the same queue (with its progress and stop rules). Encoders
+  whose vectors differ keep them in collections of their own (``index.collection_name``).
 * An unfiltered vector query on a tier of at most ``exact_max`` items whose every
   not-queued item has a copy is answered from the copies, exactly (``nearest``): a fresh
   process then never imports chromadb to search. Filtered queries, bigger tiers and stores
@@ -115,6 +119,34 @@ class EmbeddingQueue:
         source.index.rebuild = lambda: self.enqueue_all(tier, source.table, source.where)
         if self.exact_max > 0:
             source.index.exact = lambda vector, k: self.nearest(tier, vector, k)
+
+    def stale(self, tier: str) -> int:
+        """How many items of ``tier`` have a vector copy made by another encoder than the
+        current one and are not queued (the encoder changed: they need embedding again)."""
+        with self.db.read() as conn:
+            return int(conn.execute(text(self._stale_sql("COUNT(*)")), self._stale_args(tier)).scalar() or 0)
+
+    def enqueue_stale(self, tier: str) -> int:
+        """Queue the items whose vector copy another encoder made (see ``stale``), 2000 a
+        transaction; returns how many."""
+        total = 0
+        while True:
+            with self.db.write() as conn:
+                ids = [int(r[0]) for r in conn.execute(
+                    text(self._stale_sql("v.item_id") + " ORDER BY v.item_id LIMIT 2000"), self._stale_args(tier))]
+                if not ids:
+                    return total
+                self.enqueue(conn, tier, ids)
+            total += len(ids)
+
+    def _stale_sql(self, what: str) -> str:
+        return (
+            f"SELECT {what} FROM {VECTORS_TABLE} v WHERE v.tier = :t AND v.model <> :m"
+            f" AND NOT EXISTS (SELECT 1 FROM {QUEUE_TABLE} q WHERE q.tier = :t AND q.item_id = v.item_id)"
+        )
+
+    def _stale_args(self, tier: str) -> dict[str, Any]:
+        return {"t": tier, "m": self.sources[tier].model}
 
     def nearest(self, tier: str, vector: Sequence[float], k: int) -> list[tuple[int, float]] | None:
         """The exact ``k`` nearest items of ``tier`` from the SQL copies, best first (an item
