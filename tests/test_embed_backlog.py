@@ -56,7 +56,7 @@ def backlog_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("backlog") / "store"
     mem = MemoryManager.open(path, embedder=HashEmbedder(), background_embed=False)
     try:
-        words = "deploy vault zebra lunch cake office dog beagle tuesday standup key".split()
+        words = ["deploy", "vault", "zebra", "lunch", "cake", "office", "dog", "beagle", "tuesday", "standup", "key"]
         rows = [{"content": " ".join(words[(i * 7 + j) % len(words)] for j in range(12)) + f" item{i}.",
                  "session_id": f"s{i // 200}"} for i in range(BACKLOG)]
         for i in range(0, BACKLOG, 5000):

@@ -80,7 +80,7 @@ def test_a_bad_export_is_refused_and_torch_is_used(tmp_path: Path, caplog: pytes
     bad.write_bytes(b"not a graph")
     with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own error type
         OnnxEmbedder(graph=bad).embed(["x"])
-    with pytest.raises(ConfigError, match="tokenizer.json"):
+    with pytest.raises(ConfigError, match=r"tokenizer\.json"):
         OnnxEmbedder(tmp_path)
     # An export that cannot be made falls back to the torch model, with a warning.
     emb = OnnxEmbedder(cache_dir=tmp_path / "cache")
@@ -100,7 +100,7 @@ def test_a_bad_export_is_refused_and_torch_is_used(tmp_path: Path, caplog: pytes
 
 def _filled(path: Path, exact_max: int) -> MemoryManager:
     mem = MemoryManager.open(path, embedder=HashEmbedder(), background_embed=False, exact_search_max=exact_max)
-    words = "deploy vault zebra lunch cake office dog beagle tuesday standup key river".split()
+    words = ["deploy", "vault", "zebra", "lunch", "cake", "office", "dog", "beagle", "tuesday", "standup", "key", "river"]
     mem.recall.append_many([{"content": f"{words[i % 12]} {words[(i * 5) % 12]} note {i}. "
                                         f"Second sentence about {words[(i * 7) % 12]}."} for i in range(300)])
     mem.archival.insert_many([f"chunk {i} on {words[i % 12]} and {words[(i * 3) % 12]}" for i in range(200)])
