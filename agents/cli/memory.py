@@ -136,7 +136,8 @@ def cmd_reindex(ctx: CliContext, args: argparse.Namespace) -> int:
         lambda stop, progress: mem.reindex(reembed=args.reembed, tiers=tiers, stop=stop, progress=progress),
         signals=ctx.signals, err=ctx.err, label="reindexing", unit="items", show=ctx.show_progress,
     )
-    ctx.emit({"reindexed": jsonable(result)}, f"reindexed: {jsonable(result)}")
+    ctx.emit({"reindexed": jsonable(result)},
+             "reindexed: " + ", ".join(f"{tier} {n:,}" for tier, n in result.items()))
     return 0
 
 
@@ -170,7 +171,8 @@ def cmd_ingest(ctx: CliContext, args: argparse.Namespace) -> int:
         show=ctx.show_progress and not args.no_progress,
     )
     data = jsonable(summary)
-    ctx.emit(data, "ingested: " + ", ".join(f"{k}={v}" for k, v in data.items())
+    ctx.emit(data, "ingested: " + ", ".join(f"{k}={round(v, 1) if isinstance(v, float) else v}"
+                                            for k, v in data.items())
              if isinstance(data, dict) else f"ingested: {data}")
     return 0
 
