@@ -9,6 +9,8 @@ Rules this module keeps:
   inside the embedding runtime: the interpreter tears the runtime down under it and the
   process aborts (``terminate called without an active exception``, status 134). A Ctrl-C
   during that wait is held until the thread has ended, then raised.
+* On start it queues the items another encoder embedded (``EmbeddingQueue.enqueue_stale``),
+  so a long-lived process re-embeds a store after a change of encoder.
 * Failures are logged and retried with back-off; the queue keeps the items meanwhile. It
   wakes when this process enqueues something and polls every ``poll_s`` for items that other
   processes enqueued.
@@ -47,9 +49,14 @@ class EmbeddingWorker:
 
     def _run(self) -> None:
         delay = self.poll_s
+        stale_checked = False
         while not self._stop.is_set():
             self._idle.clear()
             try:
+                if not stale_checked:  # items another encoder embedded: embed them again
+                    for tier in list(self.queue.sources):
+                        self.queue.enqueue_stale(tier)
+                    stale_checked = True
                 self.queue.drain(batch=self.batch, stop=self._stop, batch_s=self.batch_s)
                 self.last_error = None
                 delay = self.poll_s
