@@ -105,7 +105,8 @@ def _filled(path: Path, exact_max: int) -> MemoryManager:
                                         f"Second sentence about {words[(i * 7) % 12]}."} for i in range(300)])
     mem.archival.insert_many([f"chunk {i} on {words[i % 12]} and {words[(i * 3) % 12]}" for i in range(200)])
     mem.embed_pending()
-    return mem
+    mem.close()  # reopened: a fresh process, whose Chroma is not open yet
+    return MemoryManager.open(path, embedder=HashEmbedder(), background_embed=False, exact_search_max=exact_max)
 
 
 def test_exact_search_from_sql_copies_ranks_as_chroma_does(tmp_path: Path) -> None:
@@ -122,6 +123,10 @@ def test_exact_search_from_sql_copies_ranks_as_chroma_does(tmp_path: Path) -> No
                 scores = [round(h.score, 4) for h in want]
                 assert [(h.tier, h.id) for h in got if scores.count(round(h.score, 4)) == 1] == [
                     (h.tier, h.id) for h in want if scores.count(round(h.score, 4)) == 1]
+        for mem, answered_exactly in ((exact, True), (chroma, False)):
+            for index in (mem.archival.index, mem.recall_search.index):
+                assert index is not None and (index._collection is None) is answered_exactly
+                assert (index.exact_spent_s > 0) is answered_exactly
         qv = exact.embedder.embed(["zebra vault"])[0]
         a = exact.queue.nearest("recall", qv, 5)
         b = chroma.recall_search.index.query(qv, 5)  # type: ignore[union-attr]
@@ -135,6 +140,14 @@ def test_exact_search_from_sql_copies_ranks_as_chroma_does(tmp_path: Path) -> No
         exact.queue.exact_max = 10
         assert exact.queue.nearest("recall", qv, 5) is None
         assert [h.id for h in exact.search("zebra vault", k=5, mode="vector")]
+        # A long-lived process moves to Chroma once exact queries cost what opening it does.
+        exact.queue.exact_max = 50_000
+        index = exact.recall_search.index
+        assert index is not None
+        index._collection = None
+        index.exact_spent_s = 10.0
+        exact.search_recall("zebra vault", k=3, mode="vector")
+        assert index._collection is not None
     finally:
         exact.close()
         chroma.close()

@@ -29,6 +29,7 @@ import fcntl
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,6 +54,7 @@ Meta = dict[str, str | int | float | bool]
 T = TypeVar("T")
 _MODEL_HINT = "; if the embedding model changed, rebuild the index with reindex()"
 _MAX_QUERY = 20_000
+EXACT_BUDGET_S = 1.5  # about what importing chromadb and opening a collection costs
 
 
 def is_damaged(exc: BaseException) -> bool:
@@ -156,6 +158,7 @@ class VectorIndex:
         self.parts = False  # items may have several vectors (passages); see the module notes
         # Set by the queue: exact nearest items from the SQL copies, or None (ask Chroma).
         self.exact: Callable[[Sequence[float], int], list[tuple[int, float]] | None] | None = None
+        self.exact_spent_s = 0.0
         self._collection: Any = None
         self._mutex = threading.RLock()
 
@@ -276,8 +279,13 @@ class VectorIndex:
         several passages: its best passage's)."""
         if k <= 0:
             return []
-        if not where and self.exact is not None:
+        # A fresh process answers from the SQL copies while that is cheaper than opening
+        # Chroma: until Chroma is open anyway, or the exact queries have cost about as long
+        # as opening it (a long-lived process then moves to the HNSW index).
+        if not where and self.exact is not None and self._collection is None and self.exact_spent_s < EXACT_BUDGET_S:
+            t0 = time.perf_counter()
             found = self.exact(vector, k)
+            self.exact_spent_s += time.perf_counter() - t0
             if found is not None:
                 return found
         n = k * 3 if self.parts else k

@@ -21,8 +21,9 @@ Rules this module keeps:
   whose vectors differ keep them in collections of their own (``index.collection_name``).
 * An unfiltered vector query on a tier of at most ``exact_max`` items whose every
   not-queued item has a copy is answered from the copies, exactly (``nearest``): a fresh
-  process then never imports chromadb to search. Filtered queries, bigger tiers and stores
-  with vectors older than the copies ask Chroma.
+  process then never imports chromadb to search. Filtered queries, bigger tiers, stores with
+  vectors older than the copies, and a process that has Chroma open or has spent about as
+  long on exact queries as opening Chroma costs (``VectorIndex.query``) ask Chroma.
 * Draining goes a batch at a time, and a batch is sized to take about ``batch_s`` seconds
   at the rate measured so far, so a stop request (``stop``) is honoured within about that
   long; ``progress(done, total)`` is called after every batch.
