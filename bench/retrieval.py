@@ -177,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data", nargs="?", default=DEFAULT_DATA, help="LongMemEval-format JSON(.gz)")
     ap.add_argument("--limit", type=int, default=0, help="only the first N questions")
+    ap.add_argument("--stride", type=int, default=1, help="every STRIDE-th question (a spread subset)")
     ap.add_argument("--cache", default=str(Path.home() / ".cache/rlm-memory/bench-embeddings.sqlite"))
     ap.add_argument("--no-cache", action="store_true", help="embed everything afresh")
     ap.add_argument("--threads", type=int, default=1, help="embedding threads")
@@ -188,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     records = [r for r in load(args.data) if not str(r["question_id"]).endswith("_abs")]
+    records = records[:: max(1, args.stride)]
     if args.limit:
         records = records[: args.limit]
     base: Any = SentenceTransformerEmbedder(threads=args.threads)
