@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/bench_repl.py [--cells 500] [--calls 2000] [--starts 10]
 
+Each figure is measured twice in the same run: ``isolation="process"`` (a plain child
+process, what the sandbox was before the kernel boundary) and ``isolation="kernel"``
+(bubblewrap namespaces + seccomp + Landlock, the default), with the kernel/process ratio.
+
 * worker start: ``Sandbox()`` until the first cell can run, vs starting a bare ``python -I -c pass``
 * cell round trip (a trivial cell), p50 / p95, vs ``exec(compile(...))`` of the same code here
 * callback round trip (worker -> parent function -> worker), vs handing the same call to a
@@ -48,14 +52,15 @@ def _ms(x: float) -> str:
 
 
 def bench_start(starts: int) -> None:
-    def start() -> None:
-        Sandbox().close()
-
     def bare() -> None:
         subprocess.run([sys.executable, "-I", "-c", "pass"], check=True)
 
-    ours, base = statistics.median(_times(start, starts)), statistics.median(_times(bare, starts))
-    print(f"worker start        {_ms(ours)}   bare interpreter {_ms(base)}   ratio {ours / base:6.2f}x")
+    base = statistics.median(_times(bare, starts))
+    medians = {}
+    for iso in ("process", "kernel"):
+        medians[iso] = statistics.median(_times(lambda iso=iso: Sandbox(isolation=iso).close(), starts))
+        print(f"worker start [{iso:7}] {_ms(medians[iso])}   bare interpreter {_ms(base)}   ratio {medians[iso] / base:6.2f}x")
+    print(f"worker start kernel / process: {medians['kernel'] / medians['process']:.2f}x")
 
 
 def bench_cells(sb: Sandbox, cells: int) -> None:
@@ -134,12 +139,14 @@ def main() -> None:
 
     print(f"python {sys.version.split()[0]}")
     bench_start(args.starts)
-    limits = SandboxLimits(cell_timeout_s=120)
-    with Sandbox(functions={"ping": lambda x: x, "nap": nap}, limits=limits) as sb:
-        bench_cells(sb, args.cells)
-        bench_callbacks(sb, args.calls)
-        bench_transfer(sb)
-        bench_parallel(sb)
+    for iso in ("process", "kernel"):
+        print(f"--- isolation={iso}")
+        limits = SandboxLimits(cell_timeout_s=120, isolation=iso)
+        with Sandbox(functions={"ping": lambda x: x, "nap": nap}, limits=limits) as sb:
+            bench_cells(sb, args.cells)
+            bench_callbacks(sb, args.calls)
+            bench_transfer(sb)
+            bench_parallel(sb)
 
 
 if __name__ == "__main__":

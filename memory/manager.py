@@ -43,7 +43,7 @@ from memory.vectors.worker import EmbeddingWorker
 
 __all__ = ["CompiledContext", "MemoryManager"]
 
-_RECALL_FILTERS = {"agent_id", "session_id", "role"}
+_RECALL_FILTERS = {"agent_id", "session_id", "role", "include_tools"}
 _ARCHIVAL_FILTERS = {"tags", "tags_mode", "metadata"}
 _SHARED_FILTERS = {"since", "until"}
 
@@ -170,12 +170,14 @@ class MemoryManager:
         since: datetime | None = None,
         until: datetime | None = None,
         now: datetime | None = None,
+        include_tools: bool = False,
     ) -> list[SearchHit]:
         """Messages by full text, meaning, or both (``mode``), with the recall filters;
-        ``now`` anchors relative time expressions in the query ("two weeks ago")."""
+        ``now`` anchors relative time expressions in the query ("two weeks ago"). Tool
+        records (role ``tool``) only with ``include_tools=True`` or ``role="tool"``."""
         return self.recall_search.search(
             query, k=k, mode=mode, offset=offset, agent_id=agent_id, session_id=session_id,
-            role=role, since=since, until=until, now=now,
+            role=role, since=since, until=until, now=now, include_tools=include_tools,
         )
 
     def search_sessions(
@@ -190,12 +192,13 @@ class MemoryManager:
         since: datetime | None = None,
         until: datetime | None = None,
         now: datetime | None = None,
+        include_tools: bool = False,
     ) -> list[SessionHit]:
         """Conversation sessions ranked for ``query`` (their matching messages' scores pooled),
         each with its best ``per_session`` messages; see ``RecallSearch.search_sessions``."""
         return self.recall_search.search_sessions(
             query, k=k, mode=mode, per_session=per_session, agent_id=agent_id, role=role,
-            since=since, until=until, now=now,
+            since=since, until=until, now=now, include_tools=include_tools,
         )
 
     def search_archival(self, query: str, *, k: int = 10, mode: str = "hybrid", **filters: Any) -> list[SearchHit]:

@@ -34,6 +34,7 @@ class Message:
     tool_args: Any = None
     tokens: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None  # the writer's own identity for it (unique per agent), if given
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))

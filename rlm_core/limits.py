@@ -12,6 +12,13 @@ Rules this module keeps:
   partial answer and trajectory before raising.
 * The sub-call count is a soft limit: once spent, sub-calls are refused with a readable message
   and the run goes on, so the model can still answer with what it has.
+* Tokens are reserved before a model call is made, not counted after: ``reserve`` grants a
+  call its input estimate plus an output cap (passed to the model as ``max_tokens``) only if
+  what is spent plus what other calls in flight hold leaves room, so threads racing for the
+  last tokens cannot overspend ``max_tokens`` together. ``release`` gives the reservation
+  back once the real usage is charged.
+* At most ``Limits.max_live_children`` child RLMs of one tree run at once (each holds a
+  worker process); more are refused readably.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ if TYPE_CHECKING:
     from rlm_core.sandbox.repl import SandboxLimits
 
 __all__ = ["Budget", "Limits"]
+
+_MIN_ANSWER_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,7 @@ class Limits:
     cell_timeout_s: float = 60.0
     max_output_chars: int = 20_000
     on_max_depth: Literal["llm_query", "error"] = "llm_query"
+    max_live_children: int = 8
     sandbox: SandboxLimits | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +87,7 @@ class Limits:
             "max_tokens": self.max_tokens,
             "max_cost_usd": self.max_cost_usd,
             "max_seconds": self.max_seconds,
+            "max_live_children": self.max_live_children,
         }
         for name, value in positive.items():
             if value is not None and value <= 0:
@@ -122,6 +133,8 @@ class Budget:
         # The first fatal limit error raised inside a sub-call (possibly in a child RLM on
         # another thread); the engine re-raises it for the whole run after the cell.
         self.fatal: RLMLimitError | None = None
+        self.reserved_tokens = 0
+        self.live_children = 0
 
     # --- accounting -----------------------------------------------------------------------
 
@@ -143,6 +156,43 @@ class Budget:
                 return False
             self.sub_calls += 1
             return True
+
+    def reserve(self, input_chars: int, max_output: int | None) -> tuple[int, int | None]:
+        """Reserve tokens for one model call: (tokens held, output cap to ask the model for).
+
+        Without ``Limits.max_tokens`` nothing is held and the cap is ``max_output``. Raises
+        ``TokenLimitError`` when the input estimate plus a minimal answer does not fit.
+        """
+        cap = self.limits.max_tokens
+        if cap is None:
+            return 0, max_output
+        need_in = input_chars // 3 + 16  # generous: ~4 characters per token in practice
+        with self._lock:
+            free = cap - (self.root_usage + self.sub_usage).total_tokens - self.reserved_tokens - need_in
+            if free < _MIN_ANSWER_TOKENS:
+                raise TokenLimitError(
+                    f"this call needs about {need_in + _MIN_ANSWER_TOKENS} tokens and only "
+                    f"{max(free + need_in, 0)} of Limits.max_tokens={cap} are left (calls in flight "
+                    "hold their share); raise max_tokens or ask a narrower question"
+                )
+            out = free if max_output is None else min(free, max_output)
+            self.reserved_tokens += need_in + out
+            return need_in + out, out
+
+    def release(self, held: int) -> None:
+        with self._lock:
+            self.reserved_tokens -= held
+
+    def enter_child(self) -> bool:
+        with self._lock:
+            if self.live_children >= self.limits.max_live_children:
+                return False
+            self.live_children += 1
+            return True
+
+    def leave_child(self) -> None:
+        with self._lock:
+            self.live_children -= 1
 
     def record_fatal(self, err: RLMLimitError) -> None:
         with self._lock:

@@ -34,6 +34,7 @@ from memory.errors import (
     IterationLimitError,
     LMError,
     RLMLimitError,
+    TokenLimitError,
 )
 from rlm_core.answers import (
     ANSWER_VAR,
@@ -275,7 +276,15 @@ class Node:
 
     def _call_lm(self, messages: list[dict[str, Any]], system: str, it: IterationRecord) -> str:
         t0 = time.perf_counter()
-        resp = self.lm.complete(messages, system=system)
+        chars = len(system) + sum(len(str(m["content"])) for m in messages)
+        try:
+            held, out_cap = self.budget.reserve(chars, getattr(self.lm, "max_tokens", None))
+        except TokenLimitError as exc:
+            self._raise(TokenLimitError, str(exc))
+        try:
+            resp = self.lm.complete(messages, system=system, max_tokens=out_cap)
+        finally:
+            self.budget.release(held)
         it.lm_s = time.perf_counter() - t0
         it.reply = resp.text
         it.usage = resp.usage

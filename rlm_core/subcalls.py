@@ -14,6 +14,9 @@ Rules this module keeps:
   ``RuntimeError`` or their builtin base);
   ``llm_query_batched`` returns ``"[error] ..."`` in the failed slot so one bad prompt does
   not throw away the answers that were already paid for.
+* Every model call reserves its tokens first (``Budget.reserve``) and asks the model for no
+  more output than it reserved, so concurrent calls cannot overspend ``max_tokens``; at most
+  ``Limits.max_live_children`` child RLMs run at once.
 * ``llm_query_batched`` runs at most ``Limits.sub_concurrency`` prompts at once per call.
 * ``rlm_query`` at ``Limits.max_depth`` is answered by ``llm_query`` (recorded with
   ``fallback=True``) unless ``Limits.on_max_depth == "error"``, which raises
@@ -102,13 +105,19 @@ class SubCalls:
             fallback=fallback,
         )
         t0 = time.perf_counter()
+        held = 0
         try:
             self._admit()
-            resp = self.lm.complete([{"role": "user", "content": prompt}])
+            held, out_cap = node.budget.reserve(len(prompt), getattr(self.lm, "max_tokens", None))
+            resp = self.lm.complete([{"role": "user", "content": prompt}], max_tokens=out_cap)
         except BaseException as exc:
+            node.budget.release(held)
+            if isinstance(exc, RLMLimitError):
+                node.budget.record_fatal(exc)
             self._finish(rec, t0, error=exc)
             raise
         node.budget.charge(resp.usage, resp.cost_usd, role="sub")
+        node.budget.release(held)
         rec.response_preview = preview(resp.text)
         rec.response_chars = len(resp.text)
         rec.usage = resp.usage
@@ -179,7 +188,15 @@ class SubCalls:
         t0 = time.perf_counter()
         try:
             self._admit()
-            result = node.spawn_child(prompt, context)
+            if not node.budget.enter_child():
+                raise RuntimeError(
+                    f"rlm_query refused: {limits.max_live_children} child RLMs are already running "
+                    "(Limits.max_live_children); wait for them or use llm_query"
+                )
+            try:
+                result = node.spawn_child(prompt, context)
+            finally:
+                node.budget.leave_child()
         except RLMLimitError as exc:
             rec.child = exc.trajectory
             node.budget.record_fatal(exc)

@@ -28,7 +28,7 @@ def test_fresh_database_migrates_from_empty(db: Database) -> None:
     assert db.schema_version("recall") == 0 and db.schema_version("blocks") == 0
     log = RecallLog(db)
     wm = WorkingMemory(db)
-    assert db.schema_version("recall") == len(recall_schema.MIGRATIONS) == 4
+    assert db.schema_version("recall") == len(recall_schema.MIGRATIONS) == 5
     assert db.schema_version("blocks") == len(blocks_mod.MIGRATIONS) == 2
     # opening again is a no-op
     RecallLog(db)
@@ -52,7 +52,7 @@ def test_recall_upgrades_from_version_1_and_keeps_rows(db: Database) -> None:
             )
     assert db.schema_version("recall") == 1
     log = RecallLog(db)
-    assert db.schema_version("recall") == 4
+    assert db.schema_version("recall") == 5
     assert [m.content for m in log.session("s")] == ["an old message about zebras", "another old one"]
     assert [h.text for h in log.search_text("zebras")] == ["an old message about zebras"]  # indexed by v2
     new = log.append("a new message about zebras", session_id="s", agent_id="a")
@@ -60,6 +60,11 @@ def test_recall_upgrades_from_version_1_and_keeps_rows(db: Database) -> None:
     assert len(log.search_text("zebras")) == 2
     assert log.forget(ids=[1], reason="upgrade test") == [1]  # v3 audit table exists
     assert len(log.forget_log()) == 1
+    # v5: rows written before keys existed have none; new keyed rows are unique per agent
+    assert all(m.key is None for m in log.session("s"))
+    assert log.append("keyed", session_id="s", agent_id="a", key="k1").key == "k1"
+    assert log.append("keyed again", session_id="s", agent_id="a", key="k1").content == "keyed"
+    assert log.count(agent_id="a") == 3
 
 
 def test_blocks_upgrade_from_version_1_and_keep_rows(db: Database) -> None:

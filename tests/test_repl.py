@@ -11,10 +11,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from sandbox_procs import descendants
 
 from memory.errors import QueryError, SandboxError, ValidationError
-from rlm_core.sandbox.policy import CappedStream, cut_output
+from rlm_core.sandbox.policy import cut_output
 from rlm_core.sandbox.repl import CellResult, Sandbox, SandboxLimits
+from rlm_core.sandbox.worker.guard import CappedStream
 
 FAST = SandboxLimits(cell_timeout_s=10.0, memory_mb=1024)
 
@@ -263,12 +265,14 @@ def test_environment_is_scrubbed_and_cwd_is_scratch(monkeypatch: pytest.MonkeyPa
 def test_close_leaves_no_process_behind() -> None:
     box = Sandbox(limits=SandboxLimits(allow_subprocess=True))
     r = box.run("import subprocess\np = subprocess.Popen(['sleep', '60'])\nprint(p.pid)")
-    child = int(r.stdout)
+    assert r.ok, r.render()
     pid = box.pid
     assert pid is not None
+    tree = descendants(pid)  # host pids: the worker's own are of its pid namespace
+    assert len(tree) >= 2, tree  # at least the worker and its sleep
     scratch = box.scratch_dir
     box.close()
-    for p in (pid, child):
+    for p in (pid, *tree):
         with pytest.raises(ProcessLookupError):
             _wait_gone(p)
     assert not scratch.exists()

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from agents.integrations.transcripts import detect_format, import_transcript, read_transcript
+from agents.integrations.transcripts import (
+    detect_format,
+    import_transcript,
+    read_file,
+    read_transcript,
+)
 from memory.errors import NotFoundError, ValidationError
 from memory.manager import MemoryManager
 from memory.vectors.embeddings import HashEmbedder
@@ -62,18 +67,20 @@ def test_claude_code_session_is_read_as_messages(tmp_path: Path) -> None:
     path = _write(tmp_path / f"{SID}.jsonl", _claude_code_events())
     assert detect_format(path) == "claude-code"
     msgs = list(read_transcript(path))
-    assert [(m.role, m.tool_name) for m in msgs] == [
-        ("user", None), ("assistant", None), ("assistant", "Bash"), ("tool", "Bash"), ("assistant", None),
+    assert [(m.role, m.tool_name, m.metadata["kind"]) for m in msgs] == [
+        ("user", None, "message"), ("assistant", None, "message"), ("tool", "Bash", "tool_call"),
+        ("tool", "Bash", "tool_result"), ("assistant", None, "message"),
     ]
-    assert msgs[0].content == "Why does the build fail?"
+    assert msgs[0].content == "Why does the build fail?" and msgs[0].key == "u1"
     assert msgs[1].content == "Let me look at the log."  # the thinking block is left out
-    assert msgs[2].tool_args == {"command": "make 2>&1 | tail"}
-    assert msgs[2].content.startswith("Bash(")
+    assert msgs[2].tool_args == {"command": "make 2>&1 | tail"} and msgs[2].key == "a1#1"
+    assert msgs[2].content == "Bash: make 2>&1 | tail"
     assert msgs[3].content == "error: missing header foo.h"
     assert msgs[3].metadata["tool_call_id"] == "toolu_1"
     assert all(m.session_id == SID for m in msgs)
     assert msgs[0].created_at is not None and msgs[0].created_at.isoformat() == "2025-06-01T10:00:01+00:00"
     assert msgs[4].metadata["model"] == "claude-sonnet-4-5" and msgs[4].metadata["uuid"] == "a2"
+    assert msgs[4].metadata["cwd"] == "/home/u/app"
 
 
 def test_jsonl_transcript_roles_times_and_blocks(tmp_path: Path) -> None:
@@ -94,19 +101,24 @@ def test_jsonl_transcript_roles_times_and_blocks(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "needle"),
     [
-        ("{not json", ":1: not valid JSON"),
+        ("{not json", "not valid JSON"),
         ('{"role": "wizard", "content": "x"}', "'role' must be one of"),
         ('{"role": "user"}', "has no 'content'"),
         ('{"role": "user", "content": "x", "timestamp": "yesterday"}', "unreadable timestamp"),
         ("[1, 2]", "expected a JSON object"),
     ],
 )
-def test_malformed_lines_name_the_line(tmp_path: Path, line: str, needle: str) -> None:
+def test_malformed_lines_are_skipped_and_named(tmp_path: Path, line: str, needle: str) -> None:
     path = tmp_path / "bad.jsonl"
+    path.write_text('{"role": "user", "content": "fine"}\n' + line + "\n", encoding="utf-8")
+    reading = read_file(path, "jsonl")
+    assert [m.content for m in reading.messages] == ["fine"]
+    assert reading.bad_count == 1 and reading.bad_lines[0][0] == 2 and needle in reading.bad_lines[0][1]
+    # a file where no line is a record of the format is refused, naming the first bad line
     path.write_text(line + "\n", encoding="utf-8")
     with pytest.raises(ValidationError) as info:
-        list(read_transcript(path, "jsonl"))
-    assert needle in str(info.value) and "bad.jsonl" in str(info.value)
+        read_file(path, "jsonl")
+    assert needle in str(info.value) and "bad.jsonl" in str(info.value) and "line 1" in str(info.value)
 
 
 def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
@@ -128,19 +140,22 @@ def test_import_is_incremental_and_never_duplicates(tmp_path: Path, mem: MemoryM
     grown = import_transcript(mem, path, agent_id="cc")
     assert grown.messages == 1 and grown.already_present == 4
     stored = mem.recall.session(SID, agent_id="cc")
-    assert [m.role for m in stored] == ["user", "assistant", "assistant", "tool", "assistant"]
+    assert [m.role for m in stored] == ["user", "assistant", "tool", "tool", "assistant"]
     assert stored[2].tool_name == "Bash" and stored[2].tool_args == {"command": "make 2>&1 | tail"}
     assert stored[0].created_at.isoformat() == "2025-06-01T10:00:01+00:00"
     hits = mem.search("header foo.h", tiers=("recall",), mode="text", k=5)
-    assert {h.id for h in hits} >= {stored[3].id, stored[4].id}
+    assert [h.id for h in hits] == [stored[4].id]  # the tool result only when asked for
+    hits = mem.search("header foo.h", tiers=("recall",), mode="text", k=5, include_tools=True)
+    assert {h.id for h in hits} == {stored[3].id, stored[4].id}
 
 
-def test_bad_file_writes_nothing(tmp_path: Path, mem: MemoryManager) -> None:
+def test_a_truncated_line_skips_only_itself(tmp_path: Path, mem: MemoryManager) -> None:
     path = tmp_path / "half.jsonl"
-    path.write_text('{"role": "user", "content": "fine"}\n{"role": "user", "content": \n', encoding="utf-8")
-    with pytest.raises(ValidationError, match=":2:"):
-        import_transcript(mem, path)
-    assert mem.recall.count() == 0
+    path.write_text('{"role": "user", "content": "fine"}\n{"role": "user", "content": ', encoding="utf-8")
+    summary = import_transcript(mem, path)
+    assert summary.messages == 1 and summary.bad_count == 1
+    assert summary.bad_lines[0][0] == 2 and "cut short" in summary.bad_lines[0][1]
+    assert mem.recall.count() == 1
 
 
 def test_sessions_default_to_the_file_name(tmp_path: Path, mem: MemoryManager) -> None:
@@ -148,8 +163,12 @@ def test_sessions_default_to_the_file_name(tmp_path: Path, mem: MemoryManager) -
                                             {"role": "assistant", "content": "b"}])
     summary = import_transcript(mem, path)
     assert summary.sessions == ["import-notes"] and summary.messages == 2 and summary.skipped == 1
+    # the same records under a forced session are still the same records: stored once
     forced = import_transcript(mem, path, session_id="mine")
-    assert forced.sessions == ["mine"] and forced.messages == 2
+    assert forced.sessions == ["mine"] and forced.messages == 0 and forced.already_present == 2
+    other = _write(tmp_path / "other.jsonl", [{"role": "user", "content": "c", "id": "m-1"}])
+    assert import_transcript(mem, other, session_id="mine").messages == 1
+    assert mem.recall.get_by_key("m-1") is not None
 
 
 def test_odd_bytes_nul_and_huge_messages(tmp_path: Path, mem: MemoryManager) -> None:

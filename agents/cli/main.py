@@ -20,9 +20,11 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from agents.cli import claude_code as cli_claude_code
+from agents.cli import doctor as cli_doctor
 from agents.cli import memory as cli_memory
 from agents.cli import model as cli_model
 from agents.cli.common import CliContext, default_store_dir
@@ -93,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", action="append", default=[], dest="tags", help="tag every chunk (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress line (as --quiet)")
 
-    p = cmd("import", "import chat transcripts into the recall log")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = cmd("import", "import chat transcripts into the recall log (exactly once, however often)")
+    p.add_argument("files", nargs="+", metavar="PATH",
+                   help="transcript files, or directories (every *.jsonl under them, e.g. ~/.claude/projects)")
     p.add_argument("--format", choices=["jsonl", "claude-code"], default=None,
                    help="transcript format (default: detected from the file)")
     p.add_argument("--agent", default="default", help="agent id to file the messages under")
@@ -198,10 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", choices=["all", "recall", "archival"], default="all")
     p.add_argument("--reembed", action="store_true",
                    help="embed every row again (default: reuse the stored vectors of the current model)")
+    _COMMANDS["doctor"] = cli_doctor.register(cmd)
+    _COMMANDS["claude-code"] = cli_claude_code.register(cmd)
     return parser
 
 
-_COMMANDS = {
+_COMMANDS: dict[str, Callable[[CliContext, argparse.Namespace], int]] = {
     "init": cli_memory.cmd_init,
     "ingest": cli_memory.cmd_ingest,
     "import": cli_memory.cmd_import,

@@ -178,26 +178,30 @@ def cmd_ingest(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
-    from agents.integrations.transcripts import detect_format, import_transcript
+    from agents.integrations.transcripts import check_paths, import_paths
 
-    paths = [Path(f).expanduser() for f in args.files]
-    for p in paths:
-        if not p.is_file():
-            raise NotFoundError(f"no such transcript file: {p}")
-        detect_format(p)  # reads the first line: a broken file fails before the store opens
+    check_paths(args.files, args.format)  # a named file of the wrong kind fails before the store opens
     mem = ctx.open_memory()
-    results = [
-        import_transcript(mem, p, format=args.format, agent_id=args.agent, session_id=args.session)
-        for p in paths
-    ]
+    results = import_paths(mem, args.files, format=args.format, agent_id=args.agent, session_id=args.session)
+    refused = [r for r in results if r.error]
     if not args.no_embed:
         ctx.embed_queued(mem, ["recall"], label="embedding", unit="messages")
 
     def human() -> None:
         for r in results:
-            ctx.print(f"{r.path} ({r.format}): {r.messages} messages imported into "
-                      f"{len(r.sessions)} sessions, {r.already_present} already present, "
-                      f"{r.skipped} empty skipped")
+            if r.error:
+                ctx.print(f"{r.path}: left out: {r.error}")
+                continue
+            extra = "".join(f", {n} {what}" for what, n in sorted(r.not_messages.items()))
+            ctx.print(f"{r.path} ({r.format}): {r.messages} imported, {r.already_present} already present, "
+                      f"{r.bad_count} bad lines skipped, {r.skipped} empty{extra}")
+            for line, why in r.bad_lines:
+                ctx.print(f"  {r.path}:{line}: skipped: {why}")
+            if r.bad_count > len(r.bad_lines):
+                ctx.print(f"  ... and {r.bad_count - len(r.bad_lines)} more bad lines")
+        total = sum(r.messages for r in results)
+        ctx.print(f"total: {total} messages imported from {len(results) - len(refused)} files"
+                  + (f" ({len(refused)} files left out)" if refused else ""))
 
     ctx.emit([r.to_dict() for r in results], human)
     return 0

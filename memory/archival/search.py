@@ -37,7 +37,7 @@ from memory.archival.schema import (
 )
 from memory.errors import ValidationError
 from memory.fusion import Candidates, Ranked, check_mode
-from memory.text.fts import FtsSource, bounded_fts_ids, make_snippet, snippet_pattern
+from memory.text.fts import FtsSource, bounded_fts_ids, make_snippet, phrase_counts, snippet_pattern
 from memory.text.query import check_text, compile_pattern, fts_phrases, to_us
 from memory.types import GrepHit, SearchHit
 
@@ -50,7 +50,7 @@ __all__ = [
     "SMALL_STORE", "chunk_candidates", "chunk_hits", "grep_chunks", "search_chunks",
 ]
 
-ARCHIVAL_FTS = FtsSource(TABLE, FTS, "c")
+ARCHIVAL_FTS = FtsSource(TABLE, FTS, "c", "text")
 # A phrase with this many matches or more is frequent (see ``memory.text.fts``).
 COMMON_DOCS = 2_000
 # Frequent-phrase-only queries rank the newest this many matches.
@@ -103,6 +103,7 @@ def chunk_candidates(
             return bounded_fts_ids(
                 conn, store.db.dialect, phrases, ARCHIVAL_FTS, where, params, k=n, offset=0,
                 common_docs=COMMON_DOCS, max_candidates=MAX_CANDIDATES, score_frequent=True,
+                score_phrases=phrase_counts(query),
             )
 
     index = store.index

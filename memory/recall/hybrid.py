@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from memory.db import id_lists
 from memory.errors import ValidationError
 from memory.fusion import RECALL_DEPTH, Candidates, FusionConfig, Ranked, check_mode, pool_groups
-from memory.recall.log import RecallLog
+from memory.recall.log import RecallLog, tool_filter
 from memory.recall.schema import TABLE
 from memory.text import chunking
 from memory.text.fts import make_snippet, snippet_pattern
@@ -110,18 +110,22 @@ class RecallSearch:
         role: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        include_tools: bool = False,
     ) -> Candidates:
         """The full-text and vector candidate generators of one recall search."""
         check_mode(mode)
         query = check_text(query, "query")
         filters: dict[str, Any] = {
             "agent_id": agent_id, "session_id": session_id, "role": role,
-            "since": since, "until": until,
+            "since": since, "until": until, "exclude_role": tool_filter(role, include_tools),
         }
         build_filters(filters)  # validate once, with the recall log's messages
+        # The exclusion is already decided here; search_text gets it as a plain filter.
+        fs = {k: v for k, v in filters.items() if k != "exclude_role"}
+        tools = filters["exclude_role"] is None
 
         def text_search(n: int) -> Ranked:
-            return [(h.id, h.score) for h in self.recall.search_text(query, k=n, **filters)]
+            return [(h.id, h.score) for h in self.recall.search_text(query, k=n, include_tools=tools, **fs)]
 
         index = self.index
         if index is None or mode == "text" or not query.strip():
@@ -161,6 +165,7 @@ class RecallSearch:
         since: datetime | None = None,
         until: datetime | None = None,
         now: datetime | None = None,
+        include_tools: bool = False,
     ) -> list[SearchHit]:
         """Ranked messages for ``query``; ``mode`` is hybrid, vector or text.
 
@@ -169,7 +174,8 @@ class RecallSearch:
         """
         if not isinstance(k, int) or k < 1 or not isinstance(offset, int) or offset < 0:
             raise ValidationError("k must be >= 1 and offset >= 0")
-        filters = {"agent_id": agent_id, "session_id": session_id, "role": role, "since": since, "until": until}
+        filters = {"agent_id": agent_id, "session_id": session_id, "role": role, "since": since, "until": until,
+                   "include_tools": include_tools}
         return self.hits(self._ranked(query, mode, k, offset, filters, now), query)
 
     def search_sessions(
@@ -184,6 +190,7 @@ class RecallSearch:
         since: datetime | None = None,
         until: datetime | None = None,
         now: datetime | None = None,
+        include_tools: bool = False,
     ) -> list[SessionHit]:
         """Conversation sessions ranked for ``query``, best first, each with its best
         ``per_session`` messages.
@@ -198,7 +205,8 @@ class RecallSearch:
         """
         if not isinstance(k, int) or k < 1 or not isinstance(per_session, int) or per_session < 1:
             raise ValidationError("k and per_session must be >= 1")
-        filters = {"agent_id": agent_id, "session_id": None, "role": role, "since": since, "until": until}
+        filters = {"agent_id": agent_id, "session_id": None, "role": role, "since": since, "until": until,
+                   "include_tools": include_tools}
         cfg = self.fusion.for_sessions()
         ranked = self._ranked(query, mode, cfg.depth, 0, filters, now, cfg)
         where = {m.id: (m.agent_id, m.session_id) for m in self.recall.get_many([i for i, _ in ranked])}
@@ -236,6 +244,8 @@ def _where(filters: dict[str, Any]) -> dict[str, Any] | None:
     for key in ("agent_id", "session_id", "role"):
         if filters.get(key) is not None:
             conds.append({key: filters[key]})
+    if filters.get("exclude_role") is not None:
+        conds.append({"role": {"$ne": filters["exclude_role"]}})
     if filters.get("since") is not None:
         conds.append({"ts": {"$gte": to_us(filters["since"]) / 1e6}})
     if filters.get("until") is not None:

@@ -23,6 +23,18 @@ Rules this module keeps:
 * **Reads.** ``range(a, b)`` is inclusive and ascending; ``session(s, limit=n)`` gives the
   session's *most recent* n messages, oldest first; ``page()`` is newest first. Timestamps
   keep microseconds.
+* **Keys: idempotent writes.** A message may carry ``key``, the writer's own identity for it
+  (a transcript record's uuid, a client's idempotency key; 1-200 characters), unique per
+  agent. ``append_many`` stores each key once: rows whose key is already stored, or repeats
+  earlier in the batch, are left out of the insert and of the returned list (so its length
+  is what was newly stored), and the insert itself is ``INSERT ... ON CONFLICT DO NOTHING``
+  on the (agent, key) unique index, so two writers racing with the same keys in two
+  processes never store a record twice. ``append(key=...)`` of a stored key returns the
+  stored message unchanged. Messages without a key are never deduplicated.
+* **Tool records stay out of the way.** ``search_text`` and ``grep`` leave out ``role="tool"``
+  messages (tool calls and their output) unless ``include_tools=True`` or ``role="tool"`` is
+  asked: a search for what was said finds the conversation, not the file dumps around it.
+  ``range``/``session``/``page``/``count`` read every role.
 * Full-text search and grep: see ``memory.text.fts``; query handling: ``memory.text.query``.
 """
 
@@ -39,8 +51,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from memory.db import Database
+from memory.db import Database, id_lists
 from memory.errors import NotFoundError, ValidationError
+from memory.recall.keys import present_keys, unstored
 from memory.recall.schema import FORGET_TABLE, MIGRATIONS, TABLE
 from memory.text.fts import grep_ids, make_snippet, search_ids, snippet_pattern
 from memory.text.query import (
@@ -48,6 +61,7 @@ from memory.text.query import (
     MESSAGE_FIELDS,
     build_filters,
     check_id,
+    check_key,
     check_text,
     clamp,
     count_arg,
@@ -58,13 +72,14 @@ from memory.text.query import (
 )
 from memory.types import GrepHit, Message, SearchHit, SessionInfo
 
-__all__ = ["AppendHook", "ForgetHook", "RecallLog"]
+__all__ = ["AppendHook", "ForgetHook", "RecallLog", "tool_filter"]
 
 AppendHook = Callable[[Connection, list[Message]], None]
 ForgetHook = Callable[[Connection, list[int]], None]
 
-_COLS = "m.id, m.agent_id, m.session_id, m.role, m.content, m.tool_name, m.tool_args, m.created_us, m.tokens, m.metadata"
-_INSERT_COLS = "id, agent_id, session_id, role, content, tool_name, tool_args, created_us, tokens, metadata"
+_COLS = "m.id, m.agent_id, m.session_id, m.role, m.content, m.tool_name, m.tool_args, m.created_us, m.tokens, m.metadata, m.msg_key"
+_INSERT_COLS = "id, agent_id, session_id, role, content, tool_name, tool_args, created_us, tokens, metadata, msg_key"
+_KEY = 9  # index of the key in a prepared row
 _APPEND_LOCK = zlib.crc32(b"rlmem_recall_append")
 
 
@@ -93,7 +108,13 @@ def _row_to_message(r: Sequence[Any]) -> Message:
         created_at=from_us(r[7]),
         tokens=int(r[8]),
         metadata=json.loads(r[9]) if r[9] and r[9] != "{}" else {},
+        key=r[10],
     )
+
+
+def tool_filter(role: str | None, include_tools: bool) -> str | None:
+    """The role to leave out of a search: ``tool`` unless asked for (see the module rules)."""
+    return None if include_tools or role is not None else "tool"
 
 
 class RecallLog:
@@ -137,14 +158,22 @@ class RecallLog:
         tool_args: Any = None,
         tokens: int | None = None,
         metadata: dict[str, Any] | None = None,
+        key: str | None = None,
     ) -> Message:
-        """Store one message; it is durable when this returns."""
+        """Store one message; it is durable when this returns. With ``key``, a message already
+        stored under that key for this agent is returned instead (nothing new is written)."""
         spec = {
             "content": content, "role": role, "agent_id": agent_id, "session_id": session_id,
             "created_at": created_at, "tool_name": tool_name, "tool_args": tool_args,
-            "tokens": tokens, "metadata": metadata,
+            "tokens": tokens, "metadata": metadata, "key": key,
         }  # fmt: skip
-        return self.append_many([spec])[0]
+        out = self.append_many([spec])
+        if out:
+            return out[0]
+        found = self.get_by_key(str(key), agent_id=agent_id)
+        if found is None:  # stored by someone else, then forgotten before we could read it
+            raise NotFoundError(f"the message with key {key!r} was forgotten while being written")
+        return found
 
     def append_many(self, messages: Iterable[Mapping[str, Any] | Any]) -> list[Message]:
         """Store a batch in one transaction (all or nothing). Items are dicts with the keywords
@@ -163,11 +192,19 @@ class RecallLog:
         if not rows:
             return []
         pg = self.db.dialect == "postgresql"
-        marks = ", ".join(["%s" if pg else "?"] * 10)
-        sql = f"INSERT INTO {TABLE} ({_INSERT_COLS}) VALUES ({marks})"
+        marks = ", ".join(["%s" if pg else "?"] * 11)
+        sql = f"INSERT INTO {TABLE} ({_INSERT_COLS}) VALUES ({marks}) ON CONFLICT (agent_id, msg_key) DO NOTHING"
+        keyed = any(r[_KEY] is not None for r in rows)
         with self.db.write() as conn:
             if pg:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _APPEND_LOCK})
+            if keyed:
+                keep = unstored(conn, rows, _KEY)
+                rows = [rows[i] for i in keep]
+                fields = [fields[i] for i in keep]
+                if not rows:
+                    return []
+            if pg:
                 ids = sorted(
                     int(v)
                     for v in conn.execute(
@@ -183,11 +220,34 @@ class RecallLog:
                 ).scalar_one()
                 ids = list(range(int(first), int(first) + len(rows)))
             conn.exec_driver_sql(sql, [(i, *r) for i, r in zip(ids, rows, strict=True)])
+            if keyed:
+                # Every writer takes the same lock, so nothing should have been skipped; but
+                # the conflict clause is the guarantee, and only rows really stored are returned.
+                stored: set[int] = set()
+                for chunk in id_lists(ids):
+                    stored.update(int(v) for v in conn.exec_driver_sql(f"SELECT id FROM {TABLE} WHERE id IN ({chunk})").scalars())
+                if len(stored) < len(ids):
+                    pairs = [(i, fs) for i, fs in zip(ids, fields, strict=True) if i in stored]
+                    ids, fields = [i for i, _ in pairs], [fs for _, fs in pairs]
             with _gc_paused():
                 out = [new_message(i, fs) for i, fs in zip(ids, fields, strict=True)]
             for hook in self._append_hooks:
                 hook(conn, out)
         return out
+
+    def keys_present(self, keys: Iterable[str], *, agent_id: str = "default") -> set[str]:
+        """Which of ``keys`` are stored for ``agent_id`` (a key is unique per agent)."""
+        wanted = sorted({check_key(k) for k in keys})
+        agent = check_id(agent_id, "agent_id")
+        with self.db.read() as conn:
+            return present_keys(conn, agent, wanted)
+
+    def get_by_key(self, key: str, *, agent_id: str = "default") -> Message | None:
+        """The message stored under ``key`` for ``agent_id``, or None."""
+        found = self._select(
+            "m.agent_id = :a AND m.msg_key = :k", {"a": check_id(agent_id, "agent_id"), "k": check_key(key)}, ""
+        )
+        return found[0] if found else None
 
     # --- reading -------------------------------------------------------------------------
 
@@ -309,9 +369,12 @@ class RecallLog:
         role: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        include_tools: bool = False,
     ) -> list[SearchHit]:
-        """Full-text search, best first (BM25; see ``memory.text.fts`` for the rules)."""
-        f = build_filters({"agent_id": agent_id, "session_id": session_id, "role": role, "since": since, "until": until})
+        """Full-text search, best first (BM25; see ``memory.text.fts`` for the rules); tool
+        records only with ``include_tools=True`` or ``role="tool"``."""
+        f = build_filters({"agent_id": agent_id, "session_id": session_id, "role": role, "since": since, "until": until,
+                           "exclude_role": tool_filter(role, include_tools)})
         with self.db.read() as conn:
             found = search_ids(
                 conn, self.db.dialect, query, f, k=count_arg(k), offset=count_arg(offset),
@@ -343,9 +406,12 @@ class RecallLog:
         since: datetime | None = None,
         until: datetime | None = None,
         timeout_s: float | None = 10.0,
+        include_tools: bool = False,
     ) -> list[GrepHit]:
-        """Regular-expression search over every message (first match per message, id order)."""
-        f = build_filters({"agent_id": agent_id, "session_id": session_id, "role": role, "since": since, "until": until})
+        """Regular-expression search over every message (first match per message, id order);
+        tool records only with ``include_tools=True`` or ``role="tool"``."""
+        f = build_filters({"agent_id": agent_id, "session_id": session_id, "role": role, "since": since, "until": until,
+                           "exclude_role": tool_filter(role, include_tools)})
         found = grep_ids(self.db, pattern, f, ignore_case=ignore_case, literal=literal, limit=count_arg(limit), timeout_s=timeout_s)
         msgs = {m.id: m for m in self.get_many([i for i, _, _ in found])}
         return [

@@ -13,6 +13,10 @@ Rules this module keeps:
   the ``simple`` configuration (no stemming, like FTS5) and a GIN index. PostgreSQL caps a
   ``tsvector`` at 1 MB, so there only the first ``PG_FTS_CHARS`` characters of a message are
   indexed; ``grep`` still reads every character.
+* A message may carry an external key (``msg_key``, v5): the identity the writer gave it (a
+  transcript record's uuid, an HTTP idempotency key). It is unique per agent, so storing the
+  same record twice is impossible whatever the order or concurrency of the writers; messages
+  without a key (NULL) are never in conflict.
 """
 
 from __future__ import annotations
@@ -123,9 +127,17 @@ def _v4_agent_order(conn: Connection, dialect: str) -> None:
     conn.execute(text(f"CREATE INDEX ix_{TABLE}_agent_id ON {TABLE} (agent_id, id)"))
 
 
+def _v5_message_keys(conn: Connection, dialect: str) -> None:
+    # Nullable: every message written before v5, and every message given no key, keeps NULL,
+    # which a UNIQUE index never compares equal on either dialect.
+    conn.execute(text(f"ALTER TABLE {TABLE} ADD COLUMN msg_key VARCHAR(200)"))
+    conn.execute(text(f"CREATE UNIQUE INDEX ux_{TABLE}_key ON {TABLE} (agent_id, msg_key)"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "messages table", _v1_messages),
     Migration(2, "full-text index", _v2_full_text),
     Migration(3, "forget audit log and time index", _v3_forget_audit),
     Migration(4, "agent order index", _v4_agent_order),
+    Migration(5, "external message keys", _v5_message_keys),
 ]

@@ -34,6 +34,7 @@ import bisect
 import re
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from re import _parser as sre_parse  # type: ignore[attr-defined]
@@ -46,10 +47,18 @@ from sqlalchemy.engine import Connection
 from memory.db import Database
 from memory.errors import QueryError
 from memory.recall.schema import FTS_TABLE, TABLE
+from memory.text import bm25
 from memory.text.query import Filters, compile_pattern, fts5_quote, fts_phrases, required_literal
 
 __all__ = [
-    "RECALL_FTS", "FtsSource", "bounded_fts_ids", "grep_ids", "make_snippet", "search_ids",
+    "RECALL_FTS",
+    "RESCORE_DEPTH",
+    "FtsSource",
+    "bounded_fts_ids",
+    "grep_ids",
+    "make_snippet",
+    "phrase_counts",
+    "search_ids",
     "snippet_pattern",
 ]
 
@@ -69,14 +78,27 @@ _WORDS = regex.compile(r"[^\W_]+")
 @dataclass(frozen=True)
 class FtsSource:
     """Where a tier's full text lives: the content table (and the alias its filter SQL uses,
-    with an integer ``id`` and, on PostgreSQL, a ``tsv`` column) and its FTS5 table."""
+    with an integer ``id``, its text ``column`` and, on PostgreSQL, a ``tsv`` column) and its
+    FTS5 table."""
 
     table: str
     fts: str
     alias: str
+    column: str = "content"
 
 
 RECALL_FTS = FtsSource(TABLE, FTS_TABLE, "m")
+
+# Candidates re-scored by exact BM25 (``memory.text.bm25``) on SQLite, at least.
+RESCORE_DEPTH = 200
+
+
+def phrase_counts(query: str) -> Counter[str]:
+    """The words the re-scoring counts: the tokens of the query's phrases (``fts_phrases``),
+    each as often as it occurs in the query. Bag of words, as plain BM25 scores: ``I'm``
+    selects candidates as a phrase but scores as its two words."""
+    keep = set(fts_phrases(query))
+    return Counter(t for c in query.replace("\x00", " ").split() if c in keep for t in bm25.tokens(c))
 
 
 def search_ids(
@@ -94,6 +116,7 @@ def search_ids(
     return bounded_fts_ids(
         conn, dialect, fts_phrases(query), RECALL_FTS, filters.sql(), filters.params,
         k=k, offset=offset, common_docs=common_docs, max_candidates=max_candidates,
+        score_phrases=phrase_counts(query),
     )
 
 
@@ -110,30 +133,30 @@ def bounded_fts_ids(
     common_docs: int,
     max_candidates: int,
     score_frequent: bool = False,
+    score_phrases: Mapping[str, int] | None = None,
 ) -> list[tuple[int, float]]:
     """``(id, score)`` of the best matches of the OR-ed ``phrases``, best first, at a cost
     bounded as the module docstring says. ``where`` is an ``AND ...`` fragment over
     ``source.alias`` (the content table), with ``where_params``. ``score_frequent``: when
-    rare phrases select the candidates, score them with the frequent phrases too."""
+    rare phrases select the candidates, score them with the frequent phrases too (PostgreSQL;
+    SQLite always re-scores by every phrase). ``score_phrases``: the phrases the SQLite
+    re-scoring counts, with their multiplicity (default: ``phrases`` once each)."""
     if not phrases or k <= 0:
         return []
     pg = dialect == "postgresql"
-    a, table, fts = source.alias, source.table, source.fts
-    if pg:
-        src, rid = f"{table} {a}", f"{a}.id"
-    else:
-        src = f"{fts} f JOIN {table} {a} ON {a}.id = f.rowid" if where else f"{fts} f"
-        rid = "f.rowid"
+    if not pg:
+        return _sqlite_fts_ids(conn, phrases, source, where, where_params, k=k, offset=offset,
+                               common_docs=common_docs, max_candidates=max_candidates,
+                               score_phrases=score_phrases or Counter(phrases))  # fmt: skip
+    a, table = source.alias, source.table
+    src, rid = f"{table} {a}", f"{a}.id"
 
     def match_of(ps: Sequence[str], params: dict[str, Any], tag: str = "") -> str:
-        if pg:
-            params.update({f"p{tag}{i}": p for i, p in enumerate(ps)})
-            return "(" + " || ".join(f"phraseto_tsquery('simple', :p{tag}{i})" for i in range(len(ps))) + ")"
-        params[f"q{tag}"] = " OR ".join(fts5_quote(p) for p in ps)
-        return f":q{tag}"
+        params.update({f"p{tag}{i}": p for i, p in enumerate(ps)})
+        return "(" + " || ".join(f"phraseto_tsquery('simple', :p{tag}{i})" for i in range(len(ps))) + ")"
 
     def matches(tsq: str) -> str:
-        return f"{a}.tsv @@ {tsq}" if pg else f"{fts} MATCH {tsq}"
+        return f"{a}.tsv @@ {tsq}"
 
     # One bounded scan per phrase: its common_docs-th newest match, if it has that many.
     rare: list[str] = []
@@ -144,10 +167,9 @@ def bounded_fts_ids(
         pp: dict[str, Any] = {"o": common_docs - 1}
         tsq = match_of([p], pp)
         cut = conn.execute(
-            text(f"SELECT {rid} FROM {src if pg else fts + ' f'}"
-                 f" WHERE {matches(tsq)} ORDER BY {rid} DESC LIMIT 1 OFFSET :o"),
+            text(f"SELECT {rid} FROM {src} WHERE {matches(tsq)} ORDER BY {rid} DESC LIMIT 1 OFFSET :o"),
             pp,
-        ).scalar()  # fmt: skip
+        ).scalar()
         if cut is None:
             rare.append(p)
             continue
@@ -167,7 +189,12 @@ def bounded_fts_ids(
         return [(int(r[0]), 0.0) for r in conn.execute(text(sql), params)]
     tsq = match_of(rare or common, params)
     if rare and common and score_frequent:
-        return _rank_rare_by_all(conn, source, pg, rid, src, where, params, tsq, match_of(rare + common, params, "a"))
+        all_q = match_of(rare + common, params, "a")
+        sql = (
+            f"SELECT {rid}, ts_rank({a}.tsv, {all_q}) AS score FROM {src}"
+            f" WHERE {a}.tsv @@ {tsq}{where} ORDER BY score DESC, {rid} DESC LIMIT :k OFFSET :off"
+        )
+        return [(int(r[0]), float(r[1])) for r in conn.execute(text(sql), params)]
     cut_sql = ""
     if not rare:
         params["mc"] = max_candidates - 1
@@ -178,12 +205,87 @@ def bounded_fts_ids(
         if cutoff is not None:
             cut_sql = f" AND {rid} >= :cut"
             params["cut"] = cutoff
-    score = f"ts_rank({a}.tsv, {tsq})" if pg else f"-bm25({fts})"
     sql = (
-        f"SELECT {rid}, {score} AS score FROM {src} WHERE {matches(tsq)}{where}{cut_sql}"
+        f"SELECT {rid}, ts_rank({a}.tsv, {tsq}) AS score FROM {src} WHERE {matches(tsq)}{where}{cut_sql}"
         f" ORDER BY score DESC, {rid} DESC LIMIT :k OFFSET :off"
     )
     return [(int(r[0]), float(r[1])) for r in conn.execute(text(sql), params)]
+
+
+def _sqlite_fts_ids(
+    conn: Connection, phrases: Sequence[str], source: FtsSource, where: str,
+    where_params: Mapping[str, Any], *, k: int, offset: int, common_docs: int,
+    max_candidates: int, score_phrases: Mapping[str, int],
+) -> list[tuple[int, float]]:
+    """FTS5 finds the candidates (bounded as the module docstring says); exact BM25 over every
+    phrase (``memory.text.bm25``) ranks the best ``RESCORE_DEPTH`` of them."""
+    a, table, fts = source.alias, source.table, source.fts
+    totals = conn.execute(text(f"SELECT block FROM {fts}_data WHERE id = 1")).scalar()
+    if not totals:
+        return []
+    n_docs, pos = bm25.varint(bytes(totals), 0)
+    n_tokens, _ = bm25.varint(bytes(totals), pos)
+    if n_docs == 0:
+        return []
+    # One bounded scan per phrase: how many of the newest common_docs rows match it, and the
+    # oldest of those. Fewer than common_docs: rare, and that count is its exact frequency;
+    # otherwise its frequency is estimated from the density of its newest matches.
+    df: dict[str, float] = {}
+    rare: list[str] = []
+    common: list[str] = []
+    ubiquitous: list[str] = []
+    top_id = None
+    for p in dict.fromkeys([*phrases, *score_phrases]):
+        count, oldest = conn.execute(
+            text(f"SELECT count(*), min(r) FROM (SELECT f.rowid AS r FROM {fts} f WHERE {fts} MATCH :q"
+                 " ORDER BY f.rowid DESC LIMIT :lim)"),
+            {"q": fts5_quote(p), "lim": common_docs},
+        ).one()  # fmt: skip
+        if count < common_docs:
+            df[p] = float(count)
+            kind = rare
+        else:
+            if top_id is None:
+                top_id = int(conn.execute(text(f"SELECT max(id) FROM {table}")).scalar_one())
+            span = max(1, top_id - int(oldest) + 1)
+            df[p] = min(float(n_docs), common_docs * n_docs / span)
+            # In over half of the recent rows: it selects nearly everything, so it only scores.
+            kind = ubiquitous if common_docs * 2 > span else common
+        if p in phrases:
+            kind.append(p)
+    select = rare or common or ubiquitous
+    params: dict[str, Any] = dict(where_params)
+    params.update(q=" OR ".join(fts5_quote(p) for p in select), r=max(RESCORE_DEPTH, k + offset),
+                  tf=bm25.TF_CHARS)  # fmt: skip
+    cut_sql = ""
+    if not rare and common:
+        # Only frequent phrases: ranked among their newest max_candidates matches. (Only
+        # ubiquitous ones: the newest matches, which score alike, in pages of k.)
+        params["mc"] = max_candidates - 1
+        cutoff = conn.execute(
+            text(f"SELECT f.rowid FROM {fts} f JOIN {table} {a} ON {a}.id = f.rowid"
+                 f" WHERE {fts} MATCH :q{where} ORDER BY f.rowid DESC LIMIT 1 OFFSET :mc"),
+            params,
+        ).scalar()  # fmt: skip
+        if cutoff is not None:
+            cut_sql = " AND f.rowid >= :cut"
+            params["cut"] = cutoff
+    order = "f.rowid DESC" if not rare and not common else "bm25(" + fts + "), f.rowid DESC"
+    rows = conn.execute(
+        text(f"SELECT f.rowid, substr({a}.{source.column}, 1, :tf),"
+             f" (SELECT d.sz FROM {fts}_docsize d WHERE d.id = f.rowid)"
+             f" FROM {fts} f JOIN {table} {a} ON {a}.id = f.rowid"
+             f" WHERE {fts} MATCH :q{where}{cut_sql} ORDER BY {order} LIMIT :r"),
+        params,
+    ).all()  # fmt: skip
+    scorer = bm25.Scorer(score_phrases, df, n_docs, n_tokens / n_docs)
+    ranked = [
+        (int(i), scorer.score(body or "", bm25.varint(bytes(sz), 0)[0] if sz else 0))
+        for i, body, sz in rows
+    ]
+    # Rounded so that equal scores (up to float noise) tie-break by id, newest first.
+    ranked.sort(key=lambda x: (-round(x[1], 9), -x[0]))
+    return ranked[offset : offset + k]
 
 
 def snippet_pattern(query: str) -> re.Pattern[str] | None:
@@ -208,32 +310,6 @@ def make_snippet(content: str, rx: re.Pattern[str] | None, width: int = SNIPPET_
     b = min(len(content), m.end() + width)
     marked = rx.sub(lambda x: f"[{x.group()}]", content[a:b])
     return ("…" if a else "") + marked + ("…" if b < len(content) else "")
-
-
-def _rank_rare_by_all(
-    conn: Connection, source: FtsSource, pg: bool, rid: str, src: str, where: str,
-    params: dict[str, Any], rare_q: str, all_q: str,
-) -> list[tuple[int, float]]:
-    """The matches of ``rare_q``, ranked by their score for ``all_q``."""
-    fts = source.fts
-    if pg:
-        sql = (
-            f"SELECT {rid}, ts_rank({source.alias}.tsv, {all_q}) AS score FROM {src}"
-            f" WHERE {source.alias}.tsv @@ {rare_q}{where}"
-            f" ORDER BY score DESC, {rid} DESC LIMIT :k OFFSET :off"
-        )
-        return [(int(r[0]), float(r[1])) for r in conn.execute(text(sql), params)]
-    # FTS5 ranks by one MATCH expression. "rare AND (rare OR frequent)" matches exactly the
-    # rare phrases' rows, and BM25 is a sum over the expression's phrases, so its score
-    # less the rare-only score is the score over all the phrases: two cheap scans of the
-    # candidates instead of ranking every row that has a frequent word.
-    both = {**params, "both": f"({params['q']}) AND ({params['qa']})"}
-    scored = conn.execute(text(f"SELECT {rid}, -bm25({fts}) FROM {src} WHERE {fts} MATCH :both{where}"), both)
-    own: dict[Any, Any] = dict(conn.execute(text(f"SELECT rowid, -bm25({fts}) FROM {fts} WHERE {fts} MATCH :q"), {"q": params["q"]}).all())
-    ranked = [(int(i), float(s) - float(own.get(i, 0.0))) for i, s in scored]
-    # Rounded so that equal scores (up to float noise) tie-break by id like the SQL path.
-    ranked.sort(key=lambda x: (-round(x[1], 9), -x[0]))
-    return ranked[params["off"] : params["off"] + params["k"]]
 
 
 # --- grep --------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ __all__ = [
     "MESSAGE_FIELDS",
     "Filters",
     "build_filters",
+    "check_key",
     "check_row_id",
     "check_text",
     "clamp",
@@ -53,13 +54,14 @@ __all__ = [
     "to_us",
 ]
 
-FILTER_NAMES = ("agent_id", "session_id", "role", "since", "until")
+FILTER_NAMES = ("agent_id", "session_id", "role", "since", "until", "exclude_role")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_PHRASES = 64
 MAX_ID = 2**62  # beyond any id; keeps user integers inside SQL's 64-bit range
 MESSAGE_FIELDS = frozenset(
-    {"content", "role", "agent_id", "session_id", "created_at", "tool_name", "tool_args", "tokens", "metadata"}
+    {"content", "role", "agent_id", "session_id", "created_at", "tool_name", "tool_args", "tokens", "metadata", "key"}
 )
+MAX_KEY_CHARS = 200
 _FIELDS_AND_ID = MESSAGE_FIELDS | {"id"}
 _WORD = re.compile(r"[^\W_]")
 _ODD_FOLD = frozenset("iIsSkK")
@@ -168,6 +170,9 @@ def build_filters(filters: Mapping[str, Any], alias: str = "m") -> Filters:
     if filters.get("role") is not None:
         clauses.append(f"{alias}.role = :f_role")
         params["f_role"] = check_role(filters["role"])
+    if filters.get("exclude_role") is not None:
+        clauses.append(f"{alias}.role <> :f_xrole")
+        params["f_xrole"] = check_role(filters["exclude_role"])
     if filters.get("since") is not None:
         clauses.append(f"{alias}.created_us >= :f_since")
         params["f_since"] = to_us(filters["since"])
@@ -334,12 +339,24 @@ def prepare_message(
     if not isinstance(metadata, dict):
         raise ValidationError(f"metadata must be a dict, got {type(metadata).__name__}")
     meta_json = dumps(metadata, "metadata") if metadata else "{}"
-    row = (agent, session, role, content, tool_name, args_json, to_us(created), tokens, meta_json)
+    key = spec.get("key")
+    if key is not None:
+        key = check_key(key)
+    row = (agent, session, role, content, tool_name, args_json, to_us(created), tokens, meta_json, key)
     fields = {
         "agent_id": agent, "session_id": session, "role": role, "content": content,
         "created_at": created, "tool_name": tool_name,
         "tool_args": None if args_json is None else json.loads(args_json), "tokens": tokens,
-        "metadata": json.loads(meta_json) if metadata else {},
+        "metadata": json.loads(meta_json) if metadata else {}, "key": key,
     }  # fmt: skip
     return row, fields
+
+
+def check_key(value: object) -> str:
+    """A message key: text of 1 to ``MAX_KEY_CHARS`` characters, no NUL, kept exactly as given."""
+    if not isinstance(value, str):
+        raise ValidationError(f"key must be str, got {type(value).__name__}")
+    if not value or len(value) > MAX_KEY_CHARS:
+        raise ValidationError(f"key must be 1 to {MAX_KEY_CHARS} characters, got {len(value)}")
+    return check_text(value, "key", allow_nul=False)
 

@@ -2,9 +2,10 @@
 
 Rules this module keeps:
 
-* Frames are an 8-byte big-endian length and a pickle. What the parent sends is plain
-  ``pickle``; what it receives goes through ``safe_loads`` (plain data only), and a message
-  that fails that, or claims more than ``MAX_MESSAGE`` bytes, ends the worker.
+* Frames are an 8-byte big-endian length and JSON (``worker.wire``), both ways. A frame that
+  claims more than the limit, or is not well-formed plain data, ends the worker. The body is
+  read in chunks into a buffer that grows only as bytes arrive: a header alone allocates
+  nothing.
 * The socket is non-blocking and every wait has a deadline, and while waiting to read the
   worker process is polled: nothing here can block forever on a stuck or dead worker.
 * Sends are serialised by a lock (callback replies come from many threads); there is one
@@ -15,22 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import select
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
 from typing import Any
 
-from rlm_core.sandbox.policy import safe_loads
+from rlm_core.sandbox.worker import wire
 
 __all__ = ["MAX_MESSAGE", "Conn", "Deadline", "WorkerGone", "kill_group", "peek_exit"]
 
-_HEADER = struct.Struct(">Q")
-MAX_MESSAGE = 2 << 30
+_HEADER = wire.HEADER
+_CHUNK = 1 << 20
+MAX_MESSAGE = 64 << 20  # the default bound on one frame from the worker
 
 
 class WorkerGone(Exception):
@@ -48,9 +48,13 @@ class Deadline(Exception):
 class Conn:
     """Parent end of the channel: non-blocking socket, every wait bounded by a deadline."""
 
-    def __init__(self, sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self, sock: socket.socket, proc: subprocess.Popen[bytes], max_message: int = MAX_MESSAGE
+    ) -> None:
         self.sock = sock
         self.proc = proc
+        self.max_message = max_message
+        self.last_size = 0  # bytes of the last frame received
         sock.setblocking(False)
         self._send_lock = threading.Lock()
         self.closed = False
@@ -74,7 +78,8 @@ class Conn:
                 raise WorkerGone("worker exited")
 
     def send(self, msg: Any, deadline: float) -> None:
-        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        """Send one message; ``wire.WireError`` (before anything is sent) if it cannot cross."""
+        data = wire.dumps(msg, max_bytes=1 << 31)
         with self._send_lock:
             for part in (_HEADER.pack(len(data)), data):  # no concatenation: values can be big
                 view = memoryview(part)
@@ -89,29 +94,30 @@ class Conn:
                     view = view[n:]
 
     def _exact(self, n: int, deadline: float) -> bytearray:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
+        buf = bytearray()
+        while len(buf) < n:
             self._wait(False, deadline)
             try:
-                k = self.sock.recv_into(view[got:], n - got)
+                chunk = self.sock.recv(min(n - len(buf), _CHUNK))
             except BlockingIOError:
                 continue
             except OSError as exc:
                 raise WorkerGone(f"channel closed ({exc})") from None
-            if k == 0:
+            if not chunk:
                 raise WorkerGone("worker closed the channel")
-            got += k
+            buf += chunk
         return buf
 
     def recv(self, deadline: float) -> Any:
         (n,) = _HEADER.unpack(self._exact(_HEADER.size, deadline))
-        if n > MAX_MESSAGE:
-            raise WorkerGone(f"worker sent an oversized message ({n} bytes)")
+        if n > self.max_message:
+            raise WorkerGone(
+                f"worker sent an oversized message ({n:,} bytes, the limit is {self.max_message:,})"
+            )
+        self.last_size = n
         try:
-            return safe_loads(self._exact(n, deadline))
-        except Exception as exc:  # untrusted bytes: anything but plain data is a violation
+            return wire.loads(self._exact(n, deadline))
+        except wire.WireError as exc:  # untrusted bytes: anything but plain data is a violation
             raise WorkerGone(f"worker sent an invalid message ({exc})") from None
 
     def close(self) -> None:

@@ -1,20 +1,22 @@
-"""The sandboxed REPL: model-written Python runs in a separate worker process.
+"""The sandboxed REPL: model-written Python runs in a worker behind a kernel boundary.
 
 Rules this module keeps:
 
-* The worker is a fresh interpreter (``python -I rlm_core/sandbox/worker.py FD``), never a fork of
-  this process: it inherits no open database connection, no API key, no client object. Its
-  environment is scrubbed (``sandbox_policy.scrub_env``), its cwd and HOME are the scratch
-  directory, and it runs in its own session so ``close()`` kills its whole process group.
-* One socketpair carries everything, length-prefixed; the worker's fd 1 and 2 are not the
-  channel, so model code writing to them cannot corrupt it. Every read in this process has a
-  deadline and checks the worker is alive: the parent never hangs on the worker.
-* Injected functions run here, in this process, on a thread pool, so proxies called from
-  several worker threads at once really run in parallel. Arguments coming back from the
-  worker are unpickled with an allow-list of plain data types (``safe_loads``).
+* The worker is a fresh interpreter started by ``launcher.plan`` (bubblewrap namespaces,
+  seccomp, Landlock by default; a plain child process only when ``isolation="process"`` is
+  asked for), never a fork of this process: it inherits no open database connection, no API
+  key, no client object. Its environment is scrubbed (``policy.scrub_env``), its cwd and HOME
+  are the scratch directory, and ``close()`` kills it and everything it started.
+* One socketpair carries everything as JSON frames (``worker.wire``); the worker's fd 1 and 2
+  are not the channel. Every read here has a deadline and checks the worker is alive.
+* Nothing the worker sends is trusted: frames are bounded (``max_message_mb``), callback
+  arguments (``max_callback_kb``), callbacks in flight (``max_callbacks_in_flight``) and error
+  texts (``max_error_chars``) too; a reply of the wrong shape ends the worker.
+* Injected functions run here, on a thread pool, so proxies called from several worker
+  threads at once really run in parallel; a callback whose cell is over gets no reply.
 * Model-code errors never raise: they come back in ``CellResult.error``. A worker that times
   out or dies is replaced, and the result says so. Only failures to start a worker at all
-  raise (``SandboxError``).
+  raise (``SandboxError``), with what to do about it.
 
 What the sandbox does and does not prevent is written down in docs/sandbox.md.
 """
@@ -26,7 +28,6 @@ import contextlib
 import inspect
 import itertools
 import os
-import pickle
 import shutil
 import signal
 import socket
@@ -38,97 +39,22 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from memory.errors import SandboxError, ValidationError, WorkerCrashedError
+from rlm_core.sandbox import launcher
 from rlm_core.sandbox.channel import Conn, Deadline, WorkerGone, kill_group, peek_exit
-from rlm_core.sandbox.policy import UnsafePayloadError, cut_streams, safe_loads, scrub_env
+from rlm_core.sandbox.checks import await_value, cell_streams, cut, function_spec
+from rlm_core.sandbox.policy import cut_streams, scrub_env
+from rlm_core.sandbox.types import CellResult, SandboxLimits
+from rlm_core.sandbox.worker import wire
 
 __all__ = ["CellResult", "Sandbox", "SandboxLimits"]
 
-_WORKER = str(Path(__file__).with_name("worker.py"))
 _START_TIMEOUT_S = 60.0
-_MAX_ERROR_CHARS = 20_000
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    """Resource limits of one sandbox. ``None`` disables an rlimit.
-
-    ``cell_timeout_s`` and ``max_output_chars`` are read at every ``run`` (assigning a new
-    value to ``Sandbox.limits`` between cells takes effect; output is never captured beyond
-    the creation-time ``max_output_chars``); the rest are fixed when the Sandbox is created.
-    """
-
-    cell_timeout_s: float = 60.0  # wall clock per cell
-    cpu_seconds: int | None = 300  # RLIMIT_CPU, cumulative for the worker; it is replaced when hit
-    memory_mb: int | None = 2048  # RLIMIT_AS
-    max_output_chars: int = 20_000  # stdout + stderr per cell, head and tail kept
-    max_file_mb: int = 100  # RLIMIT_FSIZE
-    allow_network: bool = False
-    allow_subprocess: bool = False
-    nproc: int | None = 512  # RLIMIT_NPROC (threads count too); ignored when running as root
-    recursion_limit: int = 1000
-    # Files or directories model code may not open at all (e.g. the memory store itself:
-    # its data reaches the model only through the functions it is given).
-    deny_read: tuple[str, ...] = ()
-
-
-@dataclass
-class CellResult:
-    """The outcome of one cell, as the parent saw it."""
-
-    stdout: str
-    stderr: str
-    error: str | None
-    timed_out: bool = False
-    worker_restarted: bool = False
-    restart_reason: str | None = None
-    duration_s: float = 0.0
-    truncated_chars: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def render(self) -> str:
-        """The text the model sees: output, error, and a line if the worker was restarted."""
-        parts = [p.rstrip("\n") for p in (self.stdout, self.stderr, self.error or "") if p]
-        if self.worker_restarted:
-            parts.append(
-                f"[the worker was restarted: {self.restart_reason}; variables were lost, "
-                "reserved functions and initial variables are back]"
-            )
-        return "\n".join(parts) if parts else "[no output]"
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
-
-
-def _function_spec(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
-    if not name.isidentifier():
-        raise ValidationError(f"function name {name!r} is not a Python identifier")
-    if not callable(fn):
-        raise ValidationError(f"functions[{name!r}] is not callable")
-    params: list[dict[str, Any]] | None
-    try:
-        params = [
-            {
-                "name": p.name,
-                "kind": int(p.kind),
-                "default": None if p.default is p.empty else repr(p.default),
-                "annotation": None
-                if p.annotation is p.empty
-                else (p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", str(p.annotation))),
-            }
-            for p in inspect.signature(fn).parameters.values()
-        ]
-    except (TypeError, ValueError):
-        params = None
-    return {"name": name, "doc": inspect.getdoc(fn), "params": params}
+_DEFAULT_LIMITS = SandboxLimits()
+_STDERR_CAP = 8192
 
 
 class Sandbox:
@@ -140,23 +66,28 @@ class Sandbox:
         functions: Mapping[str, Callable[..., Any]] | None = None,
         variables: Mapping[str, Any] | None = None,
         prelude: str = "",
-        limits: SandboxLimits = SandboxLimits(),
+        limits: SandboxLimits = _DEFAULT_LIMITS,
         scratch_dir: str | Path | None = None,
         callback_workers: int = 16,
         reserved_variables: Iterable[str] = (),
         python: str | None = None,
         run_as: int | None = None,
+        isolation: str | None = None,
     ) -> None:
         self.limits = limits
+        self.isolation = launcher.resolve_isolation(isolation or limits.isolation)
+        if run_as is not None and self.isolation == "kernel":
+            raise ValidationError("run_as applies to isolation='process' only (the kernel boundary picks its own uid)")
         self.functions: dict[str, Callable[..., Any]] = dict(functions or {})
-        specs = [_function_spec(n, f) for n, f in self.functions.items()]
+        specs = [function_spec(n, f) for n, f in self.functions.items()]
         for name in variables or {}:
             if not name.isidentifier():
                 raise ValidationError(f"variable name {name!r} is not a Python identifier")
-        try:  # pickled once: every restart of the worker reuses these bytes
-            variables_blob = pickle.dumps(dict(variables or {}), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            raise ValidationError(f"variables must be picklable: {exc}") from None
+        initial = dict(variables or {})
+        try:  # checked once here: every restart of the worker sends the same values
+            wire.dumps(initial, max_bytes=1 << 31)
+        except (wire.WireError, ValueError) as exc:
+            raise ValidationError(f"variables must be plain data: {exc}") from None
         self._owns_scratch = scratch_dir is None
         self.scratch_dir = Path(
             tempfile.mkdtemp(prefix="rlm-scratch-") if scratch_dir is None else scratch_dir
@@ -164,15 +95,19 @@ class Sandbox:
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
         self._python = python or sys.executable
         self._run_as = run_as
-        if run_as is not None:
-            os.chown(self.scratch_dir, run_as, run_as)
+        self._uid = launcher.new_uid() if self.isolation == "kernel" else run_as
+        if self._uid is not None:
+            os.chown(self.scratch_dir, self._uid, self._uid)
         self._init_cfg = {
             "functions": specs,
-            "variables": variables_blob,
+            "variables": initial,
             "prelude": prelude,
             "reserved_variables": list(reserved_variables),
             "max_output_chars": limits.max_output_chars,
             "memory_mb": limits.memory_mb,
+            "max_callback_bytes": limits.max_callback_kb * 1024,
+            "max_message_bytes": limits.max_message_mb << 20,
+            "callback_timeout_s": limits.cell_timeout_s,
         }
         self._policy = {
             "scratch_dir": str(self.scratch_dir),
@@ -184,7 +119,10 @@ class Sandbox:
             "nproc": limits.nproc,
             "recursion_limit": limits.recursion_limit,
             "deny_read": [str(p) for p in limits.deny_read],
+            "audit_hook": limits.audit_hook,
         }
+        self._in_flight = threading.BoundedSemaphore(max(1, limits.max_callbacks_in_flight))
+        self.confinement: dict[str, Any] = {}
         self._pool = ThreadPoolExecutor(max(1, callback_workers), thread_name_prefix="rlm-cb")
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
@@ -214,38 +152,85 @@ class Sandbox:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        lim = self.limits
+        try:
+            plan = launcher.plan(
+                isolation=self.isolation, python=self._python, scratch=str(self.scratch_dir),
+                env=scrub_env(os.environ, str(self.scratch_dir)), channel_fd=child_sock.fileno(),
+                allow_network=lim.allow_network, run_as=self._run_as,
+                drop_uid=self._uid if self.isolation == "kernel" else None,
+            )
+        except BaseException:
+            parent_sock.close()
+            child_sock.close()
+            raise
+        policy = {
+            **self._policy,
+            "confine": {**plan.confine, "allow_network": lim.allow_network,
+                        "allow_subprocess": lim.allow_subprocess},
+        }
         try:
             proc = subprocess.Popen(
-                [self._python, "-I", _WORKER, str(child_sock.fileno())],
-                pass_fds=(child_sock.fileno(),),
+                plan.argv,
+                pass_fds=tuple(plan.pass_fds),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                cwd=self.scratch_dir,
-                env=scrub_env(os.environ, str(self.scratch_dir)),
+                stderr=subprocess.PIPE,  # the launcher's and the interpreter's start errors
+                cwd=plan.cwd,
+                env=plan.env or scrub_env(os.environ, str(self.scratch_dir)),
                 start_new_session=True,
-                user=self._run_as,
-                group=self._run_as,
-                extra_groups=[] if self._run_as is not None else None,
+                user=plan.run_as,
+                group=plan.run_as,
+                extra_groups=[] if plan.run_as is not None else None,
             )
         except OSError as exc:
             parent_sock.close()
-            raise SandboxError(f"could not start the REPL worker ({self._python}): {exc}") from exc
+            raise SandboxError(f"could not start the REPL worker ({plan.argv[0]}): {exc}") from exc
         finally:
             child_sock.close()
+            for fd in plan.close_after:
+                os.close(fd)
         weakref.finalize(self, kill_group, proc)
-        self._proc, self._conn = proc, Conn(parent_sock, proc)
+        self._proc, self._conn = proc, Conn(parent_sock, proc, lim.max_message_mb << 20)
         deadline = time.monotonic() + _START_TIMEOUT_S
         try:
-            self._conn.send(("policy", self._policy), deadline)
+            self._conn.send(("policy", policy), deadline)
             ok, info = self._roundtrip(("init", next(self._ids), self._init_cfg), deadline)
         except (WorkerGone, Deadline) as exc:
+            reason = self._reason(exc)
+            detail = self._start_stderr(proc)
             self._kill()
-            raise SandboxError(f"the REPL worker failed to start: {self._reason(exc)}") from None
+            where = " behind the kernel boundary" if plan.kernel else ""
+            hint = f"; {launcher.HOW_TO_ACCEPT}" if plan.kernel else ""
+            raise SandboxError(
+                f"the REPL worker failed to start{where}: {reason}" + (f"\n{detail}" if detail else "") + hint
+            ) from None
+        finally:
+            if proc.stderr is not None:
+                proc.stderr.close()
         if not ok:
             self._kill()
-            raise SandboxError(f"the REPL prelude or variables failed in the worker:\n{info}")
+            raise SandboxError(f"the REPL prelude or variables failed in the worker:\n{cut(info, 20_000)}")
+        if not isinstance(info, dict) or not all(isinstance(n, str) for n in info.get("reserved", ())):
+            self._kill()
+            raise SandboxError("the REPL worker answered its start with a malformed message")
+        raw = info.get("confined")
+        confined: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        if plan.kernel and not (confined.get("seccomp") and (self._uid is None or confined.get("uid") == self._uid)):
+            self._kill()
+            raise SandboxError(f"the REPL worker did not confine itself ({confined}); {launcher.HOW_TO_ACCEPT}")
+        self.confinement = {"isolation": self.isolation, **confined}
         self.reserved = list(info["reserved"])
+
+    def _start_stderr(self, proc: subprocess.Popen[bytes]) -> str:
+        """What the launcher or the interpreter wrote before dying (bounded, never blocking)."""
+        if proc.stderr is None or peek_exit(proc, 1.0) is None:
+            return ""
+        with contextlib.suppress(OSError):
+            os.set_blocking(proc.stderr.fileno(), False)
+            data = proc.stderr.read(_STDERR_CAP) or b""
+            return data.decode("utf-8", "replace").strip()
+        return ""
 
     def _kill(self) -> None:
         if self._conn is not None:
@@ -295,10 +280,15 @@ class Sandbox:
         rc = peek_exit(self._proc, 2.0) if self._proc is not None else None
         if rc is None:
             return reason
-        if rc == -signal.SIGXCPU:  # (SIGKILL at the hard CPU limit looks like any kill)
+        if self.isolation == "kernel" and 128 < rc < 128 + 65:  # bubblewrap: 128 + signal
+            rc = 128 - rc
+        if rc == -signal.SIGXCPU:
             return f"CPU time limit exceeded ({self.limits.cpu_seconds} s of CPU in total)"
         if rc < 0:
-            sig = signal.Signals(-rc).name
+            try:
+                sig = signal.Signals(-rc).name
+            except ValueError:
+                sig = f"signal {-rc}"
             hint = {
                 "SIGKILL": " (killed: out of memory, or killed from outside)",
                 "SIGSEGV": " (crashed: segmentation fault)",
@@ -320,43 +310,62 @@ class Sandbox:
             reply = conn.recv(deadline)
             if not isinstance(reply, tuple) or not reply:
                 raise WorkerGone("worker sent an invalid message")
-            if reply[0] == "cb" and len(reply) == 4:
-                self._pool.submit(self._serve_callback, conn, *reply[1:])
+            if reply[0] == "cb" and len(reply) == 5:
+                self._admit_callback(conn, reply[1:], deadline)
             elif reply[0] == "done" and len(reply) == 4 and reply[1] == msg[1]:
                 return bool(reply[2]), reply[3]
+            elif reply[0] == "refused" and len(reply) == 2:
+                raise WorkerGone(f"the worker could not confine itself: {cut(reply[1], 2000)}")
             # anything else is a stale or forged message: ignore it
 
-    def _serve_callback(self, conn: Conn, call_id: Any, name: Any, blob: Any) -> None:
+    def _admit_callback(self, conn: Conn, call: tuple[Any, ...], deadline: float) -> None:
+        call_id, name, args, kwargs = call
+        lim = self.limits
+        problem = None
+        if not isinstance(args, tuple) or not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            problem = ("TypeError", "malformed call")
+        elif conn.last_size > lim.max_callback_kb * 1024 + 4096:
+            problem = ("ValueError", f"{cut(name, 100)}(): arguments of {conn.last_size:,} bytes are over the "
+                       f"{lim.max_callback_kb} KiB limit of one call; pass less (slice, or call several times)")
+        elif not self._in_flight.acquire(blocking=False):
+            problem = ("RuntimeError", f"more than {lim.max_callbacks_in_flight} calls to the parent are in "
+                       "flight; wait for some to finish")
+        if problem is not None:
+            with contextlib.suppress(WorkerGone, Deadline, wire.WireError):
+                conn.send(("cb_reply", call_id, False, (*problem, problem[0])), deadline)
+            return
         try:
-            fn = self.functions.get(name) if isinstance(name, str) else None
-            if fn is None:
-                raise NameError(f"{name!r} is not a function of this sandbox")
-            args, kwargs = safe_loads(blob)
-            if not isinstance(args, tuple) or not isinstance(kwargs, dict):
-                raise TypeError("malformed call")
-            result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):  # async functions run on a private loop here
-                result = asyncio.run(_await(result))
-            reply: tuple[Any, ...] = ("cb_reply", call_id, True, result)
-        except UnsafePayloadError as exc:
-            reply = ("cb_reply", call_id, False, ("TypeError", f"{name}(): {exc}", "TypeError"))
-        except Exception as exc:
-            base = next(c for c in type(exc).__mro__ if c.__module__ == "builtins")
-            text = str(exc)
-            if len(text) > _MAX_ERROR_CHARS:
-                text = text[:_MAX_ERROR_CHARS] + f"... [{len(text) - _MAX_ERROR_CHARS} characters cut]"
-            reply = ("cb_reply", call_id, False, (type(exc).__name__, text, base.__name__))
-        if conn.closed:
-            return  # the cell timed out or the worker died: nobody is waiting any more
-        deadline = time.monotonic() + self.limits.cell_timeout_s
+            self._pool.submit(self._serve_callback, conn, call_id, name, args, kwargs)
+        except RuntimeError:  # the pool is shut down: the sandbox is closing
+            self._in_flight.release()
+
+    def _serve_callback(self, conn: Conn, call_id: Any, name: Any, args: Any, kwargs: Any) -> None:
+        cap = self.limits.max_error_chars
         try:
-            conn.send(reply, deadline)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            msg = f"{name}() returned a value that cannot cross the sandbox boundary: {exc}"
-            with contextlib.suppress(WorkerGone, Deadline):
-                conn.send(("cb_reply", call_id, False, ("TypeError", msg, "TypeError")), deadline)
-        except (WorkerGone, Deadline):
-            pass
+            try:
+                fn = self.functions.get(name) if isinstance(name, str) else None
+                if fn is None:
+                    raise NameError(f"{cut(name, 100)!s} is not a function of this sandbox")
+                result = fn(*args, **kwargs)
+                if inspect.isawaitable(result):  # async functions run on a private loop here
+                    result = asyncio.run(await_value(result))
+                reply: tuple[Any, ...] = ("cb_reply", call_id, True, result)
+            except Exception as exc:
+                base = next(c for c in type(exc).__mro__ if c.__module__ == "builtins")
+                reply = ("cb_reply", call_id, False, (type(exc).__name__, cut(str(exc), cap), base.__name__))
+            if conn.closed:
+                return  # the cell timed out or the worker died: nobody is waiting any more
+            deadline = time.monotonic() + self.limits.cell_timeout_s
+            try:
+                conn.send(reply, deadline)
+            except (wire.WireError, ValueError) as exc:
+                msg = f"{name}() returned a value that cannot cross the sandbox boundary: {cut(str(exc), cap)}"
+                with contextlib.suppress(WorkerGone, Deadline):
+                    conn.send(("cb_reply", call_id, False, ("TypeError", msg, "TypeError")), deadline)
+            except (WorkerGone, Deadline):
+                pass
+        finally:
+            self._in_flight.release()
 
     def _request(self, kind: str, *args: Any) -> Any:
         """A non-cell request (get/set/describe); a worker that fails it is replaced."""
@@ -405,14 +414,19 @@ class Sandbox:
                 return CellResult(
                     "", "", error, timed_out, True, reason, time.monotonic() - started, 0
                 )
+            cap = self.limits.max_error_chars
             if not ok:  # the worker's own machinery failed; the namespace is intact
-                return CellResult("", "", str(payload), duration_s=time.monotonic() - started)
-            out, err, cut = cut_streams(
-                tuple(payload["stdout"]), tuple(payload["stderr"]), self.limits.max_output_chars
-            )
+                return CellResult("", "", cut(payload, cap), duration_s=time.monotonic() - started)
+            streams = cell_streams(payload)
+            if streams is None:  # a worker that breaks the protocol is not trusted again
+                self._replace()
+                return CellResult("", "", "WorkerCrashed: the worker sent a malformed cell result",
+                                  False, True, "protocol violation", time.monotonic() - started)
+            out, err, n_cut = cut_streams(*streams, self.limits.max_output_chars)
+            error = payload.get("error")
             return CellResult(
-                out, err, payload["error"], worker_restarted=died is not None,
-                restart_reason=died, duration_s=time.monotonic() - started, truncated_chars=cut,
+                out, err, None if error is None else cut(error, cap), worker_restarted=died is not None,
+                restart_reason=died, duration_s=time.monotonic() - started, truncated_chars=n_cut,
             )
 
     async def arun(self, code: str, *, timeout_s: float | None = None) -> CellResult:
@@ -421,27 +435,33 @@ class Sandbox:
 
     def get(self, name: str, default: Any = None) -> Any:
         """A value from the namespace; values that are not plain data come back as repr()."""
-        kind, payload = self._request("get", name)
+        reply = self._request("get", name)
+        if not isinstance(reply, tuple) or len(reply) != 2:
+            return default
+        kind, payload = reply
         if kind == "missing":
             return default
-        if kind == "pickle":
-            try:
-                return safe_loads(payload)
-            except UnsafePayloadError:
-                kind, payload = self._request("repr", name)
+        if kind == "repr":
+            return cut(payload, self.limits.max_error_chars)
         return payload
 
     def set(self, name: str, value: Any) -> None:
         """Bind ``name`` in the namespace (not reserved: lost if the worker is replaced)."""
         if not isinstance(name, str) or not name.isidentifier():
             raise ValidationError(f"variable name {name!r} is not a Python identifier")
-        try:
-            blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            raise ValidationError(f"value for {name!r} must be picklable: {exc}") from None
-        self._request("set", name, blob)
+        try:  # encoding fails before a byte is sent: the worker is untouched
+            self._request("set", name, value)
+        except (wire.WireError, ValueError) as exc:
+            raise ValidationError(f"value for {name!r} must be plain data: {exc}") from None
 
     def describe(self) -> list[dict[str, Any]]:
         """Names, types and sizes of the user-visible names (never their contents)."""
         rows = self._request("describe")
-        return [r for r in rows if isinstance(r, dict)]
+        if not isinstance(rows, list):
+            return []
+        return [
+            {k: cut(v, 500) if isinstance(v, str) else v for k, v in r.items()}
+            for r in rows[:10_000]
+            if isinstance(r, dict) and isinstance(r.get("name"), str)
+        ]
+

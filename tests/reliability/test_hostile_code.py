@@ -8,6 +8,7 @@ of what happened (asserted on the prompt the model actually received).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
@@ -159,8 +160,10 @@ def test_reading_the_database_file_directly_is_refused(mem: MemoryManager) -> No
         f"import shutil\nshutil.copy({db_path(mem)!r}, 'copy.db')",
         f"import os, glob\nprint([open(p, 'rb').read(10) for p in glob.glob({store!r} + '/**', recursive=True) if os.path.isfile(p)])",
     )
-    for t in told:
+    for t in told[:3]:
         assert "PermissionError" in t and "protected store file" in t, t
+    # Behind the kernel boundary the store directory does not exist at all: nothing to list.
+    assert "REPL output:\n[]" in told[3], told[3]
 
 
 def test_agent_scope_holds_through_the_functions(mem: MemoryManager) -> None:
@@ -355,3 +358,53 @@ def test_exit_attempts_do_not_end_the_run(mem: MemoryManager) -> None:
     )
     assert "alive" in told[3]
     assert "restarted" in told[1]
+
+
+# --- the same attacks with the audit hook off: only the kernel boundary stands ----------------
+
+HOOK_OFF = Limits(
+    max_iterations=8,
+    max_consecutive_errors=8,
+    cell_timeout_s=4.0,
+    sandbox=SandboxLimits(
+        cell_timeout_s=4.0, memory_mb=768, cpu_seconds=60, max_output_chars=4000, audit_hook=False
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import os\nprint(open(f'/proc/{PARENT}/environ', 'rb').read())",
+        "import os\nfd = os.open(f'/proc/{PARENT}/mem', os.O_RDWR)\nprint(os.pread(fd, 16, 0x400000))",
+        "print(open(DB, 'rb').read(100))",
+        "import sqlite3\nc = sqlite3.connect(':memory:')\nc.execute('ATTACH DATABASE ? AS s', (DB,))\nc.execute('DELETE FROM s.recall_messages')",
+        "import sqlite3\nsqlite3.connect('file:' + DB + '?mode=rw', uri=True).execute('DELETE FROM recall_messages')",
+        "import shutil\nshutil.rmtree(STORE + '/chroma')",
+        "import ctypes\nprint(ctypes.CDLL(None).system(('rm -rf ' + STORE).encode()))",
+        "import os, signal\nos.kill(PARENT, signal.SIGKILL)",
+        "import socket\nsocket.create_connection(('127.0.0.1', PORT), timeout=1).sendall(b'pwned')",
+    ],
+)
+def test_attacks_through_ask_with_the_hook_off(mem: MemoryManager, code: str) -> None:
+    chroma = sorted(p.name for p in (mem.config.dir / "chroma").rglob("*")) if (mem.config.dir / "chroma").exists() else []
+    got: list[bytes] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(0.2)
+        head = (
+            f"PARENT = {os.getpid()}\nDB = {db_path(mem)!r}\nSTORE = {str(mem.config.dir.resolve())!r}\n"
+            f"PORT = {server.getsockname()[1]}\n"
+        )
+        root = ScriptedLM([repl(head + code)], default="FINAL(done)")
+        before = snapshot(mem)
+        res = ask(mem, "What is my favourite colour?", root=root, limits=HOOK_OFF)
+        with contextlib.suppress(OSError):
+            got.append(server.accept()[0].recv(100))
+    assert res.answer == "done"
+    assert snapshot(mem) == before
+    assert SECRET not in root.requests[1].prompt
+    assert not got
+    if chroma:
+        assert sorted(p.name for p in (mem.config.dir / "chroma").rglob("*")) == chroma

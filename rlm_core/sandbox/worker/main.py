@@ -1,17 +1,17 @@
-"""The REPL worker: the child-process side of ``rlm_core.sandbox.repl.Sandbox``.
+"""The REPL worker's main loop: the child-process side of ``rlm_core.sandbox.repl.Sandbox``.
 
 Rules this module keeps:
 
-* Standard library only, and it never imports the ``rlm_core`` package: the parent starts it
-  as a script (``python -I worker.py FD``) so nothing the parent imports (SDK clients, API
-  keys read at import time, database drivers) is loaded here. Its sibling
-  ``sandbox_policy.py`` (also standard library only) is loaded by path.
-* The channel to the parent is the inherited socket ``FD``: 8-byte big-endian length, then a
-  pickle. Messages from the parent are trusted; the parent never trusts what comes back.
-* The policy (rlimits, audit hook: ``sandbox_policy.install_policy``) is installed before the
-  first byte of model code runs and cannot be removed from Python.
+* Standard library and this package only (see the package docstring). The parent starts it
+  through ``launcher.BOOT`` with the channel's file descriptor as its argument.
+* The first frame is the policy. ``confine`` (uid drop, Landlock, seccomp) and
+  ``guard.install_policy`` (rlimits, the optional audit hook) are applied before the first
+  byte of model code runs, and fd 1 and 2 are pointed at /dev/null, so model code writing to
+  them reaches nobody.
+* Frames are JSON (``wire``), both ways; nothing here unpickles.
 * Model code runs in the main thread. A reader thread owns the receiving side of the socket
-  so proxies called from many model threads at once each get their own reply.
+  so proxies called from many model threads at once each get their own reply; a proxy call
+  waits at most ``callback_timeout_s`` for it.
 * Reserved names (injected functions, prelude definitions, reserved variables) are put back
   after every cell; stdout/stderr are captured per cell with a head + tail cap, so a cell
   that prints forever cannot exhaust memory.
@@ -25,69 +25,47 @@ import inspect
 import io
 import itertools
 import os
-import pickle
 import queue
 import socket
-import struct
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
+
+from rlm_core.sandbox.worker import confine, guard, wire
 
 __all__ = ["main"]
 
-_HEADER = struct.Struct(">Q")
-
-
-def _load_policy() -> ModuleType:
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "policy.py")
-    spec = importlib.util.spec_from_file_location("rlm_sandbox_policy", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_policy = _load_policy()
 # Frames from these files are the sandbox's, not the model's: tracebacks leave them out.
-_OWN_FILES = frozenset({__file__, _policy.__file__})
+_OWN_FILES = frozenset({__file__, guard.__file__, wire.__file__})
+_MAX_IN = 1 << 31  # frames from the parent are trusted; the limit only guards the header
 
 # --- channel -----------------------------------------------------------------------------
 
 
 class Channel:
-    """Length-prefixed pickles over a socket; sends are serialised, one reader thread."""
+    """JSON frames over a socket; sends are serialised, one reader thread."""
 
     def __init__(self, fd: int) -> None:
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(True)
         self._send_lock = threading.Lock()
+        self.max_out = 64 << 20
+
+    def encode(self, msg: Any, max_bytes: int | None = None) -> bytes:
+        return wire.dumps(msg, max_bytes=self.max_out if max_bytes is None else max_bytes)
+
+    def send_raw(self, data: bytes) -> None:
+        with self._send_lock:
+            wire.send_frame(self.sock, data)
 
     def send(self, msg: Any) -> None:
-        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-        with self._send_lock:
-            self.sock.sendall(_HEADER.pack(len(data)))
-            self.sock.sendall(data)
-
-    def _exact(self, n: int) -> bytearray:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            k = self.sock.recv_into(view[got:], n - got)
-            if k == 0:
-                raise EOFError("parent closed the channel")
-            got += k
-        return buf
+        self.send_raw(self.encode(msg))
 
     def recv(self) -> Any:
-        (n,) = _HEADER.unpack(self._exact(_HEADER.size))
-        return pickle.loads(self._exact(n))
+        return wire.loads(wire.recv_frame(self.sock, _MAX_IN))
 
 
 # --- the worker --------------------------------------------------------------------------
@@ -116,8 +94,11 @@ class Worker:
         self.pending: dict[int, list[Any]] = {}
         self.pending_lock = threading.Lock()
         self.call_ids = itertools.count(1)
+        self.confined: dict[str, Any] = {}
         self.max_output = 20_000
         self.memory_mb = 0
+        self.max_callback_bytes = 1 << 20
+        self.callback_timeout_s = 60.0
 
     # reader thread: route replies to waiting proxies, everything else to the main thread
     def read_loop(self) -> None:
@@ -141,15 +122,16 @@ class Worker:
         with self.pending_lock:
             self.pending[call_id] = slot
         try:
-            blob = pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
+            data = self.ch.encode(("cb", call_id, name, args, kwargs), self.max_callback_bytes)
+        except wire.WireError as exc:
             with self.pending_lock:
                 self.pending.pop(call_id, None)
-            raise TypeError(
-                f"{name}(): arguments must be plain data (str, int, list, dict, ...): {exc}"
-            ) from None
-        self.ch.send(("cb", call_id, name, blob))
-        slot[0].wait()
+            raise TypeError(f"{name}(): arguments cannot cross the sandbox boundary: {exc}") from None
+        self.ch.send_raw(data)
+        if not slot[0].wait(self.callback_timeout_s):
+            with self.pending_lock:
+                self.pending.pop(call_id, None)
+            raise TimeoutError(f"{name}() got no answer from the parent in {self.callback_timeout_s:g} s")
         _, _, ok, value = slot[1]
         if ok:
             return value
@@ -186,9 +168,12 @@ class Worker:
     def init(self, cfg: dict[str, Any]) -> dict[str, Any]:
         self.max_output = int(cfg["max_output_chars"])
         self.memory_mb = int(cfg.get("memory_mb") or 0)
+        self.max_callback_bytes = int(cfg.get("max_callback_bytes") or self.max_callback_bytes)
+        self.callback_timeout_s = float(cfg.get("callback_timeout_s") or self.callback_timeout_s)
+        self.ch.max_out = int(cfg.get("max_message_bytes") or self.ch.max_out)
         for spec in cfg["functions"]:
             self.ns[spec["name"]] = self.make_proxy(spec)
-        self.ns.update(pickle.loads(cfg["variables"]))
+        self.ns.update(cfg["variables"])
         before = set(self.ns)
         if cfg["prelude"]:
             exec(compile(cfg["prelude"], "<prelude>", "exec"), self.ns)
@@ -196,7 +181,7 @@ class Worker:
         names |= set(self.ns) - before
         names |= {n for n in cfg["reserved_variables"] if n in self.ns}
         self.reserved = {n: self.ns[n] for n in names if n in self.ns}
-        return {"pid": os.getpid(), "reserved": sorted(self.reserved)}
+        return {"pid": os.getpid(), "reserved": sorted(self.reserved), "confined": self.confined}
 
     def restore(self) -> None:
         self.ns["__builtins__"] = builtins
@@ -205,8 +190,8 @@ class Worker:
                 self.ns[name] = value
 
     def run_cell(self, code: str, number: int) -> dict[str, Any]:
-        out = _policy.CappedStream(self.max_output)
-        err = _policy.CappedStream(self.max_output)
+        out = guard.CappedStream(self.max_output)
+        err = guard.CappedStream(self.max_output)
         old = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = out, err
         error: str | None = None
@@ -271,14 +256,14 @@ class Worker:
             if name not in self.ns:
                 return ("missing", None)
             value = self.ns[name]
-            try:
-                return ("pickle", pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-            except Exception:
+            try:  # what cannot cross comes back as its repr
+                return _Encoded(self.ch.encode(("done", msg[1], True, ("value", value))))
+            except (wire.WireError, ValueError, TypeError):
                 return ("repr", _safe_repr(value))
         if kind == "repr":
             return ("repr", _safe_repr(self.ns.get(msg[2])))
         if kind == "set":
-            self.ns[msg[2]] = pickle.loads(msg[3])
+            self.ns[msg[2]] = msg[3]
             return None
         if kind == "describe":
             return self.describe()
@@ -291,16 +276,27 @@ class Worker:
         while True:
             msg = self.requests.get()
             try:
-                reply = ("done", msg[1], True, self.handle(msg))
+                result = self.handle(msg)
+                if isinstance(result, _Encoded):
+                    self.ch.send_raw(result.data)
+                    continue
+                reply = ("done", msg[1], True, result)
             except BaseException as exc:
                 reply = ("done", msg[1], False, _format_error(exc))
             try:
                 self.ch.send(reply)
-            except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            except (wire.WireError, ValueError, TypeError) as exc:
                 self.ch.send(("done", msg[1], False, f"reply could not be sent: {exc}"))
 
 
 _MISSING = object()
+
+
+class _Encoded:
+    """A reply already encoded (``get`` encodes once to learn whether the value can cross)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 _remote_classes: dict[tuple[str, type], type] = {}
@@ -374,12 +370,20 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     channel = Channel(int(argv[0]))
     first = channel.recv()  # ("policy", config): applied before anything else runs
-    _policy.install_policy(first[1])
-    sys.setrecursionlimit(int(first[1].get("recursion_limit", 1000)))
-    # Model output must never reach the real fd 1/2 (the parent ignores them anyway).
+    cfg = first[1]
+    null = os.open(os.devnull, os.O_WRONLY)  # before Landlock, which would refuse it later
+    try:
+        confined = confine.confine(cfg.get("confine") or {})
+    except OSError as exc:
+        channel.send(("refused", f"{type(exc).__name__}: {exc}"))
+        os._exit(3)
+    guard.install_policy(cfg)
+    sys.setrecursionlimit(int(cfg.get("recursion_limit", 1000)))
+    # Model output must never reach the real fd 1/2: the parent reads them only at start.
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
     sys.stdin = io.StringIO("")
-    Worker(channel).serve()
-
-
-if __name__ == "__main__":
-    main()
+    worker = Worker(channel)
+    worker.confined = confined
+    worker.serve()

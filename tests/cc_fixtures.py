@@ -1,0 +1,215 @@
+"""Claude Code transcript trees in the format Claude Code writes them (version 2.x).
+
+``write_project(root)`` writes ``root/-home-dev-shop/<session>.jsonl`` and
+``root/-home-dev-shop/<session>/subagents/agent-<id>.jsonl``: a coding session about a flaky
+login test, with the events a real one holds: a title (``summary``) line, file-history
+snapshots, a slash command and its ANSI-coloured local output, a prompt with an image,
+assistant turns split one content block per line (thinking, text, tool_use) as Claude Code
+logs them, tool results (a file dump, a rejected edit, an error), a Task that ran a subagent,
+a call to this project's own MCP search tool, a compact summary after /compact, system events,
+and a last line cut short (the session still being written).
+
+``coding_session(n)`` gives a long session of ``n`` conversation+tool events for benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AGENT", "CWD", "QUESTIONS", "SID", "coding_session", "events", "noise_events", "subagent_events",
+           "write_project"]
+
+SID = "7f3c2a10-5b8e-4d21-9c4a-2e6f1b0d9a77"
+AGENT = "a4e91c2"
+CWD = "/home/dev/shop"
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+_LOGIN_PY = "\n".join(
+    [f"# line {i}: session fixture helpers" for i in range(60)]
+    + ["def test_login_redirects(client, clock):", "    client.post('/login', data=CREDS)",
+       "    assert client.get('/account').status_code == 200"]
+)
+
+# (question, words of the turn that answers it): what was said, decided and tried.
+QUESTIONS = [
+    ("why was the login test flaky", "session cookie expired because the test clock"),
+    ("what did we decide about the session cookie lifetime", "keep the cookie lifetime at 30 minutes"),
+    ("what did we try first for the flaky login test", "first tried retrying the test three times"),
+    ("which fixture freezes the clock", "freeze the clock with the frozen_clock fixture"),
+    ("what is still left open after the login fix", "still open: the logout test has the same race"),
+    ("what did the subagent find in the CI logs", "CI logs show the failures only on runners in UTC+13"),
+]
+
+
+def _base(n: int, *, sidechain: bool = False, agent: str | None = None) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "parentUuid": f"0000-{n - 1:04d}" if n else None, "isSidechain": sidechain, "userType": "external",
+        "cwd": CWD, "sessionId": SID, "version": "2.0.76", "gitBranch": "fix/login-flake",
+        "uuid": f"{'b' if sidechain else '0'}000-{n:04d}", "timestamp": (T0 + timedelta(seconds=7 * n)).isoformat()[:-6] + ".000Z",
+    }
+    if agent:
+        rec["agentId"] = agent
+    return rec
+
+
+def _user(n: int, content: Any, **kw: Any) -> dict[str, Any]:
+    return {**_base(n, sidechain=kw.pop("sidechain", False), agent=kw.pop("agent", None)), "type": "user",
+            "message": {"role": "user", "content": content}, **kw}
+
+
+def _assistant(n: int, block: dict[str, Any], msg_id: str, **kw: Any) -> dict[str, Any]:
+    return {**_base(n, sidechain=kw.pop("sidechain", False), agent=kw.pop("agent", None)), "type": "assistant",
+            "requestId": f"req_{msg_id}",
+            "message": {"model": "claude-opus-4-5-20251101", "id": msg_id, "type": "message", "role": "assistant",
+                        "content": [block], "stop_reason": None, "stop_sequence": None,
+                        "usage": {"input_tokens": 12, "output_tokens": 40}}, **kw}
+
+
+def _result(n: int, call: str, content: Any, *, error: bool = False, **kw: Any) -> dict[str, Any]:
+    return _user(n, [{"tool_use_id": call, "type": "tool_result", "content": content, "is_error": error}],
+                 toolUseResult={"stdout": content if isinstance(content, str) else "", "stderr": ""}, **kw)
+
+
+def _text(t: str) -> dict[str, Any]:
+    return {"type": "text", "text": t}
+
+
+def _tool(call: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call, "name": name, "input": args}
+
+
+def events() -> list[dict[str, Any]]:
+    """The main session file's events, in file order (the last one is written truncated)."""
+    return [
+        {"type": "summary", "summary": "Flaky login test fixed with a frozen clock", "leafUuid": "0000-0030"},
+        {"type": "file-history-snapshot", "messageId": "0000-0001", "isSnapshotUpdate": False,
+         "snapshot": {"messageId": "0000-0001", "trackedFileBackups": {}, "timestamp": "2026-11-20T09:00:00.000Z"}},
+        _user(1, "<command-message>init is analyzing your codebase…</command-message>\n"
+                 "<command-name>/init</command-name>\n<command-args>--quick</command-args>"),
+        _user(2, "<local-command-stdout>\x1b[1mCreated CLAUDE.md\x1b[22m \x1b[32m✓\x1b[39m</local-command-stdout>"),
+        _user(3, "Caveat: The messages below were generated by the user while running local commands.", isMeta=True),
+        _user(4, [_text("The login test is flaky on CI again, screenshot attached. Can you find out why?"),
+                  {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": _PNG}}]),
+        _assistant(5, {"type": "thinking", "thinking": "The user wants the login flake. Read the test first.",
+                       "signature": "EqQBCkYIBxgCKkD"}, "msg_01"),
+        _assistant(6, _text("I'll read the login test first."), "msg_01"),
+        _assistant(7, _tool("toolu_01", "Read", {"file_path": f"{CWD}/tests/test_login.py"}), "msg_01"),
+        _result(8, "toolu_01", _LOGIN_PY),
+        _assistant(9, _tool("toolu_02", "Bash", {"command": "pytest tests/test_login.py -x -q --count 20",
+                                                  "description": "Run the login test 20 times"}), "msg_02"),
+        _result(10, "toolu_02", "\x1b[31mFAILED\x1b[0m tests/test_login.py::test_login_redirects - assert 302 == 200\n"
+                                "1 failed, 19 passed in 3.1s", error=True),
+        _assistant(11, _text("I first tried retrying the test three times with pytest-rerunfailures, but that only "
+                             "hides the flake."), "msg_03"),
+        _assistant(12, _tool("toolu_03", "Task", {"description": "Search CI logs", "subagent_type": "general-purpose",
+                                                   "prompt": "Find when test_login_redirects fails in the CI logs"}),
+                   "msg_03"),
+        _result(13, "toolu_03", [_text("The CI logs show the failures only on runners in UTC+13, near midnight.")]),
+        _assistant(14, _tool("toolu_04", "mcp__rlm-memory__memory_search", {"query": "login flake cookie"}), "msg_04"),
+        _result(14 + 1, "toolu_04", [_text('[{"id": 12, "text": "The login test is flaky on CI again"}]')]),
+        _assistant(16, _text("Found it: the session cookie expired because the test clock and the server clock "
+                             "disagree near midnight in UTC+13."), "msg_05"),
+        _user(17, "Good. What should the cookie lifetime be?"),
+        _assistant(18, _text("We decided to keep the cookie lifetime at 30 minutes and freeze the clock with the "
+                             "frozen_clock fixture in the test instead."), "msg_06"),
+        _assistant(19, _tool("toolu_05", "Edit", {"file_path": f"{CWD}/tests/test_login.py",
+                                                   "old_string": "def test_login_redirects(client, clock):",
+                                                   "new_string": "def test_login_redirects(client, frozen_clock):"}),
+                   "msg_06"),
+        _result(20, "toolu_05", "The user doesn't want to proceed with this tool use. The tool use was rejected "
+                                "(eg. if it was a file edit, the new_string was NOT written to the file). STOP what "
+                                "you are doing and wait for the user to tell you how to proceed.", error=True),
+        _user(21, "[Request interrupted by user for tool use]"),
+        _user(22, "use the fixture from conftest, then go on"),
+        {**_base(23), "type": "system", "subtype": "compact_boundary", "content": "Conversation compacted",
+         "level": "info", "compactMetadata": {"trigger": "manual", "preTokens": 48211}},
+        _user(24, "This session is being continued from a previous conversation that ran out of context. "
+                  "Summary: the login test flake comes from the session cookie and the clock; the fix uses "
+                  "frozen_clock.", isCompactSummary=True, isVisibleInTranscriptOnly=True),
+        _assistant(25, _text("Applied the frozen_clock fixture; 200 runs pass. Still open: the logout test has "
+                             "the same race and needs the same fixture."), "msg_07"),
+        {**_base(26), "type": "system", "subtype": "stop_hook_summary", "hookCount": 1, "hookInfos": [],
+         "hookErrors": [], "preventedContinuation": False, "stopReason": "", "hasOutput": False, "level": "info"},
+        _user(27, "thanks, commit it"),
+    ]
+
+
+def subagent_events() -> list[dict[str, Any]]:
+    kw = {"sidechain": True, "agent": AGENT}
+    return [
+        _user(101, "Find when test_login_redirects fails in the CI logs", **kw),
+        _assistant(102, _tool("toolu_s1", "Grep", {"pattern": "test_login_redirects", "path": "ci-logs/"}), "msg_s1", **kw),
+        _result(103, "toolu_s1", "ci-logs/run-812.txt:FAILED tests/test_login.py::test_login_redirects", **kw),
+        _assistant(104, _text("The CI logs show the failures only on runners in UTC+13, near midnight."), "msg_s2", **kw),
+    ]
+
+
+_NOISE_FILES = ["tests/test_login.py", "tests/conftest.py", "app/session.py", "app/auth/cookies.py", "ci/flaky.yml"]
+
+
+def noise_events(count: int, start: int = 200) -> list[dict[str, Any]]:
+    """Tool traffic of the same session that uses the questions' words: file dumps, test runs, greps."""
+    out: list[dict[str, Any]] = []
+    for i in range(count):
+        n, f = start + 2 * i, _NOISE_FILES[i % len(_NOISE_FILES)]
+        kind = i % 3
+        if kind == 0:
+            call = _tool(f"toolu_n{i}", "Read", {"file_path": f"{CWD}/{f}"})
+            body = "\n".join([f"# {f}: login session cookie lifetime helpers, flaky test clock fixture {i}",
+                               "def frozen_clock(): return FrozenClock('2026-11-20T23:59:00+13:00')",
+                               "COOKIE_LIFETIME = timedelta(minutes=30)  # session cookie lifetime",
+                               "def test_logout_race(client): client.post('/logout')  # same race"] * 3)
+        elif kind == 1:
+            call = _tool(f"toolu_n{i}", "Bash", {"command": "pytest tests/test_login.py -x -q --count 50"})
+            body = (f"FAILED tests/test_login.py::test_login_redirects - session cookie expired (flaky, run {i})\n"
+                    "why: assert 302 == 200; the test clock fixture decided nothing; tried retrying three times\n"
+                    "CI logs: runners UTC+13 failures; still open: logout test race")
+        else:
+            call = _tool(f"toolu_n{i}", "Grep", {"pattern": "cookie|clock|flaky", "path": "."})
+            body = "\n".join(f"{f}:{k}: session cookie clock flaky login fixture lifetime" for k in range(12))
+        out.append(_assistant(n, call, f"msg_n{i}"))
+        out.append(_result(n + 1, f"toolu_n{i}", body))
+    return out
+
+
+def _lines(evs: list[dict[str, Any]]) -> list[str]:
+    return [json.dumps(e, ensure_ascii=False) for e in evs]
+
+
+def write_project(root: Path, *, truncated: bool = True, noise: int = 0) -> dict[str, Path]:
+    """The project tree; returns {"main": ..., "subagent": ...}. ``noise`` adds that many tool
+    call/result pairs (``noise_events``) to the main session."""
+    proj = root / "-home-dev-shop"
+    sub = proj / SID / "subagents"
+    sub.mkdir(parents=True, exist_ok=True)
+    main = proj / f"{SID}.jsonl"
+    evs = events()
+    lines = _lines(evs[:14] + noise_events(noise) + evs[14:])
+    body = "\n".join(lines) + "\n"
+    if truncated:  # a further event, cut off mid-string as a crash or a live write leaves it
+        body += _lines([_assistant(28, _text("Committed as 3f2a1c9 on fix/login-flake."), "msg_08")])[0][:90]
+    main.write_text(body, encoding="utf-8")
+    agent = sub / f"agent-{AGENT}.jsonl"
+    agent.write_text("\n".join(_lines(subagent_events())) + "\n", encoding="utf-8")
+    return {"main": main, "subagent": agent}
+
+
+def coding_session(n: int, *, session: str = SID) -> list[str]:
+    """``n`` events of a long session (prompt, text, tool call, file-dump result, in turn)."""
+    out = []
+    for i in range(n):
+        b = i % 4
+        if b == 0:
+            e = _user(i, f"Step {i}: please look at module_{i % 97}.py and tell me what handler {i} does.")
+        elif b == 1:
+            e = _assistant(i, _text(f"Handler {i} validates the order form and writes an audit row."), f"m{i}")
+        elif b == 2:
+            e = _assistant(i, _tool(f"t{i}", "Read", {"file_path": f"{CWD}/module_{i % 97}.py"}), f"m{i}")
+        else:
+            e = _result(i, f"t{i - 1}", "\n".join(f"    line {k}: x = compute({k}, {i})" for k in range(40)))
+        e["sessionId"] = session
+        out.append(json.dumps(e, ensure_ascii=False))
+    return out
