@@ -106,10 +106,16 @@ def _filled(path: Path, exact_max: int) -> MemoryManager:
     mem.archival.insert_many([f"chunk {i} on {words[i % 12]} and {words[(i * 3) % 12]}" for i in range(200)])
     mem.embed_pending()
     mem.close()  # reopened: a fresh process, whose Chroma is not open yet
-    return MemoryManager.open(path, embedder=HashEmbedder(), background_embed=False, exact_search_max=exact_max)
+    # Candidates deeper than the store: the hash embedder's many ties cannot make the two
+    # paths fuse different candidate sets.
+    return MemoryManager.open(path, embedder=HashEmbedder(), background_embed=False, exact_search_max=exact_max,
+                              fusion_depth=1000)
 
 
-def test_exact_search_from_sql_copies_ranks_as_chroma_does(tmp_path: Path) -> None:
+def test_exact_search_from_sql_copies_ranks_as_chroma_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import memory.vectors.index as index_mod
+
+    monkeypatch.setattr(index_mod, "EXACT_BUDGET_S", 1e9)  # the budget is tested at the end
     exact = _filled(tmp_path / "a", 50_000)
     chroma = _filled(tmp_path / "b", 0)
     try:
@@ -145,6 +151,7 @@ def test_exact_search_from_sql_copies_ranks_as_chroma_does(tmp_path: Path) -> No
         index = exact.recall_search.index
         assert index is not None
         index._collection = None
+        monkeypatch.setattr(index_mod, "EXACT_BUDGET_S", 1.5)
         index.exact_spent_s = 10.0
         exact.search_recall("zebra vault", k=3, mode="vector")
         assert index._collection is not None
@@ -248,3 +255,59 @@ def test_int8_without_the_onnx_package_says_what_to_install(monkeypatch: pytest.
     with pytest.raises(ConfigError, match=r"rlm-memory\[int8\]"):
         q.embed(["x"])
     assert not q.graph_path.exists() and q._fallback is None  # never fp32 vectors under the int8 name
+
+
+def test_filtered_exact_search_matches_chroma_and_odd_filters_go_to_chroma(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from memory.vectors.queue import where_sql
+
+    def filled(p: Path, exact_max: int) -> MemoryManager:
+        with MemoryManager.open(p, embedder=HashEmbedder(), background_embed=False) as mem:
+            mem.recall.append_many([{"content": f"vault note {i} zebra", "role": ("user", "assistant", "tool")[i % 3],
+                                     "session_id": f"s{i % 4}", "agent_id": ("a", "b")[i % 2]} for i in range(120)])
+            mem.embed_pending()
+        return MemoryManager.open(p, embedder=HashEmbedder(), background_embed=False,
+                                  exact_search_max=exact_max, fusion_depth=1000)
+
+    exact, chroma = filled(tmp_path / "a", 50_000), filled(tmp_path / "b", 0)
+    try:
+        since = datetime.now(UTC) - timedelta(days=1)
+        for kw in ({}, {"role": "assistant"}, {"agent_id": "b", "session_id": "s1"}, {"since": since}):
+            got = exact.search_recall("zebra vault", k=200, mode="vector", **kw)
+            want = chroma.search_recall("zebra vault", k=200, mode="vector", **kw)
+            # Exact finds everything Chroma's approximate filtered search finds (and at times
+            # one it misses).
+            assert {h.id for h in want} <= {h.id for h in got} and got, kw
+            assert all(all(getattr(h, f) == v for f, v in kw.items() if f != "since") for h in got)
+            assert all(h.role != "tool" for h in got) or kw.get("role") == "tool"
+        assert exact.recall_search.index._collection is None  # type: ignore[union-attr]
+    finally:
+        exact.close()
+        chroma.close()
+    cols = {"role": "role", "ts": "created_us / 1e6"}
+    assert where_sql({"$and": [{"role": {"$ne": "tool"}}, {"ts": {"$gte": 1.5}}]}, cols) == (
+        "(role <> :w0 AND created_us / 1e6 >= :w1)", {"w0": "tool", "w1": 1.5})
+    assert where_sql({"tag:x": True}, cols) is None  # not a column: Chroma answers
+    assert where_sql({"role": {"$in": ["a", "b"]}}, cols) is None
+    assert where_sql({"$or": []}, cols) is None
+
+
+def test_a_cold_hybrid_search_imports_neither_torch_nor_chromadb(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    with MemoryManager.open(store, background_embed=False) as mem:
+        mem.recall.append_many([{"content": "the deploy key lives in vault zebra"}, {"content": "lunch on Friday"}])
+        mem.archival.insert("our office dog is a beagle named Pixel")
+        mem.embed_pending()
+    code = (
+        "import sys, json, io\n"
+        "from agents.cli.main import main\n"
+        "out = io.StringIO()\n"
+        f"rc = main(['--store', {str(store)!r}, '--json', 'search', 'where is the deploy key?'], stdout=out)\n"
+        "hits = json.loads(out.getvalue())['results']\n"
+        "heavy = [m for m in ('torch', 'chromadb', 'sentence_transformers') if m in sys.modules]\n"
+        "print(rc, hits[0]['text'], heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "0 the deploy key lives in vault zebra []", out.stderr

@@ -157,7 +157,7 @@ class VectorIndex:
         self.rebuilt = False
         self.parts = False  # items may have several vectors (passages); see the module notes
         # Set by the queue: exact nearest items from the SQL copies, or None (ask Chroma).
-        self.exact: Callable[[Sequence[float], int], list[tuple[int, float]] | None] | None = None
+        self.exact: Callable[..., list[tuple[int, float]] | None] | None = None
         self.exact_spent_s = 0.0
         self._collection: Any = None
         self._mutex = threading.RLock()
@@ -282,9 +282,9 @@ class VectorIndex:
         # A fresh process answers from the SQL copies while that is cheaper than opening
         # Chroma: until Chroma is open anyway, or the exact queries have cost about as long
         # as opening it (a long-lived process then moves to the HNSW index).
-        if not where and self.exact is not None and self._collection is None and self.exact_spent_s < EXACT_BUDGET_S:
+        if self.exact is not None and self._collection is None and self.exact_spent_s < EXACT_BUDGET_S:
             t0 = time.perf_counter()
-            found = self.exact(vector, k)
+            found = self.exact(vector, k, where)
             self.exact_spent_s += time.perf_counter() - t0
             if found is not None:
                 return found

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ from sqlalchemy.engine import Connection
 from memory.db import Database, Migration, id_lists
 from memory.vectors.index import Meta, VectorIndex
 
-__all__ = ["EXACT_MAX", "MIGRATIONS", "QUEUE_TABLE", "VECTORS_TABLE", "EmbeddingQueue", "Progress", "QueueSource"]
+__all__ = ["EXACT_MAX", "MIGRATIONS", "QUEUE_TABLE", "VECTORS_TABLE", "EmbeddingQueue", "Progress", "QueueSource", "where_sql"]
 
 QUEUE_TABLE = "rlmem_embed_queue"
 VECTORS_TABLE = "rlmem_vectors"
@@ -89,6 +89,9 @@ class QueueSource:
     table: str
     where: str = ""
     split: Callable[[str], list[str]] | None = None
+    # Filter metadata key -> SQL expression over ``table``: lets exact search apply a
+    # Chroma ``where`` in SQL (keys not named here leave the query to Chroma).
+    columns: Mapping[str, str] | None = None
 
     def pieces(self, text: str) -> list[str]:
         """The texts one item is embedded as: its passages, or the text whole."""
@@ -119,7 +122,7 @@ class EmbeddingQueue:
         source.index.parts = source.split is not None
         source.index.rebuild = lambda: self.enqueue_all(tier, source.table, source.where)
         if self.exact_max > 0:
-            source.index.exact = lambda vector, k: self.nearest(tier, vector, k)
+            source.index.exact = lambda vector, k, where=None: self.nearest(tier, vector, k, where)
 
     def stale(self, tier: str) -> int:
         """How many items of ``tier`` have a vector copy made by another encoder than the
@@ -149,7 +152,9 @@ class EmbeddingQueue:
     def _stale_args(self, tier: str) -> dict[str, Any]:
         return {"t": tier, "m": self.sources[tier].model}
 
-    def nearest(self, tier: str, vector: Sequence[float], k: int) -> list[tuple[int, float]] | None:
+    def nearest(
+        self, tier: str, vector: Sequence[float], k: int, where: Mapping[str, Any] | None = None
+    ) -> list[tuple[int, float]] | None:
         """The exact ``k`` nearest items of ``tier`` from the SQL copies, best first (an item
         with passages: its best passage), or None when the copies cannot answer alone: the
         tier has more than ``exact_max`` items, or an item that is not queued has no copy
@@ -157,6 +162,12 @@ class EmbeddingQueue:
         src = self.sources[tier]
         q = np.asarray(vector, dtype=np.float32)
         cond = f" AND {src.where}" if src.where else ""
+        filt: tuple[str, dict[str, Any]] = ("", {})
+        if where:
+            got = where_sql(where, src.columns or {})
+            if got is None:
+                return None
+            filt = (f" AND {got[0]}", got[1])
         with self.db.read() as conn:
             n = int(conn.execute(text(f"SELECT COUNT(*) FROM {src.table} WHERE 1 = 1{cond}")).scalar() or 0)
             if n > self.exact_max:
@@ -174,8 +185,10 @@ class EmbeddingQueue:
             if uncovered:
                 return None
             rows = conn.execute(
-                text(f"SELECT item_id, vec FROM {VECTORS_TABLE} WHERE tier = :t AND model = :m"),
-                {"t": tier, "m": src.model},
+                text(f"SELECT v.item_id, v.vec FROM {VECTORS_TABLE} v"
+                     + (f" JOIN {src.table} ON {src.table}.id = v.item_id" if filt[0] else "")
+                     + f" WHERE v.tier = :t AND v.model = :m{filt[0]}"),
+                {"t": tier, "m": src.model, **filt[1]},
             ).all()
         ids = [int(r[0]) for r in rows if len(r[1]) and len(r[1]) % (4 * q.size) == 0]
         blobs = [bytes(r[1]) for r in rows if len(r[1]) and len(r[1]) % (4 * q.size) == 0]
@@ -423,3 +436,46 @@ class EmbeddingQueue:
                 if progress is not None:
                     progress(done, max(queued, done))
         return done
+
+
+_OPS = {"$eq": "=", "$ne": "<>", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def where_sql(where: Mapping[str, Any], columns: Mapping[str, str]) -> tuple[str, dict[str, Any]] | None:
+    """A Chroma ``where`` (keys, ``$and``/``$or``, comparison operators) as a SQL condition over
+    ``columns``, with its parameters; None when it uses anything else (Chroma answers it)."""
+    params: dict[str, Any] = {}
+
+    def cond(key: str, value: Any) -> str | None:
+        if key in ("$and", "$or"):
+            if not isinstance(value, list) or not value:
+                return None
+            parts = [clause(v) for v in value]
+            if any(p is None for p in parts):
+                return None
+            return "(" + (" AND " if key == "$and" else " OR ").join(p for p in parts if p) + ")"
+        col = columns.get(key)
+        if col is None:
+            return None
+        if isinstance(value, Mapping):
+            if len(value) != 1:
+                return None
+            op, value = next(iter(value.items()))
+        else:
+            op = "$eq"
+        if op not in _OPS or not isinstance(value, str | int | float | bool):
+            return None
+        name = f"w{len(params)}"
+        params[name] = value
+        return f"{col} {_OPS[op]} :{name}"
+
+    def clause(w: Any) -> str | None:
+        if not isinstance(w, Mapping) or not w:
+            return None
+        parts = [cond(str(k), v) for k, v in w.items()]
+        if any(p is None for p in parts):
+            return None
+        return parts[0] if len(parts) == 1 else "(" + " AND ".join(p for p in parts if p) + ")"
+
+    sql = clause(where)
+    return None if sql is None else (sql, params)
