@@ -40,6 +40,9 @@ variable                    meaning                                             
                             tier's default: 200 recall, 100 archival)
 ``RLMEM_EXACT_SEARCH_MAX``  up to this many items a tier answers unfiltered      ``50000``
                             vector queries exactly from SQL (0 = always Chroma)
+``RLMEM_ISOLATION``         sandbox of model code: ``kernel`` or ``process``    ``kernel``
+                            (process-only is weaker: docs/sandbox.md); a plain
+                            string here, read by whoever starts a sandbox
 ==========================  ==================================================  ============
 
 The TOML file uses the same names without the prefix, lower-case, at top level
@@ -89,6 +92,7 @@ class MemoryConfig:
     fusion: str = "convex"
     fusion_depth: int = 0
     exact_search_max: int = 50_000
+    isolation: str | None = None  # None: the sandbox's own default (kernel)
 
     @property
     def db_target(self) -> str:
@@ -186,6 +190,10 @@ def _coerce(cls: type, name: str, value: Any, origin: str) -> Any:
             raise ValueError("expected auto, onnx, onnx-int8, torch or hash")
         if name == "embed_device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", s.lower()):
             raise ValueError("expected auto, cpu, cuda or cuda:N")
+        if name == "isolation":
+            s = s.strip().lower()
+            if s not in ("kernel", "process"):
+                raise ValueError("expected kernel or process")
         return s
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{origin}: invalid value {value!r} for {name} ({exc})") from None
