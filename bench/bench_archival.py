@@ -37,7 +37,8 @@ from memory.archival.store import ArchivalStore  # noqa: E402
 from memory.db import Database  # noqa: E402
 from memory.text.chunking import chunk_text  # noqa: E402
 from memory.vectors.embeddings import HashEmbedder, SentenceTransformerEmbedder  # noqa: E402
-from memory.vectors.index import EmbeddingQueue, VectorIndex, make_chroma_client  # noqa: E402
+from memory.vectors.index import VectorIndex, make_chroma_client  # noqa: E402
+from memory.vectors.queue import EmbeddingQueue  # noqa: E402
 
 _SYL = ["ka", "lo", "mi", "ra", "te", "su", "no", "vi", "de", "pa", "ri", "to", "ma", "ne", "zu", "bo"]
 # A 20,000-word vocabulary drawn with Zipf frequencies, like natural text: a few words are

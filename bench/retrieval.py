@@ -16,10 +16,13 @@ Questions ending in ``_abs`` and questions with an empty gold set at a level are
 Usage::
 
     .venv/bin/python bench/retrieval.py [DATA.json(.gz)] [--limit N] [--all-turns] [--json OUT]
+        [--encoder torch|onnx|onnx-int8]
 
 Embeddings are cached on disk keyed by model and SHA-256 of the text
 (``--cache``, default ``~/.cache/rlm-memory/bench-embeddings.sqlite``), so only the first run
-pays for embedding every haystack; the output says how many came from the cache.
+pays for embedding every haystack; the output says how many came from the cache. The ONNX
+fp32 encoder shares the torch model's name (the same vectors), so compare it with
+``--no-cache``.
 """
 
 from __future__ import annotations
@@ -174,18 +177,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data", nargs="?", default=DEFAULT_DATA, help="LongMemEval-format JSON(.gz)")
     ap.add_argument("--limit", type=int, default=0, help="only the first N questions")
+    ap.add_argument("--stride", type=int, default=1, help="every STRIDE-th question (a spread subset)")
     ap.add_argument("--cache", default=str(Path.home() / ".cache/rlm-memory/bench-embeddings.sqlite"))
     ap.add_argument("--no-cache", action="store_true", help="embed everything afresh")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--threads", type=int, default=1, help="embedding threads")
+    ap.add_argument("--encoder", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                    help="sentence-transformers (torch), or the ONNX graph in fp32 or int8")
     ap.add_argument("--all-turns", action="store_true", help="index assistant turns too")
     ap.add_argument("--json", help="write the summary table here")
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
     records = [r for r in load(args.data) if not str(r["question_id"]).endswith("_abs")]
+    records = records[:: max(1, args.stride)]
     if args.limit:
         records = records[: args.limit]
-    base = SentenceTransformerEmbedder(threads=args.threads)
+    base: Any = SentenceTransformerEmbedder(threads=args.threads)
+    if args.encoder != "torch":
+        from memory.vectors.onnx import OnnxEmbedder
+
+        base = OnnxEmbedder(threads=args.threads, quantize=args.encoder == "onnx-int8")
     embedder: Any = base if args.no_cache else CachedEmbedder(base, args.cache)
     rows: list[tuple[str, dict[str, Any]]] = []
     totals: dict[str, float] = defaultdict(float)

@@ -27,6 +27,7 @@ __all__ = [
     "MemoryConfig",
     "MemoryManager",
     "Message",
+    "OnnxEmbedder",
     "RecallLog",
     "SearchHit",
     "SentenceTransformerEmbedder",
@@ -45,6 +46,7 @@ _WHERE = {
     "Embedder": "memory.vectors.embeddings",
     "HashEmbedder": "memory.vectors.embeddings",
     "SentenceTransformerEmbedder": "memory.vectors.embeddings",
+    "OnnxEmbedder": "memory.vectors.onnx",
     "CompiledContext": "memory.manager",
     "MemoryManager": "memory.manager",
     "MemoryConfig": "memory.config",
@@ -73,5 +75,6 @@ if TYPE_CHECKING:
         HashEmbedder,
         SentenceTransformerEmbedder,
     )
+    from memory.vectors.onnx import OnnxEmbedder
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

@@ -22,8 +22,13 @@ variable                    meaning                                             
 ``RLMEM_CHROMA_SSL``        use HTTPS for the Chroma server                     ``false``
 ``RLMEM_MODEL_PATH``        sentence-transformers model directory               packaged MiniLM
 ``RLMEM_EMBED_BATCH_SIZE``  texts per model call                                ``64``
-``RLMEM_EMBED_THREADS``     torch threads (0 = torch's default)                 ``1``
-``RLMEM_EMBED_DEVICE``      torch device                                        ``cpu``
+``RLMEM_EMBED_THREADS``     embedding threads (0 = the runtime's default)       ``1``
+``RLMEM_EMBED_BACKEND``     ``auto`` (onnxruntime when installed), ``onnx``,     ``auto``
+                            ``torch``: same vectors, see memory.vectors.onnx;
+                            ``onnx-int8``: faster, other vectors (re-embeds);
+                            ``hash``: a non-semantic test embedder
+``RLMEM_EMBED_DEVICE``      ``auto`` (a CUDA GPU when visible), ``cpu``,         ``auto``
+                            ``cuda``, ``cuda:N``
 ``RLMEM_EMBED_RECALL``      embed recall messages for semantic search           ``true``
 ``RLMEM_RECALL_PASSAGES``   embed a message sentence by sentence (best passage  ``true``
                             scores it); false: one vector per message
@@ -33,6 +38,8 @@ variable                    meaning                                             
 ``RLMEM_FUSION``            hybrid fusion: ``convex`` or ``rrf``                ``convex``
 ``RLMEM_FUSION_DEPTH``      candidates per method in hybrid search (0 = the     ``0``
                             tier's default: 200 recall, 100 archival)
+``RLMEM_EXACT_SEARCH_MAX``  up to this many items a tier answers unfiltered      ``50000``
+                            vector queries exactly from SQL (0 = always Chroma)
 ``RLMEM_ISOLATION``         sandbox of model code: ``kernel`` or ``process``    ``kernel``
                             (process-only is weaker: docs/sandbox.md); a plain
                             string here, read by whoever starts a sandbox
@@ -75,7 +82,8 @@ class MemoryConfig:
     model_path: Path | None = None
     embed_batch_size: int = 64
     embed_threads: int = 1
-    embed_device: str = "cpu"
+    embed_backend: str = "auto"
+    embed_device: str = "auto"
     embed_recall: bool = True
     recall_passages: bool = True
     background_embed: bool = True
@@ -83,6 +91,7 @@ class MemoryConfig:
     text_weight: float = 0.5
     fusion: str = "convex"
     fusion_depth: int = 0
+    exact_search_max: int = 50_000
     isolation: str | None = None  # None: the sandbox's own default (kernel)
 
     @property
@@ -162,7 +171,7 @@ def _coerce(cls: type, name: str, value: Any, origin: str) -> Any:
             if isinstance(value, bool):
                 raise ValueError("expected an integer")
             n = int(value)
-            if n < 0 or (name not in ("embed_threads", "fusion_depth") and n == 0):
+            if n < 0 or (name not in ("embed_threads", "fusion_depth", "exact_search_max") and n == 0):
                 raise ValueError("must be positive")
             return n
         if kind.startswith("float"):
@@ -177,6 +186,10 @@ def _coerce(cls: type, name: str, value: Any, origin: str) -> Any:
         s = str(value)
         if name == "fusion" and s not in ("convex", "rrf"):
             raise ValueError("expected convex or rrf")
+        if name == "embed_backend" and s.lower() not in ("auto", "onnx", "onnx-int8", "torch", "hash"):
+            raise ValueError("expected auto, onnx, onnx-int8, torch or hash")
+        if name == "embed_device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", s.lower()):
+            raise ValueError("expected auto, cpu, cuda or cuda:N")
         if name == "isolation":
             s = s.strip().lower()
             if s not in ("kernel", "process"):

@@ -39,8 +39,11 @@ from memory.recall.hybrid import RecallSearch
 from memory.recall.log import RecallLog
 from memory.text.query import estimate_tokens
 from memory.types import GrepHit, SearchHit, SessionHit
-from memory.vectors.embeddings import Embedder, SentenceTransformerEmbedder
-from memory.vectors.index import EmbeddingQueue, EmbeddingWorker, VectorIndex, make_chroma_client
+from memory.vectors.backends import make_embedder
+from memory.vectors.embeddings import Embedder
+from memory.vectors.index import VectorIndex, collection_name, make_chroma_client
+from memory.vectors.queue import EmbeddingQueue, Progress
+from memory.vectors.worker import EmbeddingWorker
 
 __all__ = ["CompiledContext", "MemoryManager"]
 
@@ -57,6 +60,14 @@ class CompiledContext:
     messages: list[dict[str, Any]] = field(default_factory=list)
     tokens: int = 0
     dropped: int = 0
+
+
+def _check_tiers(tiers: Sequence[str]) -> list[str]:
+    tiers = [tiers] if isinstance(tiers, str) else list(tiers)
+    bad = set(tiers) - {"recall", "archival"}
+    if bad or not tiers:
+        raise ValidationError(f"unknown tier {sorted(bad)[0] if bad else ''!r}: use recall and/or archival")
+    return tiers
 
 
 class _LazyChroma:
@@ -99,14 +110,15 @@ class MemoryManager:
         recall_fusion = replace(base, depth=config.fusion_depth or RECALL_DEPTH, combine="softmax")
         lock = None if config.chroma_host else config.chroma_path / ".rlmem-write.lock"
         self._chroma = _LazyChroma(config)
-        self.queue = EmbeddingQueue(db)
+        self.queue = EmbeddingQueue(db, exact_max=config.exact_search_max)
         self.recall = RecallLog(db)
         self.archival = ArchivalStore(
-            db, VectorIndex(self._chroma, "rlmem_archival", embedder, lock_path=lock), self.queue,
+            db, VectorIndex(self._chroma, collection_name("rlmem_archival", embedder), embedder, lock_path=lock),
+            self.queue,
             fusion=archival_fusion, embed_batch=max(config.embed_batch_size, 256),
         )
         self.recall_search = RecallSearch(
-            self.recall, VectorIndex(self._chroma, "rlmem_recall", embedder, lock_path=lock),
+            self.recall, VectorIndex(self._chroma, collection_name("rlmem_recall", embedder), embedder, lock_path=lock),
             self.queue, embed=config.embed_recall, passages=config.recall_passages, fusion=recall_fusion,
         )
         self._blocks: dict[str, Any] = {}
@@ -139,10 +151,7 @@ class MemoryManager:
             _private_file(cfg.dir / "memory.db")
         db = Database.open(cfg.db_target, busy_timeout_s=cfg.busy_timeout_s, read_only=read_only)
         if embedder is None:
-            embedder = SentenceTransformerEmbedder(
-                cfg.model_path, batch_size=cfg.embed_batch_size,
-                threads=cfg.embed_threads or None, device=cfg.embed_device,
-            )
+            embedder = make_embedder(cfg)
         try:
             return cls(cfg, db, embedder, agent_id=agent_id)
         except BaseException:
@@ -356,17 +365,46 @@ class MemoryManager:
     def pending(self) -> int:
         return self.queue.pending()
 
-    def embed_pending(self) -> int:
-        """Embed everything queued, now, in this thread; returns the number of items."""
-        return self.queue.drain(batch=max(self.config.embed_batch_size, 256))
+    def embed_pending(
+        self,
+        *,
+        tiers: Sequence[str] | None = None,
+        stop: threading.Event | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Embed what is queued (in ``tiers``, default all), now, in this thread, until done
+        or ``stop`` is set (seen between batches of about a second); ``progress(done,
+        total)`` follows each batch. Returns the number of items embedded."""
+        batch = max(self.config.embed_batch_size, 256)
+        for t in _check_tiers(tiers or ("recall", "archival")):
+            if t in self.queue.sources:
+                self.queue.enqueue_stale(t)
+        if tiers is None:
+            return self.queue.drain(batch=batch, stop=stop, progress=progress)
+        done = 0
+        for t in _check_tiers(tiers):
+            done += self.queue.drain(t, batch=batch, stop=stop, progress=progress)
+        return done
 
-    def reindex(self, *, reembed: bool = False) -> dict[str, int]:
-        """Rebuild both vector collections from SQL (from the vector copies of the current
-        embedder; ``reembed``: embed every row again)."""
-        return {
-            "recall": self.recall_search.reindex(reembed=reembed),
-            "archival": self.archival.reindex(reembed=reembed),
-        }
+    def reindex(
+        self,
+        *,
+        reembed: bool = False,
+        tiers: Sequence[str] = ("recall", "archival"),
+        stop: threading.Event | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, int]:
+        """Rebuild the tiers' vector collections from SQL (from the vector copies of the
+        current embedder; ``reembed``: embed every row again). Interrupted by ``stop``, the
+        rest stays queued and is embedded by the next drain."""
+        out: dict[str, int] = {}
+        for t in _check_tiers(tiers):
+            if t in self.queue.sources:
+                out[t] = self.queue.reindex(t, reembed=reembed, batch=max(self.config.embed_batch_size, 256),
+                                            stop=stop, progress=progress)
+            else:
+                out[t] = 0
+        return out
 
     def wait_embedded(self, timeout: float = 60.0) -> bool:
         """Wait until the background thread found the queue empty (or drain it here)."""

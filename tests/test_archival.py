@@ -21,7 +21,8 @@ from memory.archival.store import ArchivalStore
 from memory.db import Database
 from memory.errors import NotFoundError, QueryError, ValidationError
 from memory.vectors.embeddings import HashEmbedder
-from memory.vectors.index import EmbeddingQueue, VectorIndex, make_chroma_client
+from memory.vectors.index import VectorIndex, make_chroma_client
+from memory.vectors.queue import EmbeddingQueue
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -271,7 +272,8 @@ _CHILD = textwrap.dedent(
     from memory.archival.store import ArchivalStore
     from memory.db import Database
     from memory.vectors.embeddings import HashEmbedder
-    from memory.vectors.index import EmbeddingQueue, VectorIndex, make_chroma_client
+    from memory.vectors.index import VectorIndex, make_chroma_client
+    from memory.vectors.queue import EmbeddingQueue
 
     class SlowEmbedder(HashEmbedder):
         def embed(self, texts):

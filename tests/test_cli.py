@@ -66,9 +66,9 @@ def test_log_search_grep_sessions_stats(store: Path) -> None:
     m = js("log", "the deploy key lives in vault zebra", "--session", "ops")
     assert m["role"] == "user" and m["session_id"] == "ops"
     ok("log", "lunch with Marta on Friday (AND bring cake*)", "--role", "assistant")
-    hits = js("search", "vault", "--mode", "text")
+    hits = js("search", "vault", "--mode", "text")["results"]
     assert [h["id"] for h in hits] == [m["id"]] and hits[0]["tier"] == "recall"
-    assert isinstance(js("search", 'AND "unbalanced ( cake*', "--mode", "text", "--tier", "recall"), list)
+    assert isinstance(js("search", 'AND "unbalanced ( cake*', "--mode", "text", "--tier", "recall")["results"], list)
     assert "[vault]" in ok("search", "vault", "--mode", "text")
     assert [h["session_id"] for h in js("grep", "Mar.a", "--tier", "recall")] == ["default"]
     assert js("grep", "cake*", "-F")[0]["match"] == "cake*"
@@ -81,7 +81,7 @@ def test_log_search_grep_sessions_stats(store: Path) -> None:
     rc, _, err = run("search", "x", "--since", "last tuesday")
     assert rc == 2 and "--since" in err
     ok("log", "the vault zebra key rotates monthly", "--session", "ops")
-    sessions = js("search", "vault zebra", "--mode", "text", "--sessions")
+    sessions = js("search", "vault zebra", "--mode", "text", "--sessions")["results"]
     assert [s["session_id"] for s in sessions] == ["ops"] and len(sessions[0]["hits"]) == 2
     assert "[default/ops]" in ok("search", "vault zebra", "--mode", "text", "--sessions")
     rc, _, err = run("search", "vault", "--sessions", "--session", "ops")
@@ -113,7 +113,7 @@ def test_import_transcripts(store: Path, tmp_path: Path) -> None:
     res = js("import", str(chat), str(cc), "--agent", "me")
     assert [(r["format"], r["messages"]) for r in res] == [("jsonl", 2), ("claude-code", 1)]
     assert js("import", str(chat), "--agent", "me")[0]["already_present"] == 2
-    assert js("search", "Miso", "--mode", "text", "--agent", "me")[0]["role"] == "user"
+    assert js("search", "Miso", "--mode", "text", "--agent", "me")["results"][0]["role"] == "user"
     rc, _, err = run("import", str(tmp_path / "missing.jsonl"))
     assert rc == 2 and "missing.jsonl" in err
 
@@ -160,7 +160,7 @@ def test_ingest_and_hybrid_search_with_the_real_model(store: Path, tmp_path: Pat
     (docs / "deploy.txt").write_text("Deployments happen on Tuesdays after the standup.\n", encoding="utf-8")
     summary = js("ingest", str(docs), "--tag", "handbook")
     assert summary["files"] == 2 and summary["chunks"] >= 2
-    hits = js("search", "our office dog", "--tier", "archival", "-k", "1")
+    hits = js("search", "our office dog", "--tier", "archival", "-k", "1")["results"]
     assert hits[0]["source"].endswith("pets.md")
     assert js("reindex", "--tier", "archival")["reindexed"]["archival"] >= 2
     assert js("reindex", "--reembed")["reindexed"]["archival"] >= 2
@@ -265,7 +265,7 @@ def test_init_with_a_postgres_url(tmp_path: Path, pg_url: str, monkeypatch: pyte
     ok("init", str(store), "--database-url", pg_url)
     assert 'database_url = "' in (store / "rlmem.toml").read_text()
     ok("--store", str(store), "log", "kept in postgres")
-    assert js("--store", str(store), "search", "postgres", "--mode", "text")[0]["text"] == "kept in postgres"
+    assert js("--store", str(store), "search", "postgres", "--mode", "text")["results"][0]["text"] == "kept in postgres"
     assert not (store / "memory.db").exists()
     rc, _, err = run("init", str(store), "--database-url", pg_url)
     assert rc == 2 and "rlmem.toml" in err

@@ -279,7 +279,12 @@ def test_damaged_hnsw_files_are_rebuilt_from_sql_on_the_first_write(
 
 
 def test_a_search_on_damaged_files_answers_and_queues_the_rebuild(tmp_path: Path) -> None:
-    with open_mem(_damaged_store(tmp_path / "m")) as mem:
+    # A small store answers unfiltered vector queries from the SQL copies, without Chroma:
+    # its search does not even see the damage.
+    with open_mem(_damaged_store(tmp_path / "x")) as mem:
+        top = mem.archival.search("chunk 42 about subject 8", k=1, mode="vector")[0]
+        assert top.score > 0.999 and mem.archival.pending() == 0
+    with open_mem(_damaged_store(tmp_path / "m"), exact_search_max=0) as mem:  # Chroma answers
         hits = mem.archival.search("chunk 42 about subject 8", k=3)  # hybrid: text still finds it
         assert hits[0].text == "chunk 42 about subject 8"
         assert mem.archival.pending() == 1200

@@ -9,6 +9,9 @@ Rules this module keeps:
 * Nothing heavy is imported here: the memory manager is imported when a command opens the
   store, so ``rlmem --help`` and text-only commands start fast. Commands that do not embed
   open the store with the background embedder off: torch loads only when a command embeds.
+* Embedding in a command happens in the foreground, with a progress line
+  (``embed_queued``; rules in ``agents.cli.progress``), never in a background thread that
+  the end of the command would have to cut short.
 * ``--json`` prints one JSON document on stdout (JSON lines for streams); without it, output
   is for people. Errors always go to stderr.
 """
@@ -18,11 +21,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from agents.cli.progress import StopSignals, run_embedding
 from memory.errors import ConfigError, NotFoundError
 from memory.ops.values import jsonable
 
@@ -66,6 +70,8 @@ class CliContext:
     err: TextIO = field(default_factory=lambda: sys.stderr)
     lm: LM | None = None  # a model passed in by a caller (tests, embedding programs)
     sub_lm: LM | None = None
+    quiet: bool = False
+    signals: StopSignals = field(default_factory=StopSignals)
     _memory: MemoryManager | None = None
 
     @property
@@ -92,6 +98,20 @@ class CliContext:
 
         self._memory = MemoryManager.open(path, background_embed=None if embed else False, read_only=read_only)
         return self._memory
+
+    @property
+    def show_progress(self) -> bool:
+        """Progress lines only for a person at a terminal (not with --quiet or --json)."""
+        return not (self.quiet or self.json) and bool(getattr(self.err, "isatty", lambda: False)())
+
+    def embed_queued(self, mem: MemoryManager, tiers: Sequence[str] | None = None,
+                     label: str = "embedding", unit: str = "items") -> int:
+        """Embed what is queued in ``tiers`` now, with progress; a signal stops it between
+        batches (the rest stays queued) and ends the command with 130 or 143."""
+        return int(run_embedding(
+            lambda stop, progress: mem.embed_pending(tiers=tiers, stop=stop, progress=progress),
+            signals=self.signals, err=self.err, label=label, unit=unit, show=self.show_progress,
+        ))
 
     def close(self) -> None:
         if self._memory is not None:

@@ -8,7 +8,8 @@ Rules this module keeps:
   runs (see ``agents.cli.common``), so ``rlmem search --mode text`` never loads torch.
 * Errors from the ``memory.errors`` hierarchy print one line on stderr that says what to do,
   and exit with status 2 (the caller's input or setup) or 1 (the store or the model failed);
-  Ctrl-C exits with 130. Tracebacks appear only with ``RLMEM_DEBUG=1``.
+  Ctrl-C exits with 130 and SIGTERM with 143, embedding stopped between batches first
+  (``agents.cli.progress``). Tracebacks appear only with ``RLMEM_DEBUG=1``.
 * Files and directories ``rlmem`` creates are owner-only (umask 077): memory is private.
 * ``main(argv, lm=...)`` takes a model object for ``ask`` and ``chat``, so programs and tests
   drive the command without an API key.
@@ -31,6 +32,7 @@ from agents.cli import token as cli_token
 from agents.cli.common import CliContext, default_store_dir
 from agents.cli.memory import ROLES, TIERS
 from agents.cli.memory import op_default as _d
+from agents.cli.progress import Terminated
 from memory.errors import LMError, MissingAPIKeyError, RlmMemoryError, UserError
 
 if TYPE_CHECKING:
@@ -51,6 +53,8 @@ def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
                    help="memory store directory (default: $RLMEM_STORE or the default location)")
     p.add_argument("--json", action="store_true", default=json_default,
                    help="print JSON for scripts instead of text")
+    p.add_argument("-q", "--quiet", action="store_true", default=json_default,
+                   help="no progress lines or notes on stderr (errors still go there)")
     return p
 
 
@@ -97,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ingest files with this extension (repeatable, e.g. --ext .org; default: common text and code)")
     p.add_argument("--follow-symlinks", action="store_true",
                    help="follow symbolic links that lead out of a folder (default: skip and report them)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress line (as --quiet)")
 
     p = cmd("import", "import chat transcripts into the recall log (exactly once, however often)")
     p.add_argument("files", nargs="+", metavar="PATH",
@@ -106,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="transcript format (default: detected from the file)")
     p.add_argument("--agent", default="default", help="agent id to file the messages under")
     p.add_argument("--session", default=None, help="put every message in this session")
+    p.add_argument("--no-embed", action="store_true",
+                   help="only store the messages; embedding waits for a later command")
 
     p = cmd("log", "append a message to the recall log")
     p.add_argument("text", help="message text ('-' reads standard input)")
@@ -121,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=_d("search", "k"), help="number of results (default: %(default)s)")
     p.add_argument("--sessions", action="store_true",
                    help="rank whole conversation sessions of the recall log, not single messages")
-    p.add_argument("--no-wait", action="store_true",
-                   help="search now, without embedding what is still queued (found by text only)")
+    p.add_argument("--wait", action="store_true",
+                   help="embed what is still queued first, with progress (default: search now; "
+                        "queued items are found by full text only, and their count is reported)")
+    p.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)  # the default now
     _filters(p)
 
     p = cmd("grep", "regular-expression search over memory")
@@ -294,15 +302,20 @@ def _run(argv: Sequence[str] | None, *, lm: LM | None, sub_lm: LM | None, stdout
     parser = build_parser()
     args = parser.parse_args(argv)
     ctx = CliContext(store_arg=getattr(args, "store", None), json=bool(getattr(args, "json", False)),
-                     out=stdout or sys.stdout, err=stderr or sys.stderr, lm=lm, sub_lm=sub_lm)
+                     out=stdout or sys.stdout, err=stderr or sys.stderr, lm=lm, sub_lm=sub_lm,
+                     quiet=bool(getattr(args, "quiet", False)))
     if not args.command:
         parser.print_help(ctx.out)
         return 0
+    ctx.signals.install()
     try:
         return int(_COMMANDS[args.command](ctx, args) or 0)
     except KeyboardInterrupt:
-        ctx.warn("interrupted")
+        ctx.warn("interrupted (what was not embedded yet stays queued)")
         return 130
+    except Terminated:
+        ctx.warn("terminated (what was not embedded yet stays queued)")
+        return 143
     except RlmMemoryError as exc:
         if os.environ.get("RLMEM_DEBUG"):
             raise
@@ -316,7 +329,10 @@ def _run(argv: Sequence[str] | None, *, lm: LM | None, sub_lm: LM | None, stdout
     except BrokenPipeError:  # `rlmem search ... | head` closed the pipe: not an error
         return 0
     finally:
-        ctx.close()
+        try:
+            ctx.close()
+        finally:
+            ctx.signals.restore()
 
 
 if __name__ == "__main__":  # pragma: no cover

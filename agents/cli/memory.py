@@ -12,6 +12,9 @@ Rules this module keeps:
 * ``ingest`` names every file it skipped for a reason (on stderr) and exits 1 when there was
   one; the rest of the files are ingested all the same.
 * Every command has a ``--json`` form that prints the same facts as data.
+* Commands that embed (``ingest``, ``import``, ``reindex``, ``search --wait``) do it in the
+  foreground with progress, stoppable between batches; a search never waits for a backlog
+  unless asked, and reports how many items are still pending (``pending_embeddings``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.cli.common import CliContext
+from agents.cli.progress import run_embedding
 from memory.errors import NotFoundError, ValidationError
 from memory.ops.values import jsonable
 from memory.types import ROLES
@@ -183,15 +187,14 @@ def _print_tree(ctx: CliContext, data: Any, indent: str) -> None:
 
 
 def cmd_reindex(ctx: CliContext, args: argparse.Namespace) -> int:
-    mem = ctx.open_memory(embed=True)
+    mem = ctx.open_memory()
     tiers = ("recall", "archival") if args.tier == "all" else (args.tier,)
-    if tiers == ("recall",):
-        result: Any = {"recall": mem.recall_search.reindex(reembed=args.reembed)}
-    elif tiers == ("archival",):
-        result = {"archival": mem.archival.reindex(reembed=args.reembed)}
-    else:
-        result = mem.reindex(reembed=args.reembed)
-    ctx.emit({"reindexed": jsonable(result)}, f"reindexed: {jsonable(result)}")
+    result = run_embedding(
+        lambda stop, progress: mem.reindex(reembed=args.reembed, tiers=tiers, stop=stop, progress=progress),
+        signals=ctx.signals, err=ctx.err, label="reindexing", unit="items", show=ctx.show_progress,
+    )
+    ctx.emit({"reindexed": jsonable(result)},
+             "reindexed: " + ", ".join(f"{tier} {n:,}" for tier, n in result.items()))
     return 0
 
 
@@ -210,8 +213,8 @@ def cmd_ingest(ctx: CliContext, args: argparse.Namespace) -> int:
     for p in args.paths:
         if not Path(p).expanduser().exists():
             raise NotFoundError(f"no such file or directory: {p}")
-    mem = ctx.open_memory(embed=True)
-    kw: dict[str, Any] = {"progress": not (args.no_progress or ctx.json)}
+    mem = ctx.open_memory()
+    kw: dict[str, Any] = {}
     if args.chunk_tokens is not None:
         kw["chunk_tokens"] = args.chunk_tokens
     if args.overlap is not None:
@@ -220,8 +223,13 @@ def cmd_ingest(ctx: CliContext, args: argparse.Namespace) -> int:
         kw["tags"] = list(args.tags)
     if args.exts:
         kw["exts"] = list(args.exts)
-    summary = mem.archival.ingest([Path(p).expanduser() for p in args.paths],
-                                  follow_symlinks=args.follow_symlinks, **kw)
+    paths = [Path(p).expanduser() for p in args.paths]
+    summary = run_embedding(
+        lambda stop, progress: mem.archival.ingest(paths, progress=progress, stop=stop,
+                                                   follow_symlinks=args.follow_symlinks, **kw),
+        signals=ctx.signals, err=ctx.err, label="embedding", unit="chunks",
+        show=ctx.show_progress and not args.no_progress,
+    )
     data = jsonable(summary)
 
     def human() -> None:
@@ -241,6 +249,8 @@ def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
     mem = ctx.open_memory()
     results = import_paths(mem, args.files, format=args.format, agent_id=args.agent, session_id=args.session)
     refused = [r for r in results if r.error]
+    if not args.no_embed:
+        ctx.embed_queued(mem, ["recall"], label="embedding", unit="messages")
 
     def human() -> None:
         for r in results:
@@ -267,13 +277,11 @@ def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
 
 def cmd_search(ctx: CliContext, args: argparse.Namespace) -> int:
     _check("search", {"query": args.query, "k": args.k, **_filters(args)})  # before any wait
-    mem = ctx.open_memory(embed=args.mode != "text", read_only=args.mode == "text")
-    if args.mode != "text" and not args.no_wait and (queued := mem.pending()):
-        # A one-shot command: messages logged just before must be found by meaning too.
-        ctx.warn(f"embedding {queued} queued item(s) first (--no-wait skips this)")
-        mem.wait_embedded(timeout=3600)
+    mem = ctx.open_memory(read_only=args.mode == "text")
+    tiers = ("recall", "archival") if args.tier == "all" else (args.tier,)
+    pending = _pending_note(ctx, mem, args, ("recall",) if args.sessions else tiers)
     if args.sessions:
-        return _search_sessions(ctx, mem, args)
+        return _search_sessions(ctx, mem, args, pending)
     hits = _run(mem, args, "search", {"query": args.query, "k": args.k, "tier": args.tier,
                                       "mode": args.mode, **_filters(args)})
 
@@ -286,12 +294,31 @@ def cmd_search(ctx: CliContext, args: argparse.Namespace) -> int:
             ctx.print(f"[{h.tier} {h.id}] {h.score:.3g} {_time(h.created_at)} {where}")
             ctx.print(f"    {_one_line(h.snippet or h.text)}")
 
-    ctx.emit([h.to_dict() for h in hits], human)
+    ctx.emit({"results": [h.to_dict() for h in hits], "pending_embeddings": pending}, human)
     return 0
 
 
-def _search_sessions(ctx: CliContext, mem: Any, args: argparse.Namespace) -> int:
-    if args.session or args.tier == "archival":
+def _pending_note(ctx: CliContext, mem: Any, args: argparse.Namespace, tiers: tuple[str, ...]) -> int:
+    """How many items of ``tiers`` still wait for a vector. A search never waits for them
+    unless ``--wait``: it answers now, and they are found by full text meanwhile."""
+    if args.mode == "text":
+        return 0
+    q = mem.queue
+    # Queued, or embedded by another encoder than the store's current one (re-embedded next).
+    count = lambda: sum(q.pending(t) + q.stale(t) for t in tiers if t in q.sources)  # noqa: E731
+    pending = count()
+    if pending and args.wait:
+        ctx.embed_queued(mem, tiers, label="embedding before the search")
+        pending = count()
+    if pending and not (ctx.quiet or ctx.json):
+        ctx.warn(f"{pending:,} item(s) are not embedded yet: found by full text only "
+                 "(`rlmem search --wait` embeds them first; `rlmem reindex` in the background)")
+    return pending
+
+
+def _search_sessions(ctx: CliContext, mem: Any, args: argparse.Namespace, pending: int) -> int:
+    filters = _filters(args)
+    if "session_id" in filters or args.tier == "archival":
         raise ValidationError("--sessions ranks recall sessions: drop --session and --tier archival")
     checked = _check("search", {"query": args.query, "k": args.k, **_filters(args)})
     checked.pop("session_id", None)
@@ -305,7 +332,7 @@ def _search_sessions(ctx: CliContext, mem: Any, args: argparse.Namespace) -> int
             for h in s.hits:
                 ctx.print(f"    [{h.id}] {_time(h.created_at)} {h.role}: {_one_line(h.snippet or h.text)}")
 
-    ctx.emit([s.to_dict() for s in sessions], human)
+    ctx.emit({"results": [s.to_dict() for s in sessions], "pending_embeddings": pending}, human)
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -47,7 +48,8 @@ from memory.text.chunking import DEFAULT_EXTS, chunk_text
 from memory.text.files import read_text, walk_files
 from memory.text.query import check_row_id, check_text, to_us
 from memory.types import GrepHit, SearchHit
-from memory.vectors.index import EmbeddingQueue, Meta, QueueSource, VectorIndex
+from memory.vectors.index import Meta, VectorIndex
+from memory.vectors.queue import EmbeddingQueue, Progress, QueueSource
 
 __all__ = ["TIER", "ArchivalStore", "Chunk", "IngestSummary"]
 
@@ -157,13 +159,18 @@ class ArchivalStore:
         *,
         chunk_tokens: int = 256,
         overlap: int = 32,
-        progress: bool = True,
+        progress: bool | Progress = True,
         exts: Iterable[str] | None = None,
         tags: Iterable[str] = (),
         embed: bool = True,
         follow_symlinks: bool = False,
+        stop: threading.Event | None = None,
     ) -> IngestSummary:
-        """Chunk and store files and directories; embeds as it goes unless ``embed=False``.
+        """Chunk and store files and directories, then embed what is queued unless
+        ``embed=False``. Every chunk is stored (durable, found by full text) before the
+        first is embedded; ``stop`` ends the embedding between batches, the rest stays
+        queued. ``progress``: True draws a bar of chunks embedded on stderr, a callable gets
+        ``(done, total)`` after each batch.
 
         It stays inside what it is given (see ``memory.text.files``): links leaving a folder
         (unless ``follow_symlinks``), special, binary and badly named files are skipped and
@@ -177,11 +184,6 @@ class ArchivalStore:
         n_files = n_chunks = dups = 0
         skipped = len(found) - len(files)
         seen: set[str] = set()
-        bar: Any = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(files), unit="file", desc="ingest", leave=False)
         pending: list[dict[str, Any]] = []
 
         def flush() -> None:
@@ -192,12 +194,8 @@ class ArchivalStore:
                 self._insert_rows(conn, pending)
             n_chunks += len(pending)
             pending.clear()
-            if embed and self.index is not None:
-                self.queue.drain(TIER, batch=self.embed_batch)
 
         for path in files:
-            if bar is not None:
-                bar.update(1)
             body, why = read_text(path)
             try:
                 if body is None:
@@ -224,12 +222,34 @@ class ArchivalStore:
             for h, item in items:
                 seen.add(h)
                 pending.append(item)
-            if len(pending) >= self.embed_batch:
+            if len(pending) >= 2000:
                 flush()
         flush()
-        if bar is not None:
-            bar.close()
+        if embed and self.index is not None:
+            self._embed_with_progress(progress, stop)
         return IngestSummary(n_files, n_chunks, skipped, dups, time.perf_counter() - t0, tuple(problems))
+
+    def _embed_with_progress(self, progress: bool | Progress, stop: threading.Event | None) -> None:
+        if not callable(progress):
+            bar: Any = None
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=0, unit="chunk", desc="embedding", leave=False)
+
+            def progress(done: int, total: int) -> None:
+                if bar is not None:
+                    bar.total = total
+                    bar.n = done
+                    bar.refresh()
+
+            try:
+                self.queue.drain(TIER, batch=self.embed_batch, stop=stop, progress=progress)
+            finally:
+                if bar is not None:
+                    bar.close()
+            return
+        self.queue.drain(TIER, batch=self.embed_batch, stop=stop, progress=progress)
 
     def _known_hashes(self, hashes: Sequence[str]) -> set[str]:
         out: set[str] = set()

@@ -32,7 +32,8 @@ from memory.text.fts import make_snippet, snippet_pattern
 from memory.text.query import build_filters, check_text, to_us
 from memory.text.temporal import parse_relative, time_prior
 from memory.types import Message, SearchHit, SessionHit
-from memory.vectors.index import EmbeddingQueue, Meta, QueueSource, VectorIndex
+from memory.vectors.index import Meta, VectorIndex
+from memory.vectors.queue import EmbeddingQueue, QueueSource
 
 __all__ = ["TIER", "RecallSearch"]
 
@@ -60,7 +61,8 @@ class RecallSearch:
             # A message is embedded sentence by sentence and scored by its best passage
             # (docs/benchmarks.md: turn-level MRR 0.73 -> 0.79 on LongMemEval).
             split = chunking.passages if passages else None
-            queue.register(TIER, QueueSource(self.index, self._load, TABLE, "content <> ''", split))
+            queue.register(TIER, QueueSource(self.index, self._load, TABLE, "content <> ''", split,
+                                             columns=_COLUMNS))
             recall.add_append_hook(self._on_append)
         recall.add_forget_hook(self._on_forget)
 
@@ -236,6 +238,10 @@ class RecallSearch:
         ]
         rescored.sort(key=lambda x: (-x[1], x[0]))
         return rescored[offset : offset + k]
+
+
+# The filter metadata of a message's vectors, as columns of the log (see ``_load``).
+_COLUMNS = {"agent_id": "agent_id", "session_id": "session_id", "role": "role", "ts": "created_us / 1e6"}
 
 
 def _where(filters: dict[str, Any]) -> dict[str, Any] | None:

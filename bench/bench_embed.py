@@ -1,0 +1,234 @@
+"""Embedding at the user's scale: cold ``rlmem search`` and embedding throughput, as ratios.
+
+Usage::
+
+    .venv/bin/python bench/bench_embed.py cold [--runs 11] [--messages 5000] [--chunks 2000] [--old DIR]
+    .venv/bin/python bench/bench_embed.py throughput [--chunks 1000] [--turns 2000] [--rounds 2]
+
+``cold``: builds a store (``--messages`` recall messages, ``--chunks`` archival chunks, all
+embedded; the vectors are written by a hash embedder under the real model's name, which
+makes building fast and changes nothing a search does), then runs each command in a fresh
+process ``--runs`` times, alternating commands so machine load hits them alike: ``python -c
+pass``, bare sentence-transformers load + encode of one query, ``rlmem search`` in text,
+vector and hybrid mode, and the same three with the code of ``--old`` (a checkout of the code
+before this change; default: a ``git worktree`` of ``main``'s merge base, made in a
+temporary directory). Prints p50/p95 and the ratio to ``python -c pass``.
+
+``throughput``: ``--chunks`` archival chunks (256-token chunks cut from the LongMemEval dev
+haystacks, real text) and ``--turns`` user turns of the same haystacks split into recall
+passages, embedded by bare ``SentenceTransformer.encode`` (batch 64, 1 thread) and by each
+ONNX encoder (1 thread), alternating ``--rounds`` times; items per second and the ratio to
+bare encode. Then a full ``ArchivalStore.ingest`` of the chunks (SQL, ONNX, Chroma) against
+the bare encode of the same chunks. Larger sizes: the rate is flat in the size (batches are
+independent), so 10K and 100K are extrapolated from the measured sample, and said so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+DATA = "/work/shared/data/longmemeval_s_dev100.json.gz"
+
+
+class _Named:
+    """Hash vectors under the real model's name: a store that looks embedded by MiniLM."""
+
+    def __init__(self, name: str) -> None:
+        from memory.vectors.embeddings import HashEmbedder
+
+        self._h = HashEmbedder(384)
+        self.name = name
+        self.dim = 384
+
+    def embed(self, texts: Any) -> list[list[float]]:
+        return self._h.embed(texts)
+
+
+def _haystack_texts() -> list[str]:
+    with gzip.open(DATA, "rt", encoding="utf-8") as fh:
+        data = json.load(fh)
+    out: list[str] = []
+    for rec in data:
+        for sess in rec["haystack_sessions"]:
+            out.extend(t["content"] for t in sess if t["role"] == "user" and t["content"].strip())
+    return out
+
+
+def _build_store(path: Path, messages: int, chunks: int) -> None:
+    from memory.manager import MemoryManager
+    from memory.vectors.onnx import OnnxEmbedder
+
+    mem = MemoryManager.open(path, embedder=_Named(OnnxEmbedder().name), background_embed=False)
+    try:
+        texts = _haystack_texts()
+        if mem.recall.count() < messages:
+            rows = [{"content": texts[i % len(texts)], "session_id": f"s{i // 20}"} for i in range(messages)]
+            for i in range(0, len(rows), 2000):
+                mem.recall.append_many(rows[i : i + 2000])
+        if mem.archival.count() < chunks:
+            mem.archival.insert_many([f"{texts[(i * 7) % len(texts)]} (chunk {i})" for i in range(chunks)])
+        mem.embed_pending()
+    finally:
+        mem.close()
+
+
+def _old_tree(arg: str | None) -> tuple[Path, Any]:
+    if arg:
+        return Path(arg), None
+    tmp = tempfile.TemporaryDirectory(prefix="rlmem-old-")
+    base = subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    # The merge base with main is the code before this change only until main takes it in;
+    # pass --old with a checkout of the older code then.
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", tmp.name, base],
+                   capture_output=True, check=True)
+    return Path(tmp.name), tmp
+
+
+def _time(cmd: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
+    return elapsed
+
+
+def _p(ts: list[float], q: float) -> float:
+    ts = sorted(ts)
+    return ts[min(len(ts) - 1, round(q * (len(ts) - 1)))]
+
+
+def cold(args: argparse.Namespace) -> None:
+    from memory.vectors.embeddings import default_model_path
+
+    tmp = tempfile.TemporaryDirectory(prefix="rlmem-bench-")
+    store = Path(args.store) if args.store else Path(tmp.name) / "store"
+    _build_store(store, args.messages, args.chunks)
+    old, old_tmp = _old_tree(args.old)
+    py = sys.executable
+    new_env = {**os.environ, "PYTHONPATH": str(ROOT), "RLMEM_STORE": str(store)}
+    old_env = {**new_env, "PYTHONPATH": str(old)}
+    q = "what did I say about my new job and the commute?"
+    bare = ("from sentence_transformers import SentenceTransformer as S; import torch; torch.set_num_threads(1); "
+            f"S({str(default_model_path())!r}, device='cpu', local_files_only=True).encode([{q!r}])")
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {
+        "python -c pass (baseline)": ([py, "-c", "pass"], new_env),
+        "bare sentence-transformers load+encode": ([py, "-c", bare], new_env),
+    }
+    for who, env in (("new", new_env), ("old", old_env)):
+        for mode in ("text", "vector", "hybrid"):
+            commands[f"rlmem search --mode {mode} ({who})"] = (
+                [py, "-m", "agents.cli.main", "search", q, "--mode", mode], env)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for cmd, env in commands.values():  # warm-up: page cache, .pyc files, the ONNX export
+        _time(cmd, env)
+    for _ in range(args.runs):
+        for name, (cmd, env) in commands.items():
+            times[name].append(_time(cmd, env))
+    base = statistics.median(times["python -c pass (baseline)"])
+    print(f"store: {args.messages} messages + {args.chunks} chunks, {args.runs} runs each, "
+          f"cpu count {os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}; old code: {old}")
+    print(f"{'command':42} {'p50 s':>7} {'p95 s':>7} {'x pass':>7}")
+    for name, ts in times.items():
+        print(f"{name:42} {statistics.median(ts):7.3f} {_p(ts, 0.95):7.3f} {statistics.median(ts) / base:7.1f}")
+    for mode in ("text", "vector", "hybrid"):
+        n, o = (statistics.median(times[f"rlmem search --mode {mode} ({w})"]) for w in ("new", "old"))
+        print(f"{mode}: old / new p50 = {o / n:.2f}x")
+    if old_tmp is not None:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
+        old_tmp.cleanup()
+    tmp.cleanup()
+
+
+def _rate(fn: Any, texts: list[str]) -> float:
+    t0 = time.perf_counter()
+    fn(texts)
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def throughput(args: argparse.Namespace) -> None:
+    from memory.text.chunking import chunk_text, passages
+    from memory.vectors.embeddings import SentenceTransformerEmbedder
+    from memory.vectors.onnx import OnnxEmbedder
+
+    texts = _haystack_texts()
+    body = "\n\n".join(texts[: args.chunks * 6])
+    chunks = [c.text for c in chunk_text(body, chunk_tokens=256, overlap=32) if c.text][: args.chunks]
+    turns = [p for t in texts[: args.turns] for p in passages(t)]
+    st = SentenceTransformerEmbedder(threads=1, batch_size=64)
+    encoders: dict[str, Any] = {"bare SentenceTransformer.encode": lambda xs: st.model.encode(
+        xs, batch_size=64, normalize_embeddings=True, show_progress_bar=False)}
+    onnx = OnnxEmbedder(threads=1)
+    encoders["onnx fp32 (length-sorted batches of 32)"] = onnx.embed_array
+    for b in (8, 64):
+        e = OnnxEmbedder(threads=1, batch_size=b)
+        encoders[f"onnx fp32 (batches of {b})"] = e.embed_array
+    try:
+        from memory.vectors.onnx import int8_graph
+
+        i8 = OnnxEmbedder(threads=1, graph=int8_graph(onnx))
+        encoders["onnx int8 (dynamic, per channel)"] = i8.embed_array
+    except Exception as exc:  # needs the onnx package
+        print(f"(int8 not measured: {exc})")
+    for fn in encoders.values():
+        fn(["warm up"])
+    for label, items in (("archival chunks (256 tokens)", chunks), ("recall passages", turns)):
+        rates: dict[str, list[float]] = {k: [] for k in encoders}
+        for _ in range(args.rounds):
+            for k, fn in encoders.items():
+                rates[k].append(_rate(fn, items))
+        base = statistics.median(rates["bare SentenceTransformer.encode"])
+        print(f"\n{label}: {len(items)} texts, {args.rounds} rounds, load avg {os.getloadavg()[0]:.2f}")
+        for k, rs in rates.items():
+            r = statistics.median(rs)
+            print(f"  {k:42} {r:8.1f}/s  {r / base:5.2f}x   10K: {1e4 / r / 60:6.1f} min  100K: {1e5 / r / 60:6.1f} min")
+    # The whole ingest path (chunking, SQL, ONNX, Chroma) against bare encode of its chunks.
+    with tempfile.TemporaryDirectory(prefix="rlmem-ingest-") as tmp:
+        from memory.manager import MemoryManager
+
+        doc = Path(tmp) / "doc.md"
+        doc.write_text("\n\n".join(chunks), encoding="utf-8")
+        mem = MemoryManager.open(Path(tmp) / "s", embedder=onnx, background_embed=False)
+        t0 = time.perf_counter()
+        summary = mem.archival.ingest(doc, progress=False)
+        ingest_s = time.perf_counter() - t0
+        mem.close()
+        bare = _rate(encoders["bare SentenceTransformer.encode"], [c for c in chunks[: summary.chunks]])
+        r = summary.chunks / ingest_s
+        print(f"\nrlmem ingest (onnx fp32, SQL + Chroma): {summary.chunks} chunks, {r:.1f}/s; bare encode of "
+              f"the same chunks {bare:.1f}/s: {r / bare:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    c = sub.add_parser("cold")
+    c.add_argument("--runs", type=int, default=11)
+    c.add_argument("--messages", type=int, default=5000)
+    c.add_argument("--chunks", type=int, default=2000)
+    c.add_argument("--store", default=None)
+    c.add_argument("--old", default=None, help="a checkout of the code before this change")
+    t = sub.add_parser("throughput")
+    t.add_argument("--chunks", type=int, default=1000)
+    t.add_argument("--turns", type=int, default=2000)
+    t.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    cold(args) if args.what == "cold" else throughput(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,481 @@
+"""The durable embedding queue and the SQL copies of the vectors.
+
+Rules this module keeps:
+
+* Embedding is a durable queue (table ``rlmem_embed_queue``): an item is enqueued in the
+  same transaction that writes it, and dequeued only after its vector is upserted, so a
+  kill -9 at any moment leaves at worst items to embed again (upserts are idempotent).
+  A queue row carries a sequence number so an update made while its old text was being
+  embedded is not dequeued by mistake.
+* Each vector is also kept in SQL (table ``rlmem_vectors``, float32 bytes, with the name of
+  the model that made it), written in the transaction that dequeues its item, and only if
+  the item is still queued at the same sequence number (neither deleted nor changed since
+  it was read). A changed item's copy is dropped in the transaction that changes it. The
+  copies serve two things: hybrid search reads the similarity of a text-only candidate from
+  them (one indexed SQL read instead of a Chroma ``get``), and a rebuilt collection is
+  refilled from them without embedding again. Copies made by another model are ignored,
+  so after a model change ``reindex`` embeds everything; ``reindex(reembed=True)`` always does.
+* A store knows which encoder made each vector (the copy's model name). Items whose copy
+  another encoder made are ``stale``; ``enqueue_stale`` queues them, so a change of encoder
+  re-embeds the store through the same queue (with its progress and stop rules). Encoders
+  whose vectors differ keep them in collections of their own (``index.collection_name``).
+* An unfiltered vector query on a tier of at most ``exact_max`` items whose every
+  not-queued item has a copy is answered from the copies, exactly (``nearest``): a fresh
+  process then never imports chromadb to search. Filtered queries, bigger tiers, stores with
+  vectors older than the copies, and a process that has Chroma open or has spent about as
+  long on exact queries as opening Chroma costs (``VectorIndex.query``) ask Chroma.
+* Draining goes a batch at a time, and a batch is sized to take about ``batch_s`` seconds
+  at the rate measured so far, so a stop request (``stop``) is honoured within about that
+  long; ``progress(done, total)`` is called after every batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from memory.db import Database, Migration, id_lists
+from memory.vectors.index import Meta, VectorIndex
+
+__all__ = ["EXACT_MAX", "MIGRATIONS", "QUEUE_TABLE", "VECTORS_TABLE", "EmbeddingQueue", "Progress", "QueueSource", "where_sql"]
+
+QUEUE_TABLE = "rlmem_embed_queue"
+VECTORS_TABLE = "rlmem_vectors"
+Progress = Callable[[int, int], None]
+# Up to this many items per tier, an unfiltered vector query is answered exactly from the SQL
+# copies (a matrix product), which is faster than opening Chroma in a fresh process.
+EXACT_MAX = 50_000
+
+
+def _v1_queue(conn: Connection, dialect: str) -> None:
+    conn.execute(
+        text(
+            f"CREATE TABLE {QUEUE_TABLE} ("
+            " tier VARCHAR(32) NOT NULL, item_id BIGINT NOT NULL, seq BIGINT NOT NULL,"
+            " PRIMARY KEY (tier, item_id))"
+        )
+    )
+
+
+def _v2_vectors(conn: Connection, dialect: str) -> None:
+    blob = "BYTEA" if dialect == "postgresql" else "BLOB"
+    conn.execute(
+        text(
+            f"CREATE TABLE {VECTORS_TABLE} ("
+            " tier VARCHAR(32) NOT NULL, item_id BIGINT NOT NULL, model VARCHAR(300) NOT NULL,"
+            f" vec {blob} NOT NULL, PRIMARY KEY (tier, item_id))"
+        )
+    )
+
+
+MIGRATIONS = [Migration(1, "embedding queue", _v1_queue), Migration(2, "vector copies", _v2_vectors)]
+
+
+@dataclass
+class QueueSource:
+    """How to embed one tier: its index, a loader of ``(id, text, metadata)`` rows, the rows
+    that make up the tier (``table``, optionally ``AND where``), and ``split``, which cuts an
+    item's text into the passages it is embedded as (None: one vector per item)."""
+
+    index: VectorIndex
+    load: Callable[[Connection, list[int]], list[tuple[int, str, Meta]]]
+    table: str
+    where: str = ""
+    split: Callable[[str], list[str]] | None = None
+    # Filter metadata key -> SQL expression over ``table``: lets exact search apply a
+    # Chroma ``where`` in SQL (keys not named here leave the query to Chroma).
+    columns: Mapping[str, str] | None = None
+
+    def pieces(self, text: str) -> list[str]:
+        """The texts one item is embedded as: its passages, or the text whole."""
+        return self.split(text) if self.split is not None else [text]
+
+    @property
+    def model(self) -> str:
+        """The name its SQL vector copies are kept under."""
+        return self.index.embedder.name + ("#passages" if self.split is not None else "")
+
+
+
+class EmbeddingQueue:
+    """The durable queue of items (per tier) whose vectors are missing or stale."""
+
+    def __init__(self, db: Database, *, exact_max: int = EXACT_MAX) -> None:
+        self.db = db
+        self.exact_max = exact_max
+        db.migrate("vectors", MIGRATIONS)
+        self.sources: dict[str, QueueSource] = {}
+        self._listeners: list[Callable[[], None]] = []
+        # One drainer at a time per process, so the worker and embed_pending() never embed
+        # the same rows twice.
+        self._drain_lock = threading.Lock()
+
+    def register(self, tier: str, source: QueueSource) -> None:
+        self.sources[tier] = source
+        source.index.parts = source.split is not None
+        source.index.rebuild = lambda: self.enqueue_all(tier, source.table, source.where)
+        if self.exact_max > 0:
+            source.index.exact = lambda vector, k, where=None: self.nearest(tier, vector, k, where)
+
+    def stale(self, tier: str) -> int:
+        """How many items of ``tier`` have a vector copy made by another encoder than the
+        current one and are not queued (the encoder changed: they need embedding again)."""
+        with self.db.read() as conn:
+            return int(conn.execute(text(self._stale_sql("COUNT(*)")), self._stale_args(tier)).scalar() or 0)
+
+    def enqueue_stale(self, tier: str) -> int:
+        """Queue the items whose vector copy another encoder made (see ``stale``), 2000 a
+        transaction; returns how many."""
+        total = 0
+        while True:
+            with self.db.write() as conn:
+                ids = [int(r[0]) for r in conn.execute(
+                    text(self._stale_sql("v.item_id") + " ORDER BY v.item_id LIMIT 2000"), self._stale_args(tier))]
+                if not ids:
+                    return total
+                self.enqueue(conn, tier, ids)
+            total += len(ids)
+
+    def _stale_sql(self, what: str) -> str:
+        return (
+            f"SELECT {what} FROM {VECTORS_TABLE} v WHERE v.tier = :t AND v.model <> :m"
+            f" AND NOT EXISTS (SELECT 1 FROM {QUEUE_TABLE} q WHERE q.tier = :t AND q.item_id = v.item_id)"
+        )
+
+    def _stale_args(self, tier: str) -> dict[str, Any]:
+        return {"t": tier, "m": self.sources[tier].model}
+
+    def nearest(
+        self, tier: str, vector: Sequence[float], k: int, where: Mapping[str, Any] | None = None
+    ) -> list[tuple[int, float]] | None:
+        """The exact ``k`` nearest items of ``tier`` from the SQL copies, best first (an item
+        with passages: its best passage), or None when the copies cannot answer alone: the
+        tier has more than ``exact_max`` items, or an item that is not queued has no copy
+        (vectors written before copies were kept: Chroma has them)."""
+        src = self.sources[tier]
+        q = np.asarray(vector, dtype=np.float32)
+        cond = f" AND {src.where}" if src.where else ""
+        filt: tuple[str, dict[str, Any]] = ("", {})
+        if where:
+            got = where_sql(where, src.columns or {})
+            if got is None:
+                return None
+            filt = (f" AND {got[0]}", got[1])
+        with self.db.read() as conn:
+            n = int(conn.execute(text(f"SELECT COUNT(*) FROM {src.table} WHERE 1 = 1{cond}")).scalar() or 0)
+            if n > self.exact_max:
+                return None
+            uncovered = conn.execute(
+                text(
+                    f"SELECT COUNT(*) FROM {src.table} WHERE 1 = 1{cond}"
+                    f" AND NOT EXISTS (SELECT 1 FROM {VECTORS_TABLE} v WHERE v.tier = :t"
+                    f" AND v.model = :m AND v.item_id = {src.table}.id)"
+                    f" AND NOT EXISTS (SELECT 1 FROM {QUEUE_TABLE} q WHERE q.tier = :t"
+                    f" AND q.item_id = {src.table}.id)"
+                ),
+                {"t": tier, "m": src.model},
+            ).scalar()
+            if uncovered:
+                return None
+            rows = conn.execute(
+                text(f"SELECT v.item_id, v.vec FROM {VECTORS_TABLE} v"
+                     + (f" JOIN {src.table} ON {src.table}.id = v.item_id" if filt[0] else "")
+                     + f" WHERE v.tier = :t AND v.model = :m{filt[0]}"),
+                {"t": tier, "m": src.model, **filt[1]},
+            ).all()
+        ids = [int(r[0]) for r in rows if len(r[1]) and len(r[1]) % (4 * q.size) == 0]
+        blobs = [bytes(r[1]) for r in rows if len(r[1]) and len(r[1]) % (4 * q.size) == 0]
+        if not ids or k <= 0:
+            return []
+        mat = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, q.size)
+        sims = mat @ q
+        if len(mat) != len(ids):  # several passages per item: an item scores by its best
+            starts = np.cumsum([0] + [len(b) // (4 * q.size) for b in blobs[:-1]])
+            sims = np.maximum.reduceat(sims, starts)
+        top = np.argsort(-sims, kind="stable")[:k] if k < len(ids) else np.argsort(-sims, kind="stable")
+        return [(ids[i], float(sims[i])) for i in top]
+
+    def reindex(
+        self,
+        tier: str,
+        *,
+        reembed: bool = False,
+        batch: int = 256,
+        stop: threading.Event | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Rebuild ``tier``'s collection from SQL; returns the number of rows indexed. Vectors
+        come from their SQL copies where the current embedder made them, so only rows without
+        one are embedded (a new model embeds everything); ``reembed`` embeds every row."""
+        src = self.sources[tier]
+        if reembed:
+            with self.db.write() as conn:
+                conn.execute(text(f"DELETE FROM {VECTORS_TABLE} WHERE tier = :t"), {"t": tier})
+        src.index.reset()
+        self.enqueue_all(tier, src.table, src.where)
+        return self.drain(tier, batch=batch, stop=stop, progress=progress)
+
+    def on_enqueue(self, fn: Callable[[], None]) -> None:
+        self._listeners.append(fn)
+
+    def enqueue(self, conn: Connection, tier: str, ids: Sequence[int], *, changed: bool = False) -> None:
+        """Mark ``ids`` for embedding inside the caller's transaction; ``changed``: their text
+        changed, so their SQL vector copies are dropped too."""
+        if not ids:
+            return
+        if changed:
+            self._drop_copies(conn, tier, ids)
+        seq = time.time_ns()
+        conn.execute(
+            text(
+                f"INSERT INTO {QUEUE_TABLE} (tier, item_id, seq) VALUES (:t, :i, :s)"
+                " ON CONFLICT (tier, item_id) DO UPDATE SET seq = excluded.seq"
+            ),
+            [{"t": tier, "i": int(i), "s": seq} for i in ids],
+        )
+        for fn in self._listeners:
+            fn()
+
+    def enqueue_all(self, tier: str, table: str, where: str = "") -> None:
+        """Queue every row of ``table`` (optionally ``AND where``) for embedding, in id order,
+        2000 rows a transaction so a huge table never holds the write lock for long."""
+        cond = f" AND {where}" if where else ""
+        last = 0
+        while True:
+            with self.db.write() as conn:
+                ids = [
+                    int(r[0])
+                    for r in conn.execute(
+                        text(f"SELECT id FROM {table} WHERE id > :l{cond} ORDER BY id LIMIT 2000"),
+                        {"l": last},
+                    )
+                ]
+                if not ids:
+                    return
+                self.enqueue(conn, tier, ids)
+            last = ids[-1]
+
+    def remove(self, conn: Connection, tier: str, ids: Sequence[int]) -> None:
+        """Forget deleted items (queue entries and vector copies) in the caller's transaction."""
+        if ids:
+            conn.execute(
+                text(f"DELETE FROM {QUEUE_TABLE} WHERE tier = :t AND item_id = :i"),
+                [{"t": tier, "i": int(i)} for i in ids],
+            )
+            self._drop_copies(conn, tier, ids)
+
+    def _drop_copies(self, conn: Connection, tier: str, ids: Sequence[int]) -> None:
+        conn.execute(
+            text(f"DELETE FROM {VECTORS_TABLE} WHERE tier = :t AND item_id = :i"),
+            [{"t": tier, "i": int(i)} for i in ids],
+        )
+
+    def copies(self, conn: Connection, tier: str, model: str, ids: Sequence[int]) -> dict[int, Any]:
+        """``id -> float32 vector`` (all its passages' vectors end to end, for a tier that
+        splits) of the SQL copies made by ``model`` among ``ids``."""
+        out: dict[int, Any] = {}
+        for marks in id_lists(ids):
+            rows = conn.execute(
+                text(
+                    f"SELECT item_id, vec FROM {VECTORS_TABLE}"
+                    f" WHERE tier = :t AND model = :m AND item_id IN ({marks})"
+                ),
+                {"t": tier, "m": model},
+            )
+            for i, v in rows:
+                out[int(i)] = np.frombuffer(bytes(v), dtype=np.float32)
+        return out
+
+    def similarities(self, tier: str, vector: Sequence[float], ids: Sequence[int]) -> dict[int, float]:
+        """Cosine similarity of ``vector`` to each id's vector (ids without one are absent):
+        from the SQL copies, and from Chroma for ids that have no copy and are not queued
+        (vectors of a store written before copies were kept)."""
+        if not ids:
+            return {}
+        src = self.sources[tier]
+        index = src.index
+        q = np.asarray(vector, dtype=np.float32)
+        with self.db.read() as conn:
+            found = self.copies(conn, tier, src.model, ids)
+        out = {
+            i: float((v.reshape(-1, q.size) @ q).max())
+            for i, v in found.items()
+            if v.size and v.size % q.size == 0
+        }
+        rest = [i for i in ids if i not in out]
+        if rest:
+            queued = self.pending_ids(tier, rest)
+            rest = [i for i in rest if i not in queued]
+        if rest:
+            out.update(index.similarities(vector, rest))
+        return out
+
+    def pending(self, tier: str | None = None) -> int:
+        with self.db.read() as conn:
+            if tier is None:
+                return int(conn.execute(text(f"SELECT COUNT(*) FROM {QUEUE_TABLE}")).scalar() or 0)
+            return int(
+                conn.execute(
+                    text(f"SELECT COUNT(*) FROM {QUEUE_TABLE} WHERE tier = :t"), {"t": tier}
+                ).scalar()
+                or 0
+            )
+
+    def pending_ids(self, tier: str, ids: Sequence[int]) -> set[int]:
+        """Which of ``ids`` are still waiting for a vector."""
+        if not ids:
+            return set()
+        out: set[int] = set()
+        with self.db.read() as conn:
+            for marks in id_lists(ids):
+                rows = conn.execute(
+                    text(f"SELECT item_id FROM {QUEUE_TABLE} WHERE tier = :t AND item_id IN ({marks})"),
+                    {"t": tier},
+                )
+                out.update(int(r[0]) for r in rows)
+        return out
+
+    def drain_batch(self, tier: str, batch: int) -> int:
+        """Embed and upsert up to ``batch`` queued items of ``tier``; returns how many."""
+        with self._drain_lock:
+            return self._drain_batch(tier, batch)
+
+    def _drain_batch(self, tier: str, batch: int) -> int:
+        src = self.sources[tier]
+        embedder = src.index.embedder
+        model = src.model
+        with self.db.read() as conn:
+            rows = conn.execute(
+                text(
+                    f"SELECT item_id, seq FROM {QUEUE_TABLE} WHERE tier = :t"
+                    " ORDER BY item_id LIMIT :n"
+                ),
+                {"t": tier, "n": batch},
+            ).all()
+            if not rows:
+                return 0
+            seqs = {int(r[0]): int(r[1]) for r in rows}
+            items = src.load(conn, list(seqs))
+            have = self.copies(conn, tier, model, [i for i, _, _ in items])
+        # Items with a current copy (a collection being refilled) are not embedded again.
+        todo = [(i, t) for i, t, _ in items if i not in have]
+        fresh: dict[int, Any] = {}
+        if todo:
+            pieces = [(i, p) for i, t in todo for p in src.pieces(t)]
+            made = np.asarray(embedder.embed([p for _, p in pieces]), dtype=np.float32)
+            for (i, _), v in zip(pieces, made, strict=True):
+                fresh.setdefault(i, []).append(v)
+            fresh = {i: np.stack(vs) if src.split else vs[0] for i, vs in fresh.items()}
+        if have and src.split:
+            dim = embedder.dim
+            have = {i: v.reshape(-1, dim) for i, v in have.items()}
+        if items:
+            vecs = [fresh[i] if i in fresh else have[i] for i, _, _ in items]
+            src.index.upsert([i for i, _, _ in items], vecs, [m for _, _, m in items])
+        blob = "CAST(:v AS BYTEA)" if self.db.dialect == "postgresql" else ":v"
+        with self.db.write() as conn:
+            if fresh:
+                # Only for items still queued at the sequence number read above: a copy is
+                # never kept for an item deleted or changed meanwhile.
+                conn.execute(
+                    text(
+                        f"INSERT INTO {VECTORS_TABLE} (tier, item_id, model, vec)"
+                        f" SELECT CAST(:t AS VARCHAR(32)), CAST(:i AS BIGINT),"
+                        f" CAST(:m AS VARCHAR(300)), {blob} WHERE EXISTS (SELECT 1 FROM"
+                        f" {QUEUE_TABLE} q WHERE q.tier = :t AND q.item_id = :i AND q.seq = :s)"
+                        " ON CONFLICT (tier, item_id) DO UPDATE SET model = excluded.model,"
+                        " vec = excluded.vec"
+                    ),
+                    [
+                        {"t": tier, "i": i, "m": model, "v": v.tobytes(), "s": seqs[i]}
+                        for i, v in fresh.items()
+                    ],
+                )
+            conn.execute(
+                text(f"DELETE FROM {QUEUE_TABLE} WHERE tier = :t AND item_id = :i AND seq = :s"),
+                [{"t": tier, "i": i, "s": s} for i, s in seqs.items()],
+            )
+        return len(rows)
+
+    def drain(
+        self,
+        tier: str | None = None,
+        *,
+        batch: int = 256,
+        stop: threading.Event | None = None,
+        progress: Progress | None = None,
+        batch_s: float = 1.0,
+    ) -> int:
+        """Embed everything queued (for one tier or all) until the queue is empty or ``stop``
+        is set; returns the number of items. ``batch`` is the largest batch; batches are
+        sized to take about ``batch_s`` seconds, so ``stop`` is seen that often.
+        ``progress(done, total)`` follows every batch (``total``: what was queued at the
+        start, or more if items were queued meanwhile)."""
+        tiers = [t for t in ([tier] if tier else list(self.sources)) if t in self.sources]
+        queued = sum(self.pending(t) for t in tiers) if progress is not None else 0
+        done = 0
+        if progress is not None:
+            progress(0, queued)
+        for t in tiers:
+            size = min(batch, 16)  # small until the rate is known
+            while not (stop is not None and stop.is_set()):
+                t0 = time.perf_counter()
+                n = self.drain_batch(t, size)
+                if n == 0:
+                    break
+                done += n
+                rate = n / max(time.perf_counter() - t0, 1e-3)
+                size = max(1, min(batch, int(rate * batch_s)))
+                if progress is not None:
+                    progress(done, max(queued, done))
+        return done
+
+
+_OPS = {"$eq": "=", "$ne": "<>", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def where_sql(where: Mapping[str, Any], columns: Mapping[str, str]) -> tuple[str, dict[str, Any]] | None:
+    """A Chroma ``where`` (keys, ``$and``/``$or``, comparison operators) as a SQL condition over
+    ``columns``, with its parameters; None when it uses anything else (Chroma answers it)."""
+    params: dict[str, Any] = {}
+
+    def cond(key: str, value: Any) -> str | None:
+        if key in ("$and", "$or"):
+            if not isinstance(value, list) or not value:
+                return None
+            parts = [clause(v) for v in value]
+            if any(p is None for p in parts):
+                return None
+            return "(" + (" AND " if key == "$and" else " OR ").join(p for p in parts if p) + ")"
+        col = columns.get(key)
+        if col is None:
+            return None
+        if isinstance(value, Mapping):
+            if len(value) != 1:
+                return None
+            op, value = next(iter(value.items()))
+        else:
+            op = "$eq"
+        if op not in _OPS or not isinstance(value, str | int | float | bool):
+            return None
+        name = f"w{len(params)}"
+        params[name] = value
+        return f"{col} {_OPS[op]} :{name}"
+
+    def clause(w: Any) -> str | None:
+        if not isinstance(w, Mapping) or not w:
+            return None
+        parts = [cond(str(k), v) for k, v in w.items()]
+        if any(p is None for p in parts):
+            return None
+        return parts[0] if len(parts) == 1 else "(" + " AND ".join(p for p in parts if p) + ")"
+
+    sql = clause(where)
+    return None if sql is None else (sql, params)
