@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -239,6 +240,7 @@ class MemoryBinding:
         """Regular-expression search over every character of a tier."""
         tiers = check_tiers(tier)
         n = check_int(limit, "limit", lo=1, hi=MAX_HITS)
+        started = time.monotonic()
         hits: list[Any] = []
         if "recall" in tiers:
             hits += self.memory.recall.grep(
@@ -254,7 +256,10 @@ class MemoryBinding:
             )
         if "archival" in tiers and len(hits) < n:
             hits += self.memory.archival.grep(
-                pattern, ignore_case=bool(ignore_case), limit=n - len(hits)
+                pattern, ignore_case=bool(ignore_case), limit=n - len(hits),
+                # One deadline for the whole call: what recall's leg left of it.
+                timeout_s=None if self.grep_timeout_s is None
+                else max(0.0, self.grep_timeout_s - (time.monotonic() - started)),
             )
         return [grep_hit_dict(h) for h in hits[:n]]
 

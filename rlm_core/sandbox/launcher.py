@@ -179,6 +179,8 @@ def plan(
     args += ["--die-with-parent", "--new-session", "--perms", "0755", "--tmpfs", "/"]
     args += _system_binds()
     in_exe, worker_env = exe, dict(env)
+    # The parent's PATH names its home and tool directories, none of which exist in there.
+    worker_env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
     if not prefix.startswith("/usr/") and prefix != "/usr":
         args += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", "/opt/rlm"]
         args += ["--ro-bind", prefix, _PY_IN]
