@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from memory.manager import MemoryManager
 
-__all__ = ["ask", "build_query", "protect_store"]
+__all__ = ["ask", "build_query", "protect_store", "store_isolation"]
 
 
 def build_query(question: str, binding: MemoryBinding) -> str:
@@ -35,9 +35,21 @@ def build_query(question: str, binding: MemoryBinding) -> str:
     return f"{question.strip()}\n\n{binding.summary()}"
 
 
+def store_isolation(limits: Limits, memory: MemoryManager) -> Limits:
+    """``limits`` with the store's ``isolation`` setting (``rlmem.toml`` or RLMEM_ISOLATION)
+    when the caller did not choose one (``SandboxLimits.isolation``)."""
+    sandbox = limits.sandbox_limits()
+    chosen = getattr(memory.config, "isolation", None)
+    if sandbox.isolation is not None or not chosen:
+        return limits
+    return dataclasses.replace(limits, sandbox=dataclasses.replace(sandbox, isolation=chosen))
+
+
 def protect_store(limits: Limits, memory: MemoryManager) -> Limits:
     """``limits`` with the store's directory closed to model code: what it holds reaches the
-    model only through the memory functions (which keep agent scoping and log writes)."""
+    model only through the memory functions (which keep agent scoping and log writes); and
+    with the store's isolation setting (``store_isolation``)."""
+    limits = store_isolation(limits, memory)
     sandbox = limits.sandbox_limits()
     store = str(memory.config.dir.expanduser().resolve())
     if store in sandbox.deny_read:

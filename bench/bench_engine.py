@@ -6,9 +6,11 @@ Figures (each with the baseline it is compared with, measured in the same run):
    small cell; the engine's time between the first and the last model call, minus model
    time, over the N-1 turns in between. Start-up (worker spawn) and teardown (last cell,
    cleanup) are reported apart.
+   Measured behind the kernel boundary (the default) and with process-only isolation.
    Baseline: the official RLM library (``rlms``) on the same script, run from its own
    virtualenv (``--rlms-python``); skipped with a note when that interpreter is missing.
-2. Cell round-trip latency of the sandbox (``Sandbox.run("x = 1")``), against an in-process
+   (Make it with ``python3 -m venv /tmp/rlms-venv && /tmp/rlms-venv/bin/pip install rlms``.)
+2. Cell round-trip latency of the sandbox (``Sandbox.run("x = 1")``, both isolations), against an in-process
    ``exec`` of the same cell and a bare pickle round trip to a child process over a pipe.
 3. ``llm_query_batched`` speedup over sequential ``llm_query`` for 16 prompts at concurrency
    8 (target >= 6x; 8x is the ceiling), measured inside a cell; the same cell is run by the
@@ -37,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from rlm_core import RLM, FunctionLM, Limits, Sandbox  # noqa: E402
 from rlm_core.lm import LMRequest  # noqa: E402
+from rlm_core.sandbox.repl import SandboxLimits  # noqa: E402
 
 DEFAULT_RLMS_PYTHON = "/tmp/rlms-venv/bin/python"
 
@@ -97,9 +100,10 @@ def gaps(spans: list[tuple[float, float]]) -> list[float]:
     return [b[0] - a[1] for a, b in itertools.pairwise(spans)]
 
 
-def ours_overhead(iterations: int, delay: float, context: str) -> dict[str, float]:
+def ours_overhead(iterations: int, delay: float, context: str, isolation: str = "kernel") -> dict[str, float]:
     lm = TimedLM(script(iterations), delay)
-    rlm = RLM(FunctionLM(lm, name="timed"), limits=Limits(max_iterations=iterations + 2))
+    limits = Limits(max_iterations=iterations + 2, sandbox=SandboxLimits(isolation=isolation))
+    rlm = RLM(FunctionLM(lm, name="timed"), limits=limits)
     t0 = time.perf_counter()
     res = rlm.completion("What is x0?", context=context)
     elapsed = time.perf_counter() - t0
@@ -145,8 +149,8 @@ def _echo(conn: Any) -> None:
         conn.send(msg)
 
 
-def cell_latency(n: int) -> dict[str, float]:
-    with Sandbox() as sb:
+def cell_latency(n: int, isolation: str = "kernel") -> dict[str, float]:
+    with Sandbox(isolation=isolation) as sb:
         for _ in range(20):
             sb.run("x = 1")
         times = []
@@ -204,6 +208,7 @@ def main() -> None:
     report: dict[str, Any] = {"iterations": args.iterations, "delay_s": args.delay}
 
     report["ours"] = ours_overhead(args.iterations, args.delay, context)
+    report["ours_process"] = ours_overhead(args.iterations, args.delay, context, "process")
     report["official"] = official(args.rlms_python, {
         "delay_s": args.delay, "replies": script(args.iterations), "context": context,
         "query": "What is x0?", "max_iterations": args.iterations + 2,
@@ -214,6 +219,7 @@ def main() -> None:
                         o["teardown_s"], args.iterations))
         o["median_gap_s"] = statistics.median(o.pop("gaps_s"))
     report["cell"] = cell_latency(args.cells)
+    report["cell_process"] = cell_latency(args.cells, "process")
     seq, par = ours_batched(args.delay)
     report["batched"] = {"sequential_s": seq, "batched_s": par, "speedup": seq / par}
     seq16, par16 = ours_batched(args.delay, 16)
@@ -235,9 +241,12 @@ def main() -> None:
     ms = 1000.0
     print(f"RLM engine benchmark: {args.iterations} iterations, LM delay {args.delay * ms:.0f} ms, "
           f"context {args.context_chars:,} chars")
-    print(f"  ours     : per-iteration overhead mean {ours['per_iteration_s'] * ms:6.2f} ms, median "
-          f"{ours['median_gap_s'] * ms:6.2f} ms, start-up "
-          f"{ours['startup_s'] * ms:7.1f} ms, teardown {ours['teardown_s'] * ms:6.1f} ms, total {ours['elapsed_s']:.2f} s (LM {ours['lm_s']:.2f} s)")
+    for label, o in (("kernel ", ours), ("process", report["ours_process"])):
+        print(f"  ours {label}: per-iteration overhead mean {o['per_iteration_s'] * ms:6.2f} ms, median "
+              f"{o['median_gap_s'] * ms:6.2f} ms, start-up "
+              f"{o['startup_s'] * ms:7.1f} ms, teardown {o['teardown_s'] * ms:6.1f} ms, total {o['elapsed_s']:.2f} s (LM {o['lm_s']:.2f} s)")
+    print(f"  kernel/process per iteration (median): "
+          f"{ours['median_gap_s'] / report['ours_process']['median_gap_s']:.2f}x")
     if off is not None:
         print(f"  official : per-iteration overhead mean {off['per_iteration_s'] * ms:6.2f} ms, median "
               f"{off['median_gap_s'] * ms:6.2f} ms, start-up "
@@ -248,7 +257,9 @@ def main() -> None:
               f"{ours['elapsed_s'] / off['elapsed_s']:.2f}x")
     else:
         print(f"  official : skipped ({args.rlms_python} not found or failed)")
-    print(f"cell round trip: median {cell['median_s'] * ms:.3f} ms, p95 {cell['p95_s'] * ms:.3f} ms; "
+    cp = report["cell_process"]
+    print(f"cell round trip, process isolation: median {cp['median_s'] * ms:.3f} ms, p95 {cp['p95_s'] * ms:.3f} ms")
+    print(f"cell round trip, kernel boundary: median {cell['median_s'] * ms:.3f} ms, p95 {cell['p95_s'] * ms:.3f} ms; "
           f"{cell['median_s'] / cell['bare_pipe_roundtrip_s']:.1f}x a bare pipe round trip "
           f"({cell['bare_pipe_roundtrip_s'] * ms:.3f} ms), in-process exec {cell['inprocess_exec_s'] * 1e6:.1f} us")
     print(f"llm_query_batched, 16 prompts, concurrency 8: sequential {b['sequential_s']:.2f} s, "

@@ -33,6 +33,9 @@ variable                    meaning                                             
 ``RLMEM_FUSION``            hybrid fusion: ``convex`` or ``rrf``                ``convex``
 ``RLMEM_FUSION_DEPTH``      candidates per method in hybrid search (0 = the     ``0``
                             tier's default: 200 recall, 100 archival)
+``RLMEM_ISOLATION``         sandbox of model code: ``kernel`` or ``process``    ``kernel``
+                            (process-only is weaker: docs/sandbox.md); a plain
+                            string here, read by whoever starts a sandbox
 ==========================  ==================================================  ============
 
 The TOML file uses the same names without the prefix, lower-case, at top level
@@ -80,6 +83,7 @@ class MemoryConfig:
     text_weight: float = 0.5
     fusion: str = "convex"
     fusion_depth: int = 0
+    isolation: str | None = None  # None: the sandbox's own default (kernel)
 
     @property
     def db_target(self) -> str:
@@ -173,6 +177,10 @@ def _coerce(cls: type, name: str, value: Any, origin: str) -> Any:
         s = str(value)
         if name == "fusion" and s not in ("convex", "rrf"):
             raise ValueError("expected convex or rrf")
+        if name == "isolation":
+            s = s.strip().lower()
+            if s not in ("kernel", "process"):
+                raise ValueError("expected kernel or process")
         return s
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{origin}: invalid value {value!r} for {name} ({exc})") from None

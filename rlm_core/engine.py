@@ -3,8 +3,10 @@
 Rules this module keeps:
 
 * ``RLM`` holds configuration only (models, limits, prompt, where trajectories go); every
-  ``completion`` builds a fresh tree of ``Node`` runs (``rlm_core.node``), each with its own
-  sandbox, all sharing one ``Budget``, so concurrent completions on one ``RLM`` do not mix.
+  ``completion`` freezes it into a ``RunConfig`` and builds a fresh tree of ``Node`` runs
+  (``rlm_core.node``) on it, each with its own sandbox, all sharing one ``Budget``, so
+  concurrent completions on one ``RLM`` do not mix. Dependencies run one way only:
+  engine -> node -> subcalls; node knows a ``RunConfig``, subcalls a ``SubCallHost``.
 * Inputs are checked here, at the edge: the query, clashing or reserved names.
 * The trajectory of a top-level run is saved (JSONL and/or database, when configured) whether
   the run answered or failed; a failure to save never hides the run's own error.
@@ -22,8 +24,8 @@ from rlm_core.answers import ANSWER_VAR
 from rlm_core.limits import Budget, Limits
 from rlm_core.lm import LM
 from rlm_core.node import BUILTIN_NAMES, Node
-from rlm_core.prompts import build_system_prompt
 from rlm_core.results import Event, Result, UsageReport
+from rlm_core.runconfig import RunConfig
 from rlm_core.trajectory import Trajectory
 
 __all__ = ["RLM", "Event", "Result", "UsageReport"]
@@ -65,6 +67,11 @@ class RLM:
     def sub_lm(self) -> LM:
         return self.sub if self.sub is not None else self.root
 
+    def run_config(self) -> RunConfig:
+        """The frozen configuration a run started now gets (later edits of this object do not
+        reach runs already going)."""
+        return RunConfig(self.root, self.sub_lm, self.limits, self.system_prompt, self.on_event)
+
     def system_prompt_for(
         self,
         functions: Mapping[str, Callable[..., Any]],
@@ -72,10 +79,7 @@ class RLM:
         depth: int,
         prelude_functions: Sequence[Mapping[str, Any]] = (),
     ) -> str:
-        return build_system_prompt(
-            functions, function_docs=docs, prelude_functions=prelude_functions, depth=depth,
-            max_depth=self.limits.max_depth, template=self.system_prompt,
-        )
+        return self.run_config().system_prompt_for(functions, docs, depth, prelude_functions)
 
     def completion(
         self,
@@ -101,10 +105,11 @@ class RLM:
         taken = (BUILTIN_NAMES | {ANSWER_VAR}) & (set(fns) | set(namespace))
         if taken:
             raise ValidationError(f"these names are reserved by the engine: {sorted(taken)}; rename them")
+        config = self.run_config()
         node = Node(
-            self,
+            config,
             depth=0,
-            budget=Budget(self.limits),
+            budget=Budget(config.limits),
             query=query,
             namespace=namespace,
             functions=fns,

@@ -16,7 +16,10 @@ Rules this module keeps:
   call its input estimate plus an output cap (passed to the model as ``max_tokens``) only if
   what is spent plus what other calls in flight hold leaves room, so threads racing for the
   last tokens cannot overspend ``max_tokens`` together. ``release`` gives the reservation
-  back once the real usage is charged.
+  back once the real usage is charged. ``max_cost_usd`` is held the same way: a call holds
+  its price at its input estimate and output cap (``call_price``; a model with no known price
+  holds what its dearest call so far cost), and the output cap is cut to what the money left
+  pays for.
 * At most ``Limits.max_live_children`` child RLMs of one tree run at once (each holds a
   worker process); more are refused readably.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,9 +45,40 @@ from rlm_core.lm import Usage
 if TYPE_CHECKING:
     from rlm_core.sandbox.repl import SandboxLimits
 
-__all__ = ["Budget", "Limits"]
+__all__ = ["Budget", "Hold", "Limits", "call_price"]
 
 _MIN_ANSWER_TOKENS = 16
+_DEFAULT_OUTPUT_TOKENS = 4096  # what a call with no output cap is assumed to write
+_USD_EPS = 1e-9  # sums of per-call prices are not exact in binary floating point
+
+
+@dataclass
+class Hold:
+    """What one model call holds of the budget while it runs (given back by ``release``)."""
+
+    tokens: int = 0
+    cost_usd: float = 0.0
+    max_output: int | None = None
+
+
+def call_price(lm: Any) -> Callable[[int, int], float] | None:
+    """USD of one call of ``lm`` as a function of (input tokens, output tokens), or None when
+    its price is unknown: a fixed ``cost_per_call_usd`` (the scripted models), else the
+    ``prices`` table of a provider client for its ``model``."""
+    fixed = getattr(lm, "cost_per_call_usd", None)
+    if isinstance(fixed, int | float) and not isinstance(fixed, bool):
+        return lambda _i, _o: float(fixed)
+    prices, model = getattr(lm, "prices", None), getattr(lm, "model", None)
+    lookup = getattr(prices, "lookup", None)
+    if not callable(lookup) or not isinstance(model, str):
+        return None
+    try:
+        rate = lookup(model)
+    except Exception:
+        return None
+    if rate is None:
+        return None
+    return lambda i, o: float(rate.cost(Usage(input_tokens=i, output_tokens=o)))
 
 
 @dataclass(frozen=True)
@@ -134,12 +169,15 @@ class Budget:
         # another thread); the engine re-raises it for the whole run after the cell.
         self.fatal: RLMLimitError | None = None
         self.reserved_tokens = 0
+        self.reserved_cost_usd = 0.0
+        self.max_call_cost_usd = 0.0  # what an unpriced model's call is assumed to cost
         self.live_children = 0
 
     # --- accounting -----------------------------------------------------------------------
 
     def charge(self, usage: Usage, cost_usd: float, *, role: Literal["root", "sub"]) -> None:
         with self._lock:
+            self.max_call_cost_usd = max(self.max_call_cost_usd, cost_usd)
             if role == "root":
                 self.root_usage = self.root_usage + usage
                 self.root_cost_usd += cost_usd
@@ -157,31 +195,70 @@ class Budget:
             self.sub_calls += 1
             return True
 
-    def reserve(self, input_chars: int, max_output: int | None) -> tuple[int, int | None]:
-        """Reserve tokens for one model call: (tokens held, output cap to ask the model for).
+    def reserve(self, input_chars: int, max_output: int | None, lm: Any = None) -> Hold:
+        """Reserve tokens and money for one model call of ``lm`` before it is made.
 
-        Without ``Limits.max_tokens`` nothing is held and the cap is ``max_output``. Raises
-        ``TokenLimitError`` when the input estimate plus a minimal answer does not fit.
+        Without ``Limits.max_tokens`` / ``max_cost_usd`` nothing of that kind is held. The
+        output cap (``Hold.max_output``, to ask the model for) is cut to what both leave room
+        for. Raises ``TokenLimitError`` / ``CostLimitError`` when even the input estimate plus
+        a minimal answer does not fit beside what calls in flight hold.
         """
-        cap = self.limits.max_tokens
-        if cap is None:
-            return 0, max_output
+        lim = self.limits
         need_in = input_chars // 3 + 16  # generous: ~4 characters per token in practice
+        price = call_price(lm)
         with self._lock:
-            free = cap - (self.root_usage + self.sub_usage).total_tokens - self.reserved_tokens - need_in
-            if free < _MIN_ANSWER_TOKENS:
-                raise TokenLimitError(
-                    f"this call needs about {need_in + _MIN_ANSWER_TOKENS} tokens and only "
-                    f"{max(free + need_in, 0)} of Limits.max_tokens={cap} are left (calls in flight "
-                    "hold their share); raise max_tokens or ask a narrower question"
-                )
-            out = free if max_output is None else min(free, max_output)
-            self.reserved_tokens += need_in + out
-            return need_in + out, out
+            hold = Hold(max_output=max_output)
+            if lim.max_tokens is not None:
+                free = lim.max_tokens - (self.root_usage + self.sub_usage).total_tokens
+                free -= self.reserved_tokens + need_in
+                if free < _MIN_ANSWER_TOKENS:
+                    raise TokenLimitError(
+                        f"this call needs about {need_in + _MIN_ANSWER_TOKENS} tokens and only "
+                        f"{max(free + need_in, 0)} of Limits.max_tokens={lim.max_tokens} are left "
+                        "(calls in flight hold their share); raise max_tokens or ask a narrower question"
+                    )
+                hold.max_output = free if max_output is None else min(free, max_output)
+            if lim.max_cost_usd is not None:
+                hold.cost_usd, hold.max_output = self._reserve_cost(price, need_in, hold.max_output)
+            if lim.max_tokens is not None:
+                hold.tokens = need_in + (hold.max_output or 0)
+            self.reserved_tokens += hold.tokens
+            self.reserved_cost_usd += hold.cost_usd
+            return hold
 
-    def release(self, held: int) -> None:
+    def _reserve_cost(
+        self, price: Callable[[int, int], float] | None, need_in: int, out: int | None
+    ) -> tuple[float, int | None]:
+        """(USD to hold, output cap) for one call; the lock is held by the caller."""
+        cap = self.limits.max_cost_usd
+        assert cap is not None
+        free = cap - self.root_cost_usd - self.sub_cost_usd - self.reserved_cost_usd
+        if price is None:
+            # A model with no known price: hold what its dearest call so far cost.
+            need = self.max_call_cost_usd
+        else:
+            asked = _DEFAULT_OUTPUT_TOKENS if out is None else out
+            need = price(need_in, asked)
+            if need > free + _USD_EPS and price(need_in, _MIN_ANSWER_TOKENS) <= free + _USD_EPS:
+                lo, hi = _MIN_ANSWER_TOKENS, asked  # the largest answer the money left pays for
+                while lo < hi:
+                    mid = (lo + hi + 1) // 2
+                    lo, hi = (mid, hi) if price(need_in, mid) <= free + _USD_EPS else (lo, mid - 1)
+                out, need = lo, price(need_in, lo)
+        if need > free + _USD_EPS or free <= _USD_EPS:
+            raise CostLimitError(
+                f"this call may cost up to ${need:.4f} and only ${max(free, 0.0):.4f} of "
+                f"Limits.max_cost_usd=${cap:.4f} are left (calls in flight hold their share); "
+                "raise max_cost_usd or use a cheaper sub model"
+            )
+        return need, out
+
+    def release(self, hold: Hold | None) -> None:
+        if hold is None:
+            return
         with self._lock:
-            self.reserved_tokens -= held
+            self.reserved_tokens -= hold.tokens
+            self.reserved_cost_usd -= hold.cost_usd
 
     def enter_child(self) -> bool:
         with self._lock:

@@ -24,12 +24,14 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from memory.errors import (
     CellTimeoutError,
+    CostLimitError,
     ErrorLimitError,
     IterationLimitError,
     LMError,
@@ -55,11 +57,9 @@ from rlm_core.prompts import (
     turn_message,
 )
 from rlm_core.results import Event, Result, UsageReport
+from rlm_core.runconfig import RunConfig
 from rlm_core.subcalls import SubCalls
 from rlm_core.trajectory import CellRecord, IterationRecord, SubCallRecord, Trajectory
-
-if TYPE_CHECKING:
-    from rlm_core.engine import RLM
 
 __all__ = ["BUILTIN_NAMES", "Node"]
 
@@ -75,7 +75,7 @@ class Node:
 
     def __init__(
         self,
-        rlm: RLM,
+        config: RunConfig,
         *,
         depth: int,
         budget: Budget,
@@ -86,14 +86,14 @@ class Node:
         function_docs: Mapping[str, str] | None,
         parent: Node | None = None,
     ) -> None:
-        self.rlm = rlm
+        self.config = config
         self.parent = parent
         # The parent's cell this child runs for; once that cell is over (timed out, worker
         # restarted) nobody waits for this child any more, and it must stop spending.
         self.parent_cell = parent.cell_serial if parent is not None else 0
         self.cell_serial: int = 0
         self.in_cell = False
-        self.sandbox_limits = rlm.limits.sandbox_limits()
+        self.sandbox_limits = config.limits.sandbox_limits()
         self.depth = depth
         self.budget = budget
         self.query = query
@@ -101,31 +101,35 @@ class Node:
         self.user_functions = dict(functions)
         self.user_prelude = prelude
         self.function_docs = function_docs
-        self.lm: LM = rlm.root if depth == 0 else rlm.sub_lm
+        self.lm: LM = config.root if depth == 0 else config.sub
         self.role: Any = "root" if depth == 0 else "sub"
         self.traj = Trajectory(
             query=query,
             depth=depth,
             root_model=getattr(self.lm, "name", ""),
-            sub_model=getattr(rlm.sub_lm, "name", ""),
-            limits=rlm.limits.to_dict(),
+            sub_model=getattr(config.sub, "name", ""),
+            limits=config.limits.to_dict(),
         )
         self.own_usage = Usage()
         self.sub_usage = Usage()
         self.own_cost = 0.0
         self.sub_cost = 0.0
+        self._lock = threading.Lock()  # guards sub_usage / sub_cost, added from callback threads
         self.partial: str | None = None
         self.iteration = 0
 
-    # --- hooks used by SubCalls -------------------------------------------------------------
+    # --- the SubCallHost protocol (rlm_core.subcalls) ----------------------------------------
 
     def emit(self, kind: str, data: Any = None) -> None:
-        if self.rlm.on_event is not None:
-            self.rlm.on_event(Event(kind, self.depth, self.iteration, data))
+        if self.config.on_event is not None:
+            self.config.on_event(Event(kind, self.depth, self.iteration, data))
+
+    def clock(self) -> float:
+        return self.traj.clock()
 
     def add_sub_call(self, rec: SubCallRecord) -> None:
         self.traj.add_sub_call(rec)
-        with self.traj._lock:
+        with self._lock:
             self.sub_usage = self.sub_usage + rec.usage
             self.sub_cost += rec.cost_usd
         self.emit("sub_call", rec)
@@ -147,7 +151,7 @@ class Node:
 
     def spawn_child(self, prompt: str, context: Any) -> Result:
         child = Node(
-            self.rlm,
+            self.config,
             depth=self.depth + 1,
             budget=self.budget,
             query=prompt,
@@ -164,11 +168,11 @@ class Node:
     def run(self) -> Result:
         from rlm_core.sandbox.repl import Sandbox
 
-        subcalls = SubCalls(self)
+        subcalls = SubCalls(self, lm=self.config.sub, limits=self.config.limits)
         functions = {**subcalls.functions(), **self.user_functions}
         variables = {**self.namespace, ANSWER_VAR: initial_answer()}
         prelude = PRELUDE + ("\n" + self.user_prelude if self.user_prelude else "")
-        limits = self.rlm.limits
+        limits = self.config.limits
         try:
             with Sandbox(
                 functions=functions,
@@ -183,7 +187,7 @@ class Node:
                     e for e in entries
                     if e.get("reserved") and e.get("type") == "function" and e.get("name") not in shown
                 ]
-                system = self.rlm.system_prompt_for(shown, self.function_docs, self.depth, from_prelude)
+                system = self.config.system_prompt_for(shown, self.function_docs, self.depth, from_prelude)
                 namespace = describe_namespace(entries, set(shown) | {ANSWER_VAR})
                 messages: list[dict[str, Any]] = [
                     {
@@ -198,7 +202,7 @@ class Node:
             self._close_trajectory()
 
     def _loop(self, sandbox: Any, system: str, messages: list[dict[str, Any]]) -> Result:
-        limits = self.rlm.limits
+        limits = self.config.limits
         consecutive_errors = 0
         for i in range(1, limits.max_iterations + 1):
             self.iteration = i
@@ -278,13 +282,13 @@ class Node:
         t0 = time.perf_counter()
         chars = len(system) + sum(len(str(m["content"])) for m in messages)
         try:
-            held, out_cap = self.budget.reserve(chars, getattr(self.lm, "max_tokens", None))
-        except TokenLimitError as exc:
-            self._raise(TokenLimitError, str(exc))
+            hold = self.budget.reserve(chars, getattr(self.lm, "max_tokens", None), self.lm)
+        except (TokenLimitError, CostLimitError) as exc:
+            self._raise(type(exc), str(exc))
         try:
-            resp = self.lm.complete(messages, system=system, max_tokens=out_cap)
+            resp = self.lm.complete(messages, system=system, max_tokens=hold.max_output)
         finally:
-            self.budget.release(held)
+            self.budget.release(hold)
         it.lm_s = time.perf_counter() - t0
         it.reply = resp.text
         it.usage = resp.usage
@@ -320,7 +324,7 @@ class Node:
         )
 
     def _final_call(self, messages: list[dict[str, Any]], system: str) -> Result:
-        limits = self.rlm.limits
+        limits = self.config.limits
         self._check_budget()
         ask = final_call_message(limits.max_iterations)
         last = messages[-1]

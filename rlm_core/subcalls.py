@@ -28,29 +28,52 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from memory.errors import CellTimeoutError, DepthLimitError, RLMLimitError
+from rlm_core.limits import Budget, Limits
 from rlm_core.lm import LM
+from rlm_core.results import Result
 from rlm_core.trajectory import SubCallRecord, preview
 
-if TYPE_CHECKING:
-    from rlm_core.node import Node
-
-__all__ = ["SubCalls"]
+__all__ = ["SubCallHost", "SubCalls"]
 
 BATCH_ERROR_PREFIX = "[error] "
+
+
+class SubCallHost(Protocol):
+    """What the sub-call functions need of the RLM node they serve (``rlm_core.node.Node``)."""
+
+    @property
+    def depth(self) -> int: ...
+
+    @property
+    def budget(self) -> Budget: ...
+
+    def clock(self) -> float:
+        """Seconds since the node's run started (the trajectory's clock)."""
+        ...
+
+    def accepting_sub_calls(self) -> bool:
+        """False once the cell that would read the answer is over."""
+        ...
+
+    def add_sub_call(self, rec: SubCallRecord) -> None:
+        """Record a finished sub-call (from any thread)."""
+        ...
+
+    def spawn_child(self, prompt: str, context: Any) -> Result:
+        """Run a child RLM one level deeper on the same budget."""
+        ...
 
 
 class SubCalls:
     """The sub-call functions of one RLM node, bound to its budget and trajectory."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: SubCallHost, *, lm: LM, limits: Limits) -> None:
         self.node = node
-
-    @property
-    def lm(self) -> LM:
-        return self.node.rlm.sub_lm
+        self.lm = lm
+        self.limits = limits
 
     def functions(self) -> dict[str, Callable[..., Any]]:
         return {
@@ -100,24 +123,24 @@ class SubCalls:
             model=getattr(self.lm, "name", type(self.lm).__name__),
             prompt_preview=preview(prompt),
             prompt_chars=len(prompt),
-            started_s=node.traj.clock(),
+            started_s=node.clock(),
             batch_index=batch_index,
             fallback=fallback,
         )
         t0 = time.perf_counter()
-        held = 0
+        hold = None
         try:
             self._admit()
-            held, out_cap = node.budget.reserve(len(prompt), getattr(self.lm, "max_tokens", None))
-            resp = self.lm.complete([{"role": "user", "content": prompt}], max_tokens=out_cap)
+            hold = node.budget.reserve(len(prompt), getattr(self.lm, "max_tokens", None), self.lm)
+            resp = self.lm.complete([{"role": "user", "content": prompt}], max_tokens=hold.max_output)
         except BaseException as exc:
-            node.budget.release(held)
+            node.budget.release(hold)
             if isinstance(exc, RLMLimitError):
                 node.budget.record_fatal(exc)
             self._finish(rec, t0, error=exc)
             raise
         node.budget.charge(resp.usage, resp.cost_usd, role="sub")
-        node.budget.release(held)
+        node.budget.release(hold)
         rec.response_preview = preview(resp.text)
         rec.response_chars = len(resp.text)
         rec.usage = resp.usage
@@ -149,7 +172,7 @@ class SubCalls:
             except Exception as exc:
                 return f"{BATCH_ERROR_PREFIX}{type(exc).__name__}: {exc}"
 
-        workers = min(self.node.rlm.limits.sub_concurrency, len(prompts))
+        workers = min(self.limits.sub_concurrency, len(prompts))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlm-batch") as pool:
             answers = list(pool.map(run, range(len(prompts))))
         fatal = self.node.budget.fatal
@@ -163,7 +186,7 @@ class SubCalls:
     def rlm_query(self, prompt: str, context: Any = None) -> str:
         """Start a child RLM with its own REPL (holding ``context``) to answer ``prompt``."""
         node = self.node
-        limits = node.rlm.limits
+        limits = self.limits
         if node.depth + 1 > limits.max_depth:
             if limits.on_max_depth == "error":
                 err = DepthLimitError(
@@ -183,7 +206,7 @@ class SubCalls:
             model=getattr(self.lm, "name", type(self.lm).__name__),
             prompt_preview=preview(prompt),
             prompt_chars=len(prompt),
-            started_s=node.traj.clock(),
+            started_s=node.clock(),
         )
         t0 = time.perf_counter()
         try:

@@ -81,3 +81,38 @@ def test_live_child_rlms_are_bounded() -> None:
     res = rlm.completion("fan out")
     out = res.trajectory.iterations[0].cells[0].output
     assert running["max"] <= 2 and "refused" in out and "child" in out, out
+
+
+def test_four_threads_cannot_overspend_a_cost_limit() -> None:
+    def answer(req: LMRequest) -> str:
+        time.sleep(0.05)  # the four threads' calls overlap
+        return "x"
+
+    sub = FunctionLM(answer, name="sub", cost_per_call_usd=0.01)
+    root = ScriptedLM([f"```repl\n{FOUR_THREADS}\n```"], default="FINAL(done)")
+    rlm = RLM(root, sub, limits=Limits(max_cost_usd=0.05, max_iterations=2, sandbox=SANDBOX))
+    with pytest.raises(RLMLimitError) as err:
+        rlm.completion("spend it")
+    assert type(err.value).__name__ == "CostLimitError"
+    assert err.value.result.cost_usd <= 0.05 + 1e-9, err.value.result.cost_usd
+    assert sub.calls == 5  # the limit is spent exactly, not refused early
+
+
+def test_a_priced_model_gets_an_output_cap_the_money_left_pays_for() -> None:
+    from memory.errors import CostLimitError
+    from rlm_core.limits import Budget
+    from rlm_core.lm.pricing import ModelPrice, PriceTable
+
+    class Priced:
+        model = "m"
+        prices = PriceTable("m", {"m": ModelPrice.standard(1.0, 10.0)})  # USD per million
+
+    budget = Budget(Limits(max_cost_usd=0.001))
+    with pytest.raises(CostLimitError):  # ~1,016 input tokens at $1/M: over $0.001 alone
+        budget.reserve(3000, 4096, Priced())
+    hold = budget.reserve(300, 4096, Priced())  # 116 input tokens ($0.000116) leave 88 out
+    assert hold.max_output == 88 and abs(hold.cost_usd - 0.000996) < 1e-9, hold
+    with pytest.raises(CostLimitError):  # the call in flight holds all that is left
+        budget.reserve(300, 4096, Priced())
+    budget.release(hold)
+    assert budget.reserve(300, 4096, Priced()).max_output == 88

@@ -280,7 +280,8 @@ def test_cost_limit() -> None:
     root = ScriptedLM(default=repl("print(1)"), cost_per_call_usd=0.25)
     with pytest.raises(CostLimitError, match=r"max_cost_usd=\$0.6000") as info:
         RLM(root, limits=Limits(max_cost_usd=0.6)).completion("q?")
-    assert info.value.result.cost_usd == pytest.approx(0.75)
+    # The third call would cost $0.25 with $0.10 left: it is refused before it is made.
+    assert info.value.result.cost_usd == pytest.approx(0.5) and root.calls == 2
 
 
 def test_time_limit() -> None:

@@ -7,6 +7,8 @@ Rules this module keeps:
   answer cannot disagree with what ``ask``/``chat``/``serve`` will get.
 * Where the boundary cannot be built it says what is missing and how to install it, and
   names the setting that accepts process-only isolation; exit status 1.
+* It says which isolation runs on this store are configured for and where that came from:
+  the environment (RLMEM_ISOLATION), the store's rlmem.toml, or the default.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agents.cli.common import CliContext
@@ -28,13 +31,29 @@ def register(cmd: Callable[..., argparse.ArgumentParser]) -> Callable[[CliContex
     return cmd_doctor
 
 
-def diagnose() -> dict[str, Any]:
+def configured_isolation(store: Path | None) -> tuple[str, str]:
+    """(the isolation runs on ``store`` get unless a caller passes one, where it came from)."""
+    env = os.environ.get("RLMEM_ISOLATION", "").strip()
+    if env:
+        return env.lower(), "environment variable RLMEM_ISOLATION"
+    if store is not None:
+        from memory.config import TOML_NAME, MemoryConfig
+
+        chosen = MemoryConfig.load(store).isolation
+        if chosen:
+            return chosen, str(store / TOML_NAME)
+    return "kernel", "the default"
+
+
+def diagnose(store: Path | None = None) -> dict[str, Any]:
     from memory.errors import SandboxError
     from rlm_core.sandbox import launcher
     from rlm_core.sandbox.repl import Sandbox
 
+    configured, origin = configured_isolation(store)
     report: dict[str, Any] = {
-        "configured": os.environ.get("RLMEM_ISOLATION") or "kernel",
+        "configured": configured,
+        "configured_from": origin,
         "bwrap": launcher.find_bwrap(),
         "root": os.geteuid() == 0,
     }
@@ -55,7 +74,7 @@ def diagnose() -> dict[str, Any]:
 
 
 def cmd_doctor(ctx: CliContext, args: argparse.Namespace) -> int:
-    report = diagnose()
+    report = diagnose(ctx.store_path)
     if ctx.json:
         print(json.dumps(report), file=ctx.out)
         return 0 if report["kernel_ok"] else 1
@@ -69,10 +88,12 @@ def cmd_doctor(ctx: CliContext, args: argparse.Namespace) -> int:
         print(f"  launcher: {report['bwrap']}", file=out)
         print(f"  worker:   {uid}, seccomp filter on, {landlock}", file=out)
         print(f"  start:    {report['start_s']:.3f} s for one worker", file=out)
+        print(f"configured: {report['configured']} (from {report['configured_from']})", file=out)
         if report["configured"] == "process":
-            print("  note: RLMEM_ISOLATION=process is set, so runs use process-only isolation", file=out)
+            print("  note: runs on this store use process-only isolation (weaker: docs/sandbox.md)", file=out)
         return 0
     print("isolation: the kernel boundary cannot be built here", file=out)
     print(f"  why: {report['problem']}", file=out)
     print(f"  fix: install bubblewrap (apt-get install bubblewrap), or {report['accept_weaker']}", file=out)
+    print(f"configured: {report['configured']} (from {report['configured_from']})", file=out)
     return 1

@@ -184,9 +184,10 @@ def run_console(
     output: IO[str] | None = None,
 ) -> None:
     """Open the console on ``memory`` until end of input (Ctrl-D)."""
+    from agents.ask import store_isolation
     from rlm_core.sandbox.repl import Sandbox
 
-    lim = limits if limits is not None else Limits()
+    lim = store_isolation(limits if limits is not None else Limits(), memory)
     binding = bind_memory(memory, agent_id=agent_id, actor="console")
     models = ConsoleModels(binding, root, sub, lim, lm_factory)
     variables = {"context": context} if context is not None else {}

@@ -3,8 +3,9 @@
 Rules this module keeps:
 
 * ``isolation="kernel"`` is the default and the only mode model code gets unless someone asks
-  for less: ``Sandbox(isolation="process")``, ``SandboxLimits(isolation="process")`` or
-  ``RLMEM_ISOLATION=process``. Where the kernel boundary cannot be built (no bubblewrap, not
+  for less: ``Sandbox(isolation="process")``, ``SandboxLimits(isolation="process")``,
+  ``RLMEM_ISOLATION=process``, or ``isolation = "process"`` in the store's ``rlmem.toml``
+  (read by ``agents`` through ``MemoryConfig`` and passed as ``SandboxLimits.isolation``). Where the kernel boundary cannot be built (no bubblewrap, not
   Linux, an architecture without a seccomp program, user namespaces refused), starting a
   worker raises ``SandboxError`` naming those settings; it never falls back by itself.
 * The kernel boundary: bubblewrap puts the worker in new user (when not root), mount, pid,
@@ -66,7 +67,8 @@ BOOT = (
 
 HOW_TO_ACCEPT = (
     "to run model code with process-only isolation instead (weaker: see docs/sandbox.md), set "
-    "isolation=\"process\" (Sandbox or SandboxLimits) or RLMEM_ISOLATION=process"
+    "isolation=\"process\" (Sandbox or SandboxLimits), RLMEM_ISOLATION=process, or "
+    "isolation = \"process\" in the store's rlmem.toml"
 )
 
 

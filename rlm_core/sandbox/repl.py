@@ -6,7 +6,9 @@ Rules this module keeps:
   seccomp, Landlock by default; a plain child process only when ``isolation="process"`` is
   asked for), never a fork of this process: it inherits no open database connection, no API
   key, no client object. Its environment is scrubbed (``policy.scrub_env``), its cwd and HOME
-  are the scratch directory, and ``close()`` kills it and everything it started.
+  are the scratch directory, and ``close()`` kills it and everything it started. Workers are
+  forked by ``spawner``'s long-lived thread, so a worker dies with this process (its death
+  signal is armed) but not with the thread that happened to create its ``Sandbox``.
 * One socketpair carries everything as JSON frames (``worker.wire``); the worker's fd 1 and 2
   are not the channel. Every read here has a deadline and checks the worker is alive.
 * Nothing the worker sends is trusted: frames are bounded (``max_message_mb``), callback
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from memory.errors import SandboxError, ValidationError, WorkerCrashedError
-from rlm_core.sandbox import launcher
+from rlm_core.sandbox import launcher, spawner
 from rlm_core.sandbox.channel import Conn, Deadline, WorkerGone, kill_group, peek_exit
 from rlm_core.sandbox.checks import await_value, cell_streams, cut, function_spec
 from rlm_core.sandbox.policy import cut_streams, scrub_env
@@ -170,7 +172,7 @@ class Sandbox:
                         "allow_subprocess": lim.allow_subprocess},
         }
         try:
-            proc = subprocess.Popen(
+            proc = spawner.popen(  # forked by a thread that lives as long as the process
                 plan.argv,
                 pass_fds=tuple(plan.pass_fds),
                 stdin=subprocess.DEVNULL,

@@ -99,6 +99,7 @@ class Worker:
         self.memory_mb = 0
         self.max_callback_bytes = 1 << 20
         self.callback_timeout_s = 60.0
+        self.home = ""  # the scratch dir, each cell's cwd
 
     # reader thread: route replies to waiting proxies, everything else to the main thread
     def read_loop(self) -> None:
@@ -190,6 +191,12 @@ class Worker:
                 self.ns[name] = value
 
     def run_cell(self, code: str, number: int) -> dict[str, Any]:
+        if self.home:  # every cell starts in the scratch dir: one cell's chdir does not leak
+            try:
+                os.chdir(self.home)
+            except OSError as exc:
+                return {"stdout": ("", "", 0), "stderr": ("", "", 0), "duration_s": 0.0,
+                        "error": f"OSError: the scratch directory cannot be entered ({exc}); the cell was not run\n"}
         out = guard.CappedStream(self.max_output)
         err = guard.CappedStream(self.max_output)
         old = sys.stdout, sys.stderr
@@ -386,4 +393,5 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdin = io.StringIO("")
     worker = Worker(channel)
     worker.confined = confined
+    worker.home = str(cfg.get("scratch_dir") or "")
     worker.serve()
