@@ -410,3 +410,28 @@ def test_archival_grep_has_one_deadline_for_the_whole_call(mem: MemoryManager) -
     with pytest.raises(QueryError):
         b.grep(r"(a|aa)+$", tier="all")  # recall's leg and archival's share the one deadline
     assert time.monotonic() - t0 < 6
+
+
+# --- through the real ask() path ---------------------------------------------------------------
+
+def test_through_ask_patterns_fanout_and_odd_answers_harm_nothing(mem: MemoryManager) -> None:
+    from agents.ask import ask
+    from rlm_core.limits import Limits
+    from rlm_core.lm import ScriptedLM
+
+    cells = [
+        "try:\n    grep('a{4294967294}')\nexcept Exception as e:\n    print(type(e).__name__)",
+        "r = llm_query_batched(['p'] * 5000)\nprint(sum(x.startswith('[error]') for x in r))",
+        "answer = {'content': [10**100000], 'ready': False}",
+        "answer = {'content': 10**100000, 'ready': True}",
+    ]
+    root = ScriptedLM([f"```repl\n{c}\n```" for c in cells], default="FINAL(done)")
+    sub = ScriptedLM(default="ok")
+    lim = Limits(max_iterations=8, max_sub_calls=40, cell_timeout_s=10.0,
+                 sandbox=SandboxLimits(cell_timeout_s=10.0, memory_mb=768, audit_hook=False))
+    t0 = time.monotonic()
+    res = ask(mem, "q", root=root, sub=sub, limits=lim)
+    assert time.monotonic() - t0 < 60
+    assert isinstance(res.answer, str)  # a 100,000-digit int answer is read without failing
+    assert len(sub.requests) <= 40  # the fan-out stopped at the sub-call bound
+    assert "QueryError" in root.requests[1].prompt
