@@ -67,7 +67,16 @@ def initial_answer() -> dict[str, Any]:
 
 
 def as_text(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)
+    """The answer as text; never raises (an int past CPython's 4,300-digit str() limit, e.g.
+    one model code computed, is written in hex instead of failing the run)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except ValueError:
+        if isinstance(value, int):
+            return hex(value)
+        return f"<a {type(value).__name__} holding an int too long to write as text>"
 
 
 def read_answer(sandbox: Any) -> tuple[Answer | None, str | None]:

@@ -20,6 +20,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,7 +38,7 @@ from memory.archival.schema import (
     filter_sql,
     informative_phrases,
 )
-from memory.errors import ValidationError
+from memory.errors import QueryError, ValidationError
 from memory.fusion import Candidates, Ranked, check_mode
 from memory.text.fts import FtsSource, bounded_fts_ids, make_snippet, phrase_counts, snippet_pattern
 from memory.text.query import check_text, compile_pattern, fts_phrases, to_us
@@ -77,6 +78,7 @@ SMALL_STORE = 2 * COMMON_DOCS
 # costs O(matching chunks) there); rarer tags use Chroma's filter, cheap at that size.
 OVERFETCH_MIN_SHARE = 0.02
 OVERFETCH_MAX = 2_500
+_GREP_CHUNK_TIMEOUT_S = 10.0  # per chunk, when the caller sets no deadline for the call
 
 
 def chunk_candidates(
@@ -182,14 +184,29 @@ def grep_chunks(
     literal: bool = False,
     limit: int = 100,
     source: str | None = None,
+    timeout_s: float | None = None,
 ) -> list[GrepHit]:
-    """Regular-expression matches over chunk text, in id order."""
+    """Regular-expression matches over chunk text, in id order.
+
+    ``timeout_s`` bounds the whole call (not each chunk): past it, ``QueryError``.
+    """
     rx = compile_pattern(pattern, ignore_case=ignore_case, literal=literal)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     hits: list[GrepHit] = []
     for c in store.iter_chunks():
         if source is not None and c.source != source:
             continue
-        m = rx.search(c.text, timeout=10.0)
+        # Without a deadline each chunk still gets one (as before); with one, the whole call.
+        left = _GREP_CHUNK_TIMEOUT_S if deadline is None else deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            m = rx.search(c.text, timeout=left)
+        except TimeoutError:
+            raise QueryError(
+                f"grep for {pattern!r:.200} ran past timeout_s={timeout_s:.3g}: the pattern may "
+                "backtrack catastrophically (nested repeats such as (a+)+); simplify it"
+            ) from None
         if m:
             lo, hi = max(0, m.start() - 80), min(len(c.text), m.end() + 80)
             hits.append(

@@ -398,9 +398,14 @@ class ArchivalStore:
         literal: bool = False,
         limit: int = 100,
         source: str | None = None,
+        timeout_s: float | None = None,
     ) -> list[GrepHit]:
-        """Regular-expression matches over chunk text, in id order."""
-        return grep_chunks(self, pattern, ignore_case=ignore_case, literal=literal, limit=limit, source=source)
+        """Regular-expression matches over chunk text, in id order; ``timeout_s`` bounds the
+        whole call (``QueryError`` past it)."""
+        return grep_chunks(
+            self, pattern, ignore_case=ignore_case, literal=literal, limit=limit, source=source,
+            timeout_s=timeout_s,
+        )
 
 
 sql_text = text

@@ -13,6 +13,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from memory.errors import NotFoundError
@@ -95,14 +96,17 @@ def grep(
     """
     rf = ctx.recall_filter(session_id=session_id, role=role, since=since, until=until)
     hits: list[GrepHit] = []
+    started = time.monotonic()
     if tier in ("recall", "all"):
         hits += ctx.memory.recall.grep(
             pattern, ignore_case=ignore_case, literal=literal, limit=limit,
             timeout_s=ctx.grep_timeout_s, **rf.kwargs(),
         )  # fmt: skip
     if tier in ("archival", "all") and len(hits) < limit:
+        # One deadline for the whole call: what recall's leg left of it.
+        left = None if ctx.grep_timeout_s is None else max(0.0, ctx.grep_timeout_s - (time.monotonic() - started))
         hits += ctx.memory.archival.grep(
-            pattern, ignore_case=ignore_case, literal=literal, limit=limit - len(hits)
+            pattern, ignore_case=ignore_case, literal=literal, limit=limit - len(hits), timeout_s=left
         )
     return hits[:limit]
 

@@ -14,7 +14,8 @@ Rules this module keeps:
   characters-per-token rule for English with BPE tokenizers): O(1), no tokenizer download.
 * grep patterns use the ``regex`` package (Python ``re`` syntax, plus a timeout). A literal run
   that every match must contain is pushed down to SQL as a prefilter, so most rows never reach
-  Python.
+  Python. Counted repeats that would unroll past ``MAX_UNROLLED`` steps are refused before
+  compiling (the regex package unrolls them while holding the GIL).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "FILTER_NAMES",
     "MAX_ID",
     "MAX_PHRASES",
+    "MAX_UNROLLED",
     "MESSAGE_FIELDS",
     "Filters",
     "build_filters",
@@ -62,6 +64,7 @@ MESSAGE_FIELDS = frozenset(
     {"content", "role", "agent_id", "session_id", "created_at", "tool_name", "tool_args", "tokens", "metadata", "key"}
 )
 MAX_KEY_CHARS = 200
+MAX_UNROLLED = 100_000  # steps a grep pattern's counted repeats may unroll to (~0.2 s, ~40 MB)
 _FIELDS_AND_ID = MESSAGE_FIELDS | {"id"}
 _WORD = re.compile(r"[^\W_]")
 _ODD_FOLD = frozenset("iIsSkK")
@@ -207,6 +210,11 @@ def compile_pattern(pattern: object, *, ignore_case: bool, literal: bool) -> reg
     if literal:
         p = regex.escape(p)
     flags = regex.VERSION0 | (regex.IGNORECASE if ignore_case else 0)
+    if not literal and _unrolled_size(p) > max(MAX_UNROLLED, len(p)):
+        raise QueryError(
+            f"pattern {pattern!r:.80} repeats too much: its counted repeats ({{n}}, {{n,m}}) "
+            f"unroll to more than {MAX_UNROLLED:,} steps; use + or * or a smaller count"
+        )
     try:
         return regex.compile(p, flags)
     except (regex.error, ValueError, OverflowError, RecursionError) as exc:
@@ -214,6 +222,50 @@ def compile_pattern(pattern: object, *, ignore_case: bool, literal: bool) -> reg
             f"invalid regular expression {pattern!r}: {exc}; to search for the text as given, "
             "pass literal=True (rlmem grep -F, memory_grep literal: true)"
         ) from None
+
+
+def _unrolled_size(pattern: str) -> int:
+    """How many steps the pattern's counted repeats unroll to (an upper bound).
+
+    The regex package compiles ``x{n}`` (and the ``n`` of ``x{n,m}``) as n copies of ``x``,
+    holding the GIL: ``a{4294967294}`` never finishes compiling, and nested counts multiply
+    (``(?:(?:(?:a{100}){100}){100}){100}`` wants tens of GB). Patterns ``re`` cannot parse
+    (regex-only syntax) are bounded by the product of every count written in them.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = sre_parse.parse(pattern)
+    except (re.error, ValueError, OverflowError, RecursionError, TypeError):
+        total = 1
+        for n in re.findall(r"\{\s*(\d{1,12})", pattern):
+            total *= max(1, int(n))
+            if total > MAX_UNROLLED:
+                break
+        return total
+
+    def size(items: Any, depth: int) -> int:
+        n = 0
+        for op, arg in items:
+            if op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, sre_parse.POSSESSIVE_REPEAT):
+                n += max(1, arg[0]) * size(arg[2], depth + 1)
+            elif op is sre_parse.SUBPATTERN:
+                n += size(arg[-1], depth + 1)
+            elif op is sre_parse.BRANCH:
+                n += sum(size(b, depth + 1) for b in arg[1])
+            elif op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT):
+                n += size(arg[1], depth + 1)
+            elif op is sre_parse.GROUPREF_EXISTS:
+                n += sum(size(b, depth + 1) for b in arg[1:] if b is not None)
+            elif op is sre_parse.ATOMIC_GROUP:
+                n += size(arg, depth + 1)
+            else:
+                n += 1
+            if n > MAX_UNROLLED:
+                return n
+        return n
+
+    return size(parsed, 0)
 
 
 def required_literal(pattern: str, *, ignore_case: bool, literal: bool) -> tuple[str, bool] | None:

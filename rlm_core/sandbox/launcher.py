@@ -55,6 +55,7 @@ _WORKER_PKG = Path(__file__).with_name("worker")
 _LIB_IN = "/opt/rlm/lib"
 _PY_IN = "/opt/rlm/python"
 _uids = itertools.count()
+_PIPE_MIN = 4096  # what a pipe holds on every Linux (PIPE_BUF): written without a reader
 
 BOOT = (
     "import sys, types\n"
@@ -181,6 +182,8 @@ def plan(
     args += ["--die-with-parent", "--new-session", "--perms", "0755", "--tmpfs", "/"]
     args += _system_binds()
     in_exe, worker_env = exe, dict(env)
+    # The parent's PATH names its home and tool directories, none of which exist in there.
+    worker_env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
     if not prefix.startswith("/usr/") and prefix != "/usr":
         args += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", "/opt/rlm"]
         args += ["--ro-bind", prefix, _PY_IN]
@@ -202,6 +205,15 @@ def plan(
     os.write(w, bpf.program(no_exec=False, allow_inet=allow_network))
     os.close(w)
     args += ["--seccomp", str(r)]
+    fds = [channel_fd, r]
+    # bubblewrap's own command line is readable in there (/proc/1/cmdline) and would name the
+    # parent's directories (its interpreter, home, checkout): the options go through a pipe.
+    opts = b"".join(a.encode() + b"\0" for a in args[1:])
+    if len(opts) < _PIPE_MIN:
+        ar, aw = os.pipe()
+        os.write(aw, opts)
+        os.close(aw)
+        args, fds = [bwrap, "--args", str(ar)], [*fds, ar]
     args += ["--", in_exe, "-I", "-S", "-c", BOOT, _LIB_IN, str(channel_fd)]
     confine: dict[str, object] = {
         "landlock": True,
@@ -212,4 +224,4 @@ def plan(
         "drop_uid": drop_uid,
         "cwd": scratch,
     }
-    return Launch(args, {}, "/", True, confine, [channel_fd, r], [r])
+    return Launch(args, {}, "/", True, confine, fds, fds[1:])

@@ -13,6 +13,9 @@ Rules this module keeps:
 * Round trips keep what the memory views need: tuples, bytes, sets, datetimes (naive and
   aware), dates, times, timedeltas, Decimals, UUIDs, huge ints, lone surrogates, dicts with
   non-string keys. Subclasses of dict, list, str, int and float cross as the base type.
+* Decoding is linear in the frame: sets and non-string-keyed dicts whose members' hashes
+  collide in bulk (ints hash by value, so collisions are easy to craft) are refused before
+  they are built.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ MAX_DEPTH = 100
 _CHUNK = 1 << 20
 _TAG = "$"
 _BIG_INT_BITS = 12_000  # ~3,600 digits: below CPython's 4,300-digit str() limit
+_MAX_SAME_HASH = 64  # real sets and dicts hold distinct members: only crafted frames get near this
 
 
 class WireError(ValueError):
@@ -115,20 +119,36 @@ def dumps(obj: Any, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> bytes:
 
 
 def _pairs_to_dict(pairs: list[Any]) -> dict[Any, Any]:
-    out: dict[Any, Any] = {}
-    for kv in pairs:
-        if not isinstance(kv, list) or len(kv) != 2:
-            raise WireError("malformed mapping")
-        out[_hashable(kv[0])] = kv[1]
-    return out
+    if not isinstance(pairs, list) or not all(isinstance(kv, list) and len(kv) == 2 for kv in pairs):
+        raise WireError("malformed mapping")
+    _no_collisions([kv[0] for kv in pairs])
+    return {kv[0]: kv[1] for kv in pairs}
 
 
-def _hashable(value: Any) -> Any:
-    try:
-        hash(value)
-    except TypeError:
-        raise WireError(f"unhashable {type(value).__name__} used as a key or set member") from None
-    return value
+def _members(values: Any) -> list[Any]:
+    if not isinstance(values, list):
+        raise WireError("malformed set")
+    _no_collisions(values)
+    return values
+
+
+def _no_collisions(keys: list[Any]) -> None:
+    """Refuse keys whose hashes collide in bulk before any set or dict is built of them.
+
+    Ints (and floats, Decimals, tuples of them) hash by value: ``k * (2**61 - 1)`` all hash
+    alike, and a set of n of them costs n**2 / 2 comparisons (a 1 MiB frame: about a
+    minute of the reader's CPU). Counting equal hashes is linear: the hashes are ints that
+    hash to themselves, so they cannot collide a second time.
+    """
+    counts: dict[int, int] = {}
+    for key in keys:
+        try:
+            h = hash(key)
+        except TypeError:
+            raise WireError(f"unhashable {type(key).__name__} used as a key or set member") from None
+        c = counts[h] = counts.get(h, 0) + 1
+        if c > _MAX_SAME_HASH:
+            raise WireError(f"more than {_MAX_SAME_HASH} keys or set members with the same hash")
 
 
 def _td(v: list[Any]) -> datetime.timedelta:
@@ -147,8 +167,8 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "m": _pairs_to_dict,
     "b": lambda v: base64.b64decode(v, validate=True),
     "ba": lambda v: bytearray(base64.b64decode(v, validate=True)),
-    "s": lambda v: {_hashable(x) for x in v},
-    "fs": lambda v: frozenset(_hashable(x) for x in v),
+    "s": lambda v: set(_members(v)),
+    "fs": lambda v: frozenset(_members(v)),
     "dt": datetime.datetime.fromisoformat,
     "d": datetime.date.fromisoformat,
     "tm": datetime.time.fromisoformat,
