@@ -97,6 +97,18 @@ def test_append_message_and_archival_insert(api: httpx.Client, mem: MemoryManage
     assert r.status_code == 201 and mem.archival.get(r.json()["id"]).source == "note"
 
 
+def test_message_retries_with_an_idempotency_key_store_once(api: httpx.Client, mem: MemoryManager) -> None:
+    before = mem.recall.count()
+    body = {"content": "Deploy on Friday.", "session_id": "s1", "key": "req-7f3a"}
+    first = api.post("/messages", json=body)
+    again = api.post("/messages", json=body)  # a client retrying after a lost reply
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"]
+    assert mem.recall.count() == before + 1
+    assert api.post("/messages", json={**body, "key": "x" * 201}).status_code == 400
+    assert mem.recall.count() == before + 1
+
+
 def test_block_read_and_edits(api: httpx.Client, mem: MemoryManager) -> None:
     assert [b["label"] for b in api.get("/blocks").json()["blocks"]] == ["human", "rules"]
     assert api.get("/blocks/human").json()["value"] == "Name: Ada"

@@ -138,7 +138,10 @@ def test_bad_arguments_are_validation_errors(mem: MemoryManager, name: str, args
 
 
 def test_http_answers_400_for_hostile_numbers(mem: MemoryManager) -> None:
-    with ServerThread(mem) as server, httpx.Client(base_url=server.url, trust_env=False) as client:
+    token = "t-" + "0" * 40
+    with ServerThread(mem, token=token) as server, httpx.Client(
+        base_url=server.url, trust_env=False, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
         for path, body in (("/grep", {"pattern": "x", "limit": 10**30}),
                            ("/messages", {"content": "x", "tokens": 2**70}),
                            ("/forget", {"reason": "r", "ids": ["1; DROP"]}),

@@ -150,10 +150,9 @@ def cmd_init(ctx: CliContext, args: argparse.Namespace) -> int:
 def _create_schemas(mem: Any) -> None:
     """Every table a command may read, made now: a read-only command then never has to write
     (and so never waits for a writer) on a store made by ``init``."""
-    from rlm_core.trajectory.store import MIGRATIONS as TRAJECTORY_MIGRATIONS
-
     from agents.agent.state import AgentTable
     from agents.server.auth import MIGRATIONS as TOKEN_MIGRATIONS
+    from agents.trajectories import MIGRATIONS as TRAJECTORY_MIGRATIONS
 
     mem.blocks("default")
     AgentTable(mem.db)
@@ -317,8 +316,7 @@ def _pending_note(ctx: CliContext, mem: Any, args: argparse.Namespace, tiers: tu
 
 
 def _search_sessions(ctx: CliContext, mem: Any, args: argparse.Namespace, pending: int) -> int:
-    filters = _filters(args)
-    if "session_id" in filters or args.tier == "archival":
+    if args.session or args.tier == "archival":
         raise ValidationError("--sessions ranks recall sessions: drop --session and --tier archival")
     checked = _check("search", {"query": args.query, "k": args.k, **_filters(args)})
     checked.pop("session_id", None)

@@ -53,7 +53,7 @@ except ModuleNotFoundError as exc:  # the HTTP API is the optional extra [server
     raise MissingExtraError("server", "the HTTP API (rlmem serve)", exc.name) from None
 
 from agents.server.auth import AccessDenied, Grant, TokenStore, store_admin_token
-from agents.server.body import parse_json_body
+from agents.server.body import INT_RANGE, parse_json_body
 from agents.server.guard import (
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_MAX_HEADER_BYTES,
@@ -210,6 +210,9 @@ def _endpoint(state: _State, op: Operation | None) -> Callable[[Request], Any]:
                 result = await run_in_threadpool(T.call_tool, name, ctx, args.get("arguments") or {})
                 return JSONResponse({"tool": name, "result": result})
             ctx = _context(state, request, grant, op.view.name)
+            for name, value in args.items():  # path and query integers, still text here
+                if isinstance(value, str) and value.lstrip("-").isdigit() and not INT_RANGE[0] <= int(value) <= INT_RANGE[1]:
+                    raise E.ValidationError(f"{name} is out of range (a signed 64-bit integer), got {value}")
             result = await run_in_threadpool(op.run, ctx, args)
             return JSONResponse(bound(jsonable(result), 4 * ctx.max_result_chars), status_code=op.status)
         except _TooLarge as exc:

@@ -93,6 +93,8 @@ Line = Annotated[int, Field(ge=-1, le=10_000_000), _Int]
 Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_not_bool)]
 Ids = Annotated[list[Id], BeforeValidator(lambda v: [v] if isinstance(v, int | str) else v)]
 Text = Annotated[str, AfterValidator(_not_blank)]
+# A writer's own identity for a message (an idempotency key, a record's uuid).
+Key = Annotated[str, Field(min_length=1, max_length=200)]
 def _when(value: Any) -> Any:
     try:
         return parse_when(value)

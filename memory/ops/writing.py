@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from memory.errors import ValidationError
-from memory.ops.schema import Ids, Role, Tags, Text, Tokens, When
+from memory.ops.schema import Ids, Key, Role, Tags, Text, Tokens, When
 from memory.ops.values import DEFAULTS as D
 from memory.ops.values import OpContext
 from memory.types import Message
@@ -32,6 +32,7 @@ def log(
     session_id: str | None = None,
     metadata: dict[str, Any] | None = None,
     tokens: Tokens | None = None,
+    key: Key | None = None,
 ) -> Message:
     """Append one message to the recall log; it is durable when the call returns.
 
@@ -41,10 +42,13 @@ def log(
         session_id: The conversation session (default: the current one, else "default").
         metadata: Any JSON object to keep with the message.
         tokens: Its length in tokens, if known (estimated otherwise).
+        key: An idempotency key: a retry with the same key stores nothing new and returns
+            the message stored the first time.
     """
     return ctx.memory.recall.append(
         content, role=role, agent_id=ctx.agent_id,
         session_id=session_id or ctx.session_id or "default", metadata=metadata, tokens=tokens,
+        key=key,
     )  # fmt: skip
 
 
