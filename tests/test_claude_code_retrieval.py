@@ -21,19 +21,26 @@ def mem(tmp_path: Path) -> Iterator[MemoryManager]:
     m.close()
 
 
-def recall_at_5(mem: MemoryManager, *, include_tools: bool) -> float:
+def recall_at_5(mem: MemoryManager, *, include_tools: bool, mode: str = "hybrid") -> float:
     """Share of questions with a conversation turn that answers it in the top five."""
     found = 0
     for question, answer in QUESTIONS:
-        hits = mem.search_recall(question, k=5, mode="text", include_tools=include_tools)
+        hits = mem.search_recall(question, k=5, mode=mode, include_tools=include_tools)
         found += any(h.role != "tool" and answer.lower() in h.text.lower() for h in hits)
     return found / len(QUESTIONS)
 
 
-def test_conversation_ranks_above_tool_noise(mem: MemoryManager) -> None:
+def test_conversation_ranks_above_tool_noise(tmp_path: Path) -> None:
+    from memory.vectors.embeddings import SentenceTransformerEmbedder
+
+    # The default search (hybrid) with the real model, as a user searches.
+    mem = MemoryManager.open(tmp_path / "real", embedder=SentenceTransformerEmbedder(), background_embed=False)
+    import_paths(mem, [write_project(tmp_path / "projects-real", noise=60)["main"].parent])
+    mem.embed_pending()
     assert mem.recall.count(role="tool") > 100  # the noise is there, kept
     with_handling = recall_at_5(mem, include_tools=False)
     without = recall_at_5(mem, include_tools=True)
+    mem.close()
     assert with_handling == 1.0
     assert without < with_handling  # the file dumps and test runs crowd the answers out
 

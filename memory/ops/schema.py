@@ -66,6 +66,9 @@ def _not_bool(value: Any) -> Any:
         raise ValueError("must be an integer, not true/false")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must be a finite integer")
+    # Text (a path or query parameter) must spell an integer: "1.0" or "1e3" is refused.
+    if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
+        raise ValueError(f"must be an integer, got {value[:40]!r}")
     return value
 
 

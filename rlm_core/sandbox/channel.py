@@ -60,20 +60,19 @@ class Conn:
         self.closed = False
 
     def _wait(self, want_write: bool, deadline: float) -> None:
+        # poll, not select: select() cannot watch a descriptor numbered 1024 or more, which a
+        # long-lived process with many open files reaches.
+        poller = select.poll()
+        poller.register(self.sock, select.POLLOUT if want_write else select.POLLIN)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise Deadline
-            r, w, _ = select.select(
-                [] if want_write else [self.sock], [self.sock] if want_write else [], [],
-                min(left, 0.25),
-            )
-            if r or w:
+            if poller.poll(max(1, int(min(left, 0.25) * 1000))):
                 return
             if not want_write and peek_exit(self.proc, 0) is not None:
                 # Drain what is buffered before declaring the worker gone.
-                r, _, _ = select.select([self.sock], [], [], 0)
-                if r:
+                if poller.poll(0):
                     return
                 raise WorkerGone("worker exited")
 
