@@ -24,7 +24,8 @@ Rules this module keeps:
 * Tokens and cost are counted by wrapping each model (``Metered``): every call of a method,
   the RLM's sub-calls included, is in its question's figures. ``--budget-usd`` stops before
   the next uncached call once the run has spent that much (answers and judging together).
-* Judging follows ``qa_judge``: a per-type rubric, abstention questions included.
+* Judging follows ``qa_judge``: a per-type rubric, abstention questions included. A method
+  that failed (an error from the model or the store) is counted wrong without asking the judge.
 """
 
 from __future__ import annotations
@@ -363,7 +364,9 @@ def run_benchmark(
                                seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
                     cache.put(akey, rec)
                 rec = dict(rec)
-                if not rec["skipped"]:
+                if rec["error"]:  # a method that failed answered nothing: wrong, not judged
+                    rec.update(correct=False, judge_reply="")
+                elif not rec["skipped"]:
                     jkey = f"judge|{akey}|{mjudge.name}"
                     verdict = cache.get(jkey)
                     if verdict is None:

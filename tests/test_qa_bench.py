@@ -175,3 +175,17 @@ def test_wrong_format_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps([{"foo": 1}]))
     with pytest.raises(SystemExit, match="neither LongMemEval"):
         qa.load(path)
+
+
+def test_a_failed_method_is_wrong_without_asking_the_judge(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    data = _write(tmp_path, "lme.json.gz", LME[:1])
+
+    def broken(req: LMRequest) -> str:
+        raise RuntimeError("context length exceeded")
+
+    judge = FunctionLM(lambda r: "yes", name="judge")
+    report = qa.run_benchmark(data, lm=FunctionLM(broken, name="b"), judge=judge, methods=["retrieval"],
+                              cache_path=tmp_path / "c.sqlite", stores_dir=tmp_path / "s", embedder=embedder)  # fmt: skip
+    rec = report["records"][0]
+    assert "context length" in rec["error"] and rec["correct"] is False and judge.calls == 0
+    assert report["summary"]["retrieval"]["errors"] == 1
