@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from memory.db import Database, Migration
-from memory.errors import NotFoundError
+from memory.errors import NotFoundError, ValidationError
 from rlm_core.trajectory.records import Trajectory
 
 __all__ = [
@@ -116,15 +116,34 @@ def save_trajectory(db: Database, traj: Trajectory) -> None:
 
 
 def load_trajectory(db: Database, run_id: str) -> Trajectory:
-    """The trajectory saved under ``run_id``; ``NotFoundError`` if there is none."""
+    """The trajectory saved under ``run_id``, or under the one run id that starts with it (the
+    short id a rendered header shows, at least 4 characters); ``NotFoundError`` if there is none,
+    ``ValidationError`` if a prefix names several."""
     _ensure(db)
     with db.read() as conn:
         data = conn.execute(
             text("SELECT data FROM rlm_trajectories WHERE run_id = :r"), {"r": run_id}
         ).scalar()
+        if data is None and len(run_id) >= 4 and all(c in "0123456789abcdef-" for c in run_id.lower()):
+            found = conn.execute(
+                text("SELECT run_id, data FROM rlm_trajectories WHERE run_id LIKE :p LIMIT 6"),
+                {"p": run_id.lower() + "%"},
+            ).all()
+            if len(found) > 1:
+                ids = ", ".join(r[0][:12] for r in found[:5])
+                raise ValidationError(f"run id prefix {run_id!r} names {len(found)}"
+                                      f"{'+' if len(found) > 5 else ''} runs ({ids}...); give more of it")
+            data = found[0][1] if found else None
     if data is None:
-        raise NotFoundError(f"no trajectory with run_id {run_id!r}; list_trajectories(db) shows them")
+        raise NotFoundError(f"no trajectory with run_id {run_id!r}; `rlmem trajectory list` "
+                            "shows them (Python: list_trajectories(db))")
     return Trajectory.from_dict(json.loads(data))
+
+
+def question_of(query: str) -> str:
+    """The question of a recorded ``ask`` query, without the memory summary that follows it
+    (``agents.ask.build_query``), on one line."""
+    return " ".join(query.split("\n\n", 1)[0].split())
 
 
 def list_trajectories(db: Database, *, limit: int = 50) -> list[TrajectorySummary]:

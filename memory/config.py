@@ -15,7 +15,7 @@ Environment variables (all optional):
 ==========================  ==================================================  ============
 variable                    meaning                                             default
 ==========================  ==================================================  ============
-``RLMEM_DIR``               store directory                                     ``./.rlmem``
+``RLMEM_STORE``             store directory (``RLMEM_DIR`` is the same)         see below
 ``RLMEM_DATABASE_URL``      SQLAlchemy/PostgreSQL URL instead of memory.db      (none)
 ``RLMEM_CHROMA_HOST``       Chroma server host instead of the embedded store    (none)
 ``RLMEM_CHROMA_PORT``       Chroma server port                                  ``8000``
@@ -44,6 +44,10 @@ variable                    meaning                                             
                             (process-only is weaker: docs/sandbox.md); a plain
                             string here, read by whoever starts a sandbox
 ==========================  ==================================================  ============
+
+With no directory given, a store is ``$RLMEM_STORE`` (or ``$RLMEM_DIR``), else
+``$XDG_DATA_HOME/rlmem`` (``~/.local/share/rlmem``): the library and ``rlmem`` open the same one
+(``default_store_dir``).
 
 The TOML file uses the same names without the prefix, lower-case, at top level
 (``embed_threads = 2``), or under a ``[memory]`` table.
@@ -74,7 +78,7 @@ _FALSE = {"0", "false", "no", "off"}
 class MemoryConfig:
     """Every setting of a store. Build one with ``MemoryConfig.load(...)``."""
 
-    dir: Path = field(default_factory=lambda: Path(".rlmem"))
+    dir: Path = field(default_factory=lambda: default_store_dir())
     database_url: str | None = None
     chroma_host: str | None = None
     chroma_port: int = 8000
@@ -127,8 +131,9 @@ class MemoryConfig:
             values.update(dataclasses.asdict(path_or_config))
             directory = path_or_config.dir
         else:
-            raw_dir = path_or_config if path_or_config is not None else env.get(f"{ENV_PREFIX}DIR")
-            directory = Path(raw_dir).expanduser() if raw_dir else Path(".rlmem")
+            raw_dir = path_or_config if path_or_config is not None else (
+                env.get(f"{ENV_PREFIX}STORE") or env.get(f"{ENV_PREFIX}DIR"))
+            directory = Path(raw_dir).expanduser() if raw_dir else default_store_dir(env)
             toml_file = directory / TOML_NAME
             if directory.suffix == ".toml":
                 toml_file, directory = directory, directory.parent
@@ -199,6 +204,18 @@ def _coerce(cls: type, name: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: invalid value {value!r} for {name} ({exc})") from None
 
 
+def default_store_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The store used when none is named: ``$XDG_DATA_HOME/rlmem``, or ``~/.local/share/rlmem``
+    when that variable is unset (``RLMEM_STORE``/``RLMEM_DIR`` are read before this)."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "rlmem"
+
+
+#: ``rlmem.toml`` tables that are not memory options (read by ``agents.cli.model``).
+OTHER_TABLES = frozenset({"model"})
+
+
 def _read_toml(path: Path, names: set[str]) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -208,6 +225,8 @@ def _read_toml(path: Path, names: set[str]) -> dict[str, Any]:
         raise ConfigError(f"{path}{line}: malformed TOML ({exc}); fix or remove the file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the configuration file ({exc})") from None
+    # Tables other parts of the program read (``[model]``: the CLI's model settings) are theirs.
+    data = {k: v for k, v in data.items() if not (k in OTHER_TABLES and isinstance(v, dict))}
     if isinstance(data.get("memory"), dict):
         data = {**{k: v for k, v in data.items() if k != "memory"}, **data["memory"]}
     out: dict[str, Any] = {}

@@ -67,7 +67,20 @@ from rlm_core.lm.types import LMResponse, count_tokens
 
 if TYPE_CHECKING:
     from memory.manager import MemoryManager
+    from rlm_core.limits import Limits
     from rlm_core.lm import LM
+
+
+def _models(model: LM | None, root: LM | None, sub_model: LM | None, sub: LM | None) -> tuple[LM, LM | None]:
+    """``model``/``sub_model`` or their ``RLM``/``ask`` names ``root``/``sub``: one of each pair."""
+    if model is not None and root is not None:
+        raise ValidationError("give the model once: model= or root= (the same thing), not both")
+    if sub_model is not None and sub is not None:
+        raise ValidationError("give the sub-model once: sub_model= or sub= (the same thing), not both")
+    chosen = model if model is not None else root
+    if chosen is None:
+        raise ValidationError("an agent needs a model: Agent.create(name, store, model) or root=...")
+    return chosen, sub_model if sub_model is not None else sub
 
 __all__ = ["AGENT_TOOLS", "DEFAULT_SYSTEM_PROMPT", "Agent", "Reply", "ToolCallRecord"]
 
@@ -82,7 +95,7 @@ class Agent:
         model: LM,
         *,
         sub_model: LM | None = None,
-        limits: Any = None,
+        limits: Limits | None = None,
         owns_memory: bool = False,
         table: AgentTable | None = None,
     ) -> None:
@@ -111,13 +124,15 @@ class Agent:
         cls,
         name: str,
         store: MemoryManager | str | Path,
-        model: LM,
+        model: LM | None = None,
         *,
+        root: LM | None = None,
+        sub: LM | None = None,
         persona: str = "",
         human: str = "",
         system_prompt: str | None = None,
         sub_model: LM | None = None,
-        limits: Any = None,
+        limits: Limits | None = None,
         tools: Sequence[str] = AGENT_TOOLS,
         context_budget_tokens: int = 32_000,
         max_tool_rounds: int = 8,
@@ -126,7 +141,10 @@ class Agent:
         keep_fraction: float = 0.5,
         block_limit: int = 5000,
     ) -> Agent:
-        """Create a new agent (its blocks and its row); refused if the name is taken."""
+        """Create a new agent (its blocks and its row); refused if the name is taken.
+        ``root``/``sub`` are other names for ``model``/``sub_model`` (as ``RLM`` and ``ask``
+        call them)."""
+        model, sub_model = _models(model, root, sub_model, sub)
         if context_budget_tokens < 256:
             raise ValidationError(f"context_budget_tokens must be at least 256, got {context_budget_tokens}")
         if max_tool_rounds < 0:
@@ -166,13 +184,16 @@ class Agent:
         cls,
         name: str,
         store: MemoryManager | str | Path,
-        model: LM,
+        model: LM | None = None,
         *,
+        root: LM | None = None,
+        sub: LM | None = None,
         sub_model: LM | None = None,
-        limits: Any = None,
+        limits: Limits | None = None,
         new_session: bool = False,
     ) -> Agent:
         """Open an existing agent where it left off (``NotFoundError`` if there is none)."""
+        model, sub_model = _models(model, root, sub_model, sub)
         memory, owns = open_store(store)
         try:
             table = AgentTable(memory.db)
@@ -192,15 +213,18 @@ class Agent:
         cls,
         name: str,
         store: MemoryManager | str | Path,
-        model: LM,
+        model: LM | None = None,
         *,
+        root: LM | None = None,
+        sub: LM | None = None,
         sub_model: LM | None = None,
-        limits: Any = None,
+        limits: Limits | None = None,
         **create_options: Any,
     ) -> Agent:
         """Get-or-create: the agent ``name`` where it left off, or a new one made with
         ``create_options`` (``create``'s keywords, used only when it is new), so setup code
         can run twice."""
+        model, sub_model = _models(model, root, sub_model, sub)
         from memory.errors import NotFoundError
 
         try:

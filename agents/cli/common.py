@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from agents.cli.progress import StopSignals, run_embedding
+from memory.config import default_store_dir
 from memory.errors import ConfigError, NotFoundError
 from memory.ops.values import jsonable
 
@@ -37,12 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["CliContext", "default_store_dir", "jsonable", "resolve_store", "store_exists"]
 
 STORE_MARKERS = ("memory.db", "rlmem.toml")
-
-
-def default_store_dir() -> Path:
-    """``$XDG_DATA_HOME/rlmem``, or ``~/.local/share/rlmem`` when the variable is unset."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base).expanduser() / "rlmem"
 
 
 def resolve_store(arg: str | None) -> tuple[Path, str]:

@@ -68,11 +68,47 @@ def _filters(p: argparse.ArgumentParser, *, agent_default: str | None = None) ->
 
 def _models(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
-                   help="model name (default: $RLMEM_MODEL or claude-sonnet-4-5)")
-    p.add_argument("--sub-model", default=None, help="model for sub-queries (default: --model)")
+                   help="model name (default: $RLMEM_MODEL, else rlmem.toml [model] name, else "
+                        "claude-sonnet-4-5)")
+    p.add_argument("--sub-model", default=None,
+                   help="model for sub-queries (default: $RLMEM_SUB_MODEL, else the --model)")
     p.add_argument("--base-url", default=None,
-                   help="an OpenAI-compatible endpoint (e.g. http://127.0.0.1:11434/v1) instead "
-                        "of Anthropic")
+                   help="an OpenAI-compatible endpoint instead of Anthropic (default: "
+                        "$RLMEM_BASE_URL or rlmem.toml [model] base_url): Ollama "
+                        "http://127.0.0.1:11434/v1, llama.cpp server http://127.0.0.1:8080/v1, "
+                        "vLLM http://127.0.0.1:8000/v1")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rlm-memory")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The first word of ``argv`` that is neither an option nor ``--store``'s value."""
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--store":
+            skip = True
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
+def _suggest(word: str | None) -> str | None:
+    """``did you mean`` for a mistyped command: the closest command name, if one is close."""
+    import difflib
+
+    if word is None or word in _COMMANDS:
+        return None
+    close = difflib.get_close_matches(word, sorted(_COMMANDS), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rlmem", description="Hybrid memory for long-lived LLM agents.", epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter, parents=[_common(False)],
     )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"rlmem {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def cmd(name: str, help: str, **kw: Any) -> argparse.ArgumentParser:
@@ -300,6 +337,14 @@ def main(
 def _run(argv: Sequence[str] | None, *, lm: LM | None, sub_lm: LM | None, stdout: TextIO | None,
          stderr: TextIO | None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    word = _command_word(argv)
+    guess = _suggest(word)
+    if guess is not None:
+        (stderr or sys.stderr).write(
+            f"rlmem: unknown command {word!r}; "
+            f"did you mean `rlmem {guess}`? (`rlmem --help` lists the commands)\n")
+        return 2
     args = parser.parse_args(argv)
     ctx = CliContext(store_arg=getattr(args, "store", None), json=bool(getattr(args, "json", False)),
                      out=stdout or sys.stdout, err=stderr or sys.stderr, lm=lm, sub_lm=sub_lm,

@@ -290,7 +290,7 @@ def cmd_search(ctx: CliContext, args: argparse.Namespace) -> int:
         for h in hits:
             where = (f"{h.session_id} {h.role}" if h.tier == "recall"
                      else f"{h.source}#{h.position}")
-            ctx.print(f"[{h.tier} {h.id}] {h.score:.3g} {_time(h.created_at)} {where}")
+            ctx.print(f"[{h.tier} {h.id}] {h.score:.3f} {_time(h.created_at)} {where}")
             ctx.print(f"    {_one_line(h.snippet or h.text)}")
 
     ctx.emit({"results": [h.to_dict() for h in hits], "pending_embeddings": pending}, human)
@@ -326,7 +326,7 @@ def _search_sessions(ctx: CliContext, mem: Any, args: argparse.Namespace, pendin
         if not sessions:
             ctx.print("no results")
         for s in sessions:
-            ctx.print(f"[{s.agent_id}/{s.session_id}] {s.score:.3g}")
+            ctx.print(f"[{s.agent_id}/{s.session_id}] {s.score:.3f}")
             for h in s.hits:
                 ctx.print(f"    [{h.id}] {_time(h.created_at)} {h.role}: {_one_line(h.snippet or h.text)}")
 

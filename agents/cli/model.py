@@ -35,16 +35,56 @@ __all__ = [
 ]
 
 
+#: The ``[model]`` table of ``rlmem.toml`` and the variables that stand for its keys.
+MODEL_SETTINGS = {"name": "RLMEM_MODEL", "sub_model": "RLMEM_SUB_MODEL", "base_url": "RLMEM_BASE_URL"}
+
+
+def model_settings(ctx: CliContext) -> dict[str, str]:
+    """``name``, ``sub_model`` and ``base_url`` from ``$RLMEM_*`` over the store's ``rlmem.toml``
+    ``[model]`` table (flags win over both, in ``make_model``)."""
+    import tomllib
+
+    from agents.cli.common import resolve_store
+    from memory.errors import ConfigError
+
+    table: dict[str, Any] = {}
+    path = resolve_store(ctx.store_arg)[0] / "rlmem.toml"
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the configuration file ({exc})") from None
+        table = data.get("model") or {}
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [model] must be a table (name, sub_model, base_url)")
+        unknown = set(table) - set(MODEL_SETTINGS)
+        if unknown:
+            raise ConfigError(f"{path}: unknown [model] option {sorted(unknown)[0]!r}; known: "
+                              f"{', '.join(MODEL_SETTINGS)}")
+        for key, value in table.items():
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{path}: [model] {key} must be a non-empty string")
+    out = {k: str(v) for k, v in table.items()}
+    for key, var in MODEL_SETTINGS.items():
+        if os.environ.get(var):
+            out[key] = os.environ[var]
+    return out
+
+
 def make_model(ctx: CliContext, args: argparse.Namespace, *, sub: bool = False) -> LM:
-    """The model the flags ask for (``sub=True``: the one for sub-queries)."""
+    """The model the flags ask for (``sub=True``: the one for sub-queries), else the one
+    ``$RLMEM_MODEL``/``$RLMEM_SUB_MODEL``/``$RLMEM_BASE_URL`` or ``rlmem.toml``'s ``[model]``
+    table names."""
     if ctx.lm is not None:
         return (ctx.sub_lm or ctx.lm) if sub else ctx.lm
-    name = (getattr(args, "sub_model", None) if sub else None) or getattr(args, "model", None) \
-        or os.environ.get("RLMEM_MODEL")
-    base_url = getattr(args, "base_url", None)
+    conf = model_settings(ctx)
+    name = ((getattr(args, "sub_model", None) or conf.get("sub_model")) if sub else None) \
+        or getattr(args, "model", None) or conf.get("name")
+    base_url = getattr(args, "base_url", None) or conf.get("base_url")
     if base_url:
         if not name:
-            raise ValidationError("--base-url needs --model NAME (the model the server should run)")
+            raise ValidationError("an OpenAI-compatible --base-url needs --model NAME (the model the "
+                                  "server should run; or RLMEM_MODEL, or name in rlmem.toml [model])")
         from rlm_core.lm.openai import OpenAICompatibleLM
 
         return OpenAICompatibleLM(name, base_url=base_url)
@@ -95,6 +135,8 @@ def cmd_ask(ctx: CliContext, args: argparse.Namespace) -> int:
             from rlm_core.trajectory.render import render_text
 
             ctx.print(render_text(traj))
+            if traj.answer is not None:  # the rendering ends with it: not printed twice
+                return
             ctx.print()
         ctx.print(str(result.answer))
 
@@ -242,7 +284,7 @@ def _mcp_config(store: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_trajectory(ctx: CliContext, args: argparse.Namespace) -> int:
-    from agents.trajectories import list_trajectories, load_trajectory
+    from agents.trajectories import list_trajectories, load_trajectory, question_of
     from rlm_core.trajectory.render import render_html, render_text
 
     mem = ctx.open_memory(read_only=True)
@@ -254,7 +296,7 @@ def cmd_trajectory(ctx: CliContext, args: argparse.Namespace) -> int:
 
         def human() -> None:
             for r in runs:
-                q = " ".join(r.query.split())
+                q = question_of(r.query)
                 ctx.print(f"{r.run_id}  {r.started_at[:19]}  {r.iterations} it  "
                           f"${r.cost_usd:.4f}  {r.stopped_by or 'answer'}  {q[:70]}")
             if not runs:
@@ -263,6 +305,7 @@ def cmd_trajectory(ctx: CliContext, args: argparse.Namespace) -> int:
         ctx.emit(runs, human)
         return 0
     traj = load_trajectory(mem.db, args.run_id)
+    args.run_id = traj.run_id  # a short id names the whole one from here on
     if verb == "show":
         ctx.emit(traj.to_dict(), lambda: ctx.print(render_text(traj)))
         return 0

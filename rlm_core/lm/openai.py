@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +48,11 @@ from rlm_core.lm.pricing import PricesArg, PriceTable
 from rlm_core.lm.retry import RetryPolicy, Transient, is_transient_status, parse_retry_after
 from rlm_core.lm.types import ChatMessage, LMResponse, ToolCall, Usage, content_text, count_tokens
 
-__all__ = ["OpenAICompatibleLM"]
+__all__ = ["ContextWindowWarning", "OpenAICompatibleLM"]
+
+
+class ContextWindowWarning(UserWarning):
+    """The server cut the prompt to a context window smaller than it."""
 
 _FINISH = {
     "stop": "end_turn",
@@ -106,6 +111,7 @@ class OpenAICompatibleLM:
             self._client = httpx.Client(timeout=timeout_s, headers=self._headers, transport=sync_transport)
         self._given_async = async_http_client
         self._async_clients: PerLoop[httpx.AsyncClient] = PerLoop()
+        self._context_warned = False
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleLM(model={self.model!r}, base_url={self.base_url!r})"
@@ -184,6 +190,7 @@ class OpenAICompatibleLM:
         if u:
             prompt = int(u.get("prompt_tokens") or 0)
             cached = int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+            self._check_context(prompt, body)
             usage = Usage(
                 input_tokens=max(0, prompt - cached),
                 output_tokens=int(u.get("completion_tokens") or 0),
@@ -201,6 +208,23 @@ class OpenAICompatibleLM:
             raw=data,
             tool_calls=calls,
         )
+
+    def _check_context(self, prompt_tokens: int, body: dict[str, Any]) -> None:
+        """Warn, once, when the server read far fewer prompt tokens than were sent: it cut the
+        prompt to a context window smaller than it (Ollama's default is a few thousand tokens,
+        and the root model's first prompt alone is about 1,500)."""
+        if self._context_warned or prompt_tokens <= 0:
+            return
+        sent = count_tokens("".join(content_text(m.get("content")) for m in body["messages"]))
+        if sent >= 1024 and prompt_tokens < sent // 2:
+            self._context_warned = True
+            warnings.warn(
+                f"{self.name}: the server at {self.base_url} read {prompt_tokens:,} prompt tokens "
+                f"of about {sent:,} sent: its context window is smaller than the prompt and it "
+                "dropped the rest. Give the model a larger context (Ollama: OLLAMA_CONTEXT_LENGTH="
+                "16384 or num_ctx; llama.cpp server: --ctx-size 16384).",
+                ContextWindowWarning, stacklevel=2,
+            )
 
     def complete(
         self,
