@@ -74,6 +74,26 @@ def store(backlog_store: Path, tmp_path: Path) -> Path:
     return dst
 
 
+@pytest.fixture(scope="module")
+def embedded_store(backlog_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same 20,000 messages, all embedded (drained once, in process; copied per test)."""
+    path = tmp_path_factory.mktemp("embedded") / "store"
+    shutil.copytree(backlog_store, path)
+    mem = MemoryManager.open(path, embedder=HashEmbedder(), background_embed=False)
+    try:
+        assert mem.embed_pending() == BACKLOG and mem.pending() == 0
+    finally:
+        mem.close()
+    return path
+
+
+@pytest.fixture()
+def done_store(embedded_store: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "store"
+    shutil.copytree(embedded_store, dst)
+    return dst
+
+
 def _interrupt(args: list[str], store: Path, sig: int, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Run ``rlmem ARGS``, send ``sig`` once the queue has shrunk from its peak (the command
     is embedding), return (status, stderr)."""
@@ -112,7 +132,8 @@ def test_search_wait_interrupted_stops_between_batches_and_resumes(store: Path, 
     # Nothing lost: every message is there, and each embedded one has its vector copy.
     assert _count(store, "SELECT COUNT(*) FROM recall_messages") == BACKLOG
     assert _count(store, "SELECT COUNT(*) FROM rlmem_vectors") == BACKLOG - left
-    _finish(store)
+    if sig == signal.SIGINT:  # the next command finishes the job (once is enough to show it)
+        _finish(store)
 
 
 def test_search_without_wait_answers_now_and_reports_the_backlog(store: Path) -> None:
@@ -130,21 +151,23 @@ def test_search_without_wait_answers_now_and_reports_the_backlog(store: Path) ->
     assert "--wait" in people.stderr
 
 
-def test_reindex_interrupted_by_sigint_resumes(store: Path) -> None:
-    _finish(store)
+def test_reindex_interrupted_by_sigint_resumes(done_store: Path) -> None:
+    store = done_store
+    assert _queued(store) == 0
     rc, err = _interrupt(["reindex", "--tier", "recall", "--reembed"], store, signal.SIGINT)
     assert rc == 130 and "terminate called" not in err and "Traceback" not in err, err
     assert 0 < _queued(store) <= BACKLOG
     _finish(store)
 
 
-def test_import_and_ingest_interrupted_keep_what_they_stored(store: Path, tmp_path: Path) -> None:
+def test_import_and_ingest_interrupted_keep_what_they_stored(done_store: Path, tmp_path: Path) -> None:
+    store, lines = done_store, 4000
     transcript = tmp_path / "chat.jsonl"
     transcript.write_text("".join(json.dumps({"role": "user", "content": f"imported line {i} about the vault"}) + "\n"
-                                  for i in range(500)), encoding="utf-8")
+                                  for i in range(lines)), encoding="utf-8")
     rc, err = _interrupt(["import", str(transcript), "--session", "imp"], store, signal.SIGINT)
     assert rc == 130 and "Traceback" not in err, err
-    assert _count(store, "SELECT COUNT(*) FROM recall_messages") == BACKLOG + 500  # the import itself is kept
+    assert _count(store, "SELECT COUNT(*) FROM recall_messages") == BACKLOG + lines  # the import itself is kept
     doc = tmp_path / "big.md"
     doc.write_text("\n\n".join(f"Paragraph {i}: the office dog is a beagle named Pixel {i}." for i in range(6000)),
                    encoding="utf-8")
