@@ -65,6 +65,19 @@ def is_damaged(exc: BaseException) -> bool:
 
 
 
+#: Up to this many items the SQL copies answer a vector query exactly when Chroma cannot (a
+#: rebuild in another process): about 0.8 GB of float32 copies read at most.
+FALLBACK_EXACT_MAX = 500_000
+
+
+def is_replaced(exc: BaseException) -> bool:
+    """Whether a Chroma error says the collection this handle points to no longer exists: it
+    was dropped and made again under the same name (``reindex`` in another process), so the
+    handle's collection id is stale."""
+    msg = str(exc).lower()
+    return type(exc).__name__ == "NotFoundError" or ("collection" in msg and "does not exist" in msg)
+
+
 def make_chroma_client(
     *, path: str | Path | None = None, host: str | None = None, port: int = 8000, ssl: bool = False
 ) -> Any:
@@ -159,6 +172,7 @@ class VectorIndex:
         # Set by the queue: exact nearest items from the SQL copies, or None (ask Chroma).
         self.exact: Callable[..., list[tuple[int, float]] | None] | None = None
         self.exact_spent_s = 0.0
+        self.exact_first = False  # whether a fresh process asks ``exact`` before Chroma
         self._collection: Any = None
         self._mutex = threading.RLock()
 
@@ -191,11 +205,23 @@ class VectorIndex:
     def _guarded(self, what: str, op: Callable[[], T], hint: str = "") -> T:
         """Run a Chroma operation; on a damaged collection rebuild it once and run it again.
 
+        A collection replaced by another process (``reindex`` there drops and makes it again)
+        is opened again by name and the operation run once more: a live server follows a
+        rebuild without a restart.
+
         ``op`` must not hold the write lock when it returns or raises: the rebuild takes it.
         """
         try:
             return op()
         except Exception as exc:
+            if is_replaced(exc):
+                log.info("the Chroma collection %r was replaced by another process; reopening it", self.name)
+                with self._mutex:
+                    self._collection = None
+                try:
+                    return op()
+                except Exception as again:
+                    exc = again
             if not is_damaged(exc) or self.rebuild is None or self.rebuilt:
                 raise IndexError_(f"{what} {self.name!r}: {exc}{hint}") from exc
             damage = exc
@@ -280,7 +306,8 @@ class VectorIndex:
         # A fresh process answers from the SQL copies while that is cheaper than opening
         # Chroma: until Chroma is open anyway, or the exact queries have cost about as long
         # as opening it (a long-lived process then moves to the HNSW index).
-        if self.exact is not None and self._collection is None and self.exact_spent_s < EXACT_BUDGET_S:
+        if (self.exact is not None and self.exact_first and self._collection is None
+                and self.exact_spent_s < EXACT_BUDGET_S):
             t0 = time.perf_counter()
             found = self.exact(vector, k, where)
             self.exact_spent_s += time.perf_counter() - t0
@@ -297,7 +324,27 @@ class VectorIndex:
                     include=["distances"],
                 )
 
-            res = self._guarded("vector search failed in", ask, _MODEL_HINT)
+            try:
+                res = self._guarded("vector search failed in", ask, _MODEL_HINT)
+            except IndexError_:
+                # Another process may be rebuilding the collection (``reindex``) under this
+                # one: the SQL copies, the source of truth, answer instead where they can;
+                # else wait a moment for the rebuild's write and ask Chroma once more.
+                found = self.exact(vector, k, where, FALLBACK_EXACT_MAX) if self.exact is not None else None
+                if found is not None:
+                    return found
+                res = None
+                for wait in (0.25, 0.5, 1.0, 2.0):
+                    time.sleep(wait)
+                    with self._mutex:
+                        self._collection = None
+                    try:
+                        res = self._guarded("vector search failed in", ask, _MODEL_HINT)
+                        break
+                    except IndexError_:
+                        if wait == 2.0:
+                            raise
+                assert res is not None
             ids = res["ids"][0] if res["ids"] else []
             dists = res["distances"][0] if res.get("distances") else [0.0] * len(ids)
             best: dict[int, float] = {}
@@ -306,7 +353,15 @@ class VectorIndex:
                 if item not in best:  # nearest first: an item's first hit is its best passage
                     best[item] = 1.0 - float(d)
             # Passages of the same items can fill the n results: ask for more, within reason.
-            if len(best) >= k or len(ids) < n or n >= _MAX_QUERY:
+            if len(best) >= k or n >= _MAX_QUERY:
+                return list(best.items())[:k]
+            if len(ids) < n:
+                # Fewer items than asked for: a small tier, or a collection being rebuilt by
+                # another process (``reindex``): the SQL copies know which.
+                if self.exact is not None:
+                    found = self.exact(vector, k, where, FALLBACK_EXACT_MAX)
+                    if found is not None and len(found) > len(best):
+                        return found
                 return list(best.items())[:k]
             n = min(n * 4, _MAX_QUERY)
 

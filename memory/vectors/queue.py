@@ -121,8 +121,10 @@ class EmbeddingQueue:
         self.sources[tier] = source
         source.index.parts = source.split is not None
         source.index.rebuild = lambda: self.enqueue_all(tier, source.table, source.where)
-        if self.exact_max > 0:
-            source.index.exact = lambda vector, k, where=None: self.nearest(tier, vector, k, where)
+        # Also with exact_max 0 (Chroma first): the copies still answer when Chroma cannot.
+        source.index.exact = lambda vector, k, where=None, limit=None: self.nearest(
+            tier, vector, k, where, limit=limit)
+        source.index.exact_first = self.exact_max > 0
 
     def stale(self, tier: str) -> int:
         """How many items of ``tier`` have a vector copy made by another encoder than the
@@ -153,12 +155,13 @@ class EmbeddingQueue:
         return {"t": tier, "m": self.sources[tier].model}
 
     def nearest(
-        self, tier: str, vector: Sequence[float], k: int, where: Mapping[str, Any] | None = None
+        self, tier: str, vector: Sequence[float], k: int, where: Mapping[str, Any] | None = None,
+        *, limit: int | None = None,
     ) -> list[tuple[int, float]] | None:
         """The exact ``k`` nearest items of ``tier`` from the SQL copies, best first (an item
         with passages: its best passage), or None when the copies cannot answer alone: the
-        tier has more than ``exact_max`` items, or an item that is not queued has no copy
-        (vectors written before copies were kept: Chroma has them)."""
+        tier has more than ``limit`` items (default ``exact_max``), or an item that is not
+        queued has no copy (vectors written before copies were kept: Chroma has them)."""
         src = self.sources[tier]
         q = np.asarray(vector, dtype=np.float32)
         cond = f" AND {src.where}" if src.where else ""
@@ -170,7 +173,7 @@ class EmbeddingQueue:
             filt = (f" AND {got[0]}", got[1])
         with self.db.read() as conn:
             n = int(conn.execute(text(f"SELECT COUNT(*) FROM {src.table} WHERE 1 = 1{cond}")).scalar() or 0)
-            if n > self.exact_max:
+            if n > (self.exact_max if limit is None else limit) or (limit is None and self.exact_max <= 0):
                 return None
             uncovered = conn.execute(
                 text(
@@ -213,13 +216,17 @@ class EmbeddingQueue:
     ) -> int:
         """Rebuild ``tier``'s collection from SQL; returns the number of rows indexed. Vectors
         come from their SQL copies where the current embedder made them, so only rows without
-        one are embedded (a new model embeds everything); ``reembed`` embeds every row."""
+        one are embedded (a new model embeds everything); ``reembed`` embeds every row.
+
+        Crash-safe by its order: every row is queued (durably) before anything is dropped, so
+        a reindex killed at any point leaves each row either in the collection or in the
+        queue, and the next embedding command (or the background thread) finishes the job."""
         src = self.sources[tier]
+        self.enqueue_all(tier, src.table, src.where)
         if reembed:
             with self.db.write() as conn:
                 conn.execute(text(f"DELETE FROM {VECTORS_TABLE} WHERE tier = :t"), {"t": tier})
         src.index.reset()
-        self.enqueue_all(tier, src.table, src.where)
         return self.drain(tier, batch=batch, stop=stop, progress=progress)
 
     def on_enqueue(self, fn: Callable[[], None]) -> None:

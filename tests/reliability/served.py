@@ -33,7 +33,7 @@ __all__ = ["Served", "WriteLock", "cli", "cli_env", "cli_json", "free_port", "rs
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = _env()
-    env.update(RLMEM_EMBED_RECALL="false", RLMEM_BACKGROUND_EMBED="false", **extra)
+    env.update({"RLMEM_EMBED_RECALL": "false", "RLMEM_BACKGROUND_EMBED": "false", **extra})
     env.pop("RLMEM_TOKEN", None)
     return env
 
@@ -66,13 +66,13 @@ def rss_kib(pid: int) -> int:
 class Served:
     """``rlmem serve --store STORE`` in a child process on 127.0.0.1."""
 
-    def __init__(self, store: Path, *extra: str) -> None:
+    def __init__(self, store: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.store = store
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agents.cli.main", "serve", "--store", str(store), "--port", str(self.port), *extra],
-            env=cli_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=env or cli_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
