@@ -22,16 +22,29 @@ def _env() -> dict[str, str]:
     return cli_env(RLMEM_EMBED_RECALL="true", RLMEM_EMBED_BACKEND="hash", RLMEM_EXACT_SEARCH_MAX="0")
 
 
+_FILL = f"""
+import sys
+from memory.manager import MemoryManager
+mem = MemoryManager.open(sys.argv[1], background_embed=False)
+mem.recall.append_many([{{'content': f'note {{i}} about the blue vault'}} for i in range({N})])
+mem.embed_pending()
+assert mem.pending() == 0
+mem.close()
+"""
+
+
+def _filled(tmp_path: Path, env: dict[str, str]) -> Path:
+    """A store of N recall messages, all embedded (in a child process with ``env``)."""
+    store = tmp_path / "store"
+    assert cli("init", str(store), env=env).returncode == 0
+    subprocess.run([sys.executable, "-c", _FILL, str(store)], env=env, cwd=ROOT, check=True, timeout=300)
+    return store
+
+
 @pytest.mark.parametrize("reembed", [False, True])
 def test_a_reindex_under_a_live_server_never_breaks_its_vector_search(tmp_path: Path, reembed: bool) -> None:
-    store = tmp_path / "store"
     env = _env()
-    assert cli("init", str(store), env=env).returncode == 0
-    fill = ("import sys\nfrom memory.manager import MemoryManager\n"
-            "mem = MemoryManager.open(sys.argv[1], background_embed=False)\n"
-            f"mem.recall.append_many([{{'content': f'note {{i}} about the blue vault'}} for i in range({N})])\n"
-            "mem.embed_pending(); assert mem.pending() == 0; mem.close()\n")
-    subprocess.run([sys.executable, "-c", fill, str(store)], env=env, cwd=ROOT, check=True, timeout=300)
+    store = _filled(tmp_path, env)
     token = cli_json("token", "show", "--store", str(store))["token"]
     with Served(store, env=env) as server, httpx.Client(
         base_url=server.url, timeout=60, trust_env=False, headers={"Authorization": f"Bearer {token}"}
@@ -56,7 +69,7 @@ def test_a_reindex_under_a_live_server_never_breaks_its_vector_search(tmp_path: 
             # From the SQL copies a plain reindex keeps, every answer is whole; a --reembed
             # drops them, so while it runs an answer may be partial (never a server error).
             during += ask(strict=not reembed)
-        out, err = reindex.communicate()
+        _, err = reindex.communicate()
         assert reindex.returncode == 0, err
         for _ in range(3):
             ask()
@@ -85,14 +98,8 @@ def test_a_killed_reindex_is_finished_by_the_next_command(tmp_path: Path, delay_
     import signal
     import time
 
-    store = tmp_path / "store"
     env = {**_env(), "RLMEM_RECALL_PASSAGES": "false"}
-    assert cli("init", str(store), env=env).returncode == 0
-    fill = ("import sys\nfrom memory.manager import MemoryManager\n"
-            "mem = MemoryManager.open(sys.argv[1], background_embed=False)\n"
-            f"mem.recall.append_many([{{'content': f'note {{i}} about the blue vault'}} for i in range({N})])\n"
-            "mem.embed_pending(); mem.close()\n")
-    subprocess.run([sys.executable, "-c", fill, str(store)], env=env, cwd=ROOT, check=True, timeout=300)
+    store = _filled(tmp_path, env)
     proc = subprocess.Popen([sys.executable, "-m", "agents.cli.main", "--store", str(store), "reindex", "--reembed",
                              "--tier", "recall", "-q"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
