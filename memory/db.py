@@ -124,6 +124,9 @@ class Database:
                 conn.execute(text("SELECT 1"))
         except DBAPIError as exc:
             engine.dispose()
+            full = _full_disk(url)
+            if full:
+                raise StoreError(f"cannot open database {redact_url(raw)}: {full}") from exc
             raise StoreError(f"cannot open database {redact_url(raw)}: {exc.orig}") from exc
         return db
 
@@ -305,3 +308,21 @@ def _configure_sqlite(engine: Engine, busy_timeout_s: float, synchronous: str, *
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _full_disk(url: str) -> str | None:
+    """For a SQLite file whose open failed: "the disk ... is full" when its filesystem has
+    no room left (SQLite says only "disk I/O error" when it cannot make its WAL files)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    import shutil
+
+    folder = Path(url[len("sqlite:///"):]).parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    if free >= 1 << 20:
+        return None
+    return f"the disk holding {folder} is full ({free:,} bytes free): free some space and retry"
+

@@ -85,3 +85,47 @@ def test_a_full_disk_is_507_and_loses_nothing(disk: Path) -> None:
     for i, prefix in acked.items():
         assert str(rows.get(i, "")).startswith(prefix), f"acknowledged message {i} lost"
     assert not any("on a full disk" in str(v) for k, v in rows.items() if k not in acked)  # 507 stored nothing
+
+
+_FILL = """
+import sys
+from memory.manager import MemoryManager
+mem = MemoryManager.open(sys.argv[1], background_embed=False)
+mem.recall.append_many([{'content': f'note {i} about the blue vault ' + 'w' * 400} for i in range(2000)])
+mem.embed_pending()
+mem.close()
+"""
+
+_CHECK = """
+import sys
+from memory.manager import MemoryManager
+mem = MemoryManager.open(sys.argv[1], background_embed=False)
+print(mem.pending(), mem.stats()["messages"], flush=True)
+mem.close()
+"""
+
+
+def test_reindex_on_a_full_disk_fails_clearly_and_recovers(disk: Path) -> None:
+    """``rlmem reindex --reembed`` with no space left: a one-line error naming the store's
+    disk and a non-zero status (never 134, never a traceback); every message is still there,
+    and the same reindex completes once space returns."""
+    import sys
+
+    from reliability.harness import ROOT
+    from reliability.served import cli_env
+
+    env = cli_env(RLMEM_EMBED_RECALL="true", RLMEM_EMBED_BACKEND="hash", RLMEM_RECALL_PASSAGES="false")
+    store = disk / "store"
+    assert cli("init", str(store), env=env).returncode == 0
+    subprocess.run([sys.executable, "-c", _FILL, str(store)], env=env, cwd=ROOT, check=True, timeout=300)
+    _fill(disk / "filler")
+    p = cli("--store", str(store), "reindex", "--reembed", env=env, timeout=300)
+    assert p.returncode in (1, 2), (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr and "terminate called" not in p.stderr, p.stderr
+    assert "is full" in p.stderr and str(disk) in p.stderr, p.stderr
+    (disk / "filler").unlink()
+    p = cli("--store", str(store), "reindex", "--reembed", env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    out = subprocess.run([sys.executable, "-c", _CHECK, str(store)], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["0", "2000"]
