@@ -216,15 +216,21 @@ def default_store_dir(env: Mapping[str, str] | None = None) -> Path:
 OTHER_TABLES = frozenset({"model"})
 
 
-def _read_toml(path: Path, names: set[str]) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
+    """The whole of a configuration file; ``ConfigError`` naming the file (and the line) when
+    it cannot be read or parsed."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
         line = f", line {m.group(1)}" if m else ""
         raise ConfigError(f"{path}{line}: malformed TOML ({exc}); fix or remove the file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the configuration file ({exc})") from None
+
+
+def _read_toml(path: Path, names: set[str]) -> dict[str, Any]:
+    data = read_toml(path)
     # Tables other parts of the program read (``[model]``: the CLI's model settings) are theirs.
     data = {k: v for k, v in data.items() if not (k in OTHER_TABLES and isinstance(v, dict))}
     if isinstance(data.get("memory"), dict):

@@ -50,28 +50,35 @@ def _queued(store: Path) -> int:
     return _count(store, "SELECT COUNT(*) FROM rlmem_embed_queue")
 
 
+def _hashed(path: Path) -> MemoryManager:
+    """The store at ``path`` with the hash embedder and no background thread."""
+    return MemoryManager.open(path, embedder=HashEmbedder(), background_embed=False)
+
+
 @pytest.fixture(scope="module")
 def backlog_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """20,000 recall messages queued and never embedded (built once, copied per test)."""
     path = tmp_path_factory.mktemp("backlog") / "store"
-    mem = MemoryManager.open(path, embedder=HashEmbedder(), background_embed=False)
-    try:
+    with _hashed(path) as mem:
         words = ["deploy", "vault", "zebra", "lunch", "cake", "office", "dog", "beagle", "tuesday", "standup", "key"]
         rows = [{"content": " ".join(words[(i * 7 + j) % len(words)] for j in range(12)) + f" item{i}.",
                  "session_id": f"s{i // 200}"} for i in range(BACKLOG)]
         for i in range(0, BACKLOG, 5000):
             mem.recall.append_many(rows[i : i + 5000])
         assert mem.pending() == BACKLOG
-    finally:
-        mem.close()
     return path
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    """A private copy of a module-wide store for one test."""
+    dst = tmp_path / "store"
+    shutil.copytree(src, dst)
+    return dst
 
 
 @pytest.fixture()
 def store(backlog_store: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "store"
-    shutil.copytree(backlog_store, dst)
-    return dst
+    return _copy(backlog_store, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -79,19 +86,14 @@ def embedded_store(backlog_store: Path, tmp_path_factory: pytest.TempPathFactory
     """The same 20,000 messages, all embedded (drained once, in process; copied per test)."""
     path = tmp_path_factory.mktemp("embedded") / "store"
     shutil.copytree(backlog_store, path)
-    mem = MemoryManager.open(path, embedder=HashEmbedder(), background_embed=False)
-    try:
+    with _hashed(path) as mem:
         assert mem.embed_pending() == BACKLOG and mem.pending() == 0
-    finally:
-        mem.close()
     return path
 
 
 @pytest.fixture()
 def done_store(embedded_store: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "store"
-    shutil.copytree(embedded_store, dst)
-    return dst
+    return _copy(embedded_store, tmp_path)
 
 
 def _interrupt(args: list[str], store: Path, sig: int, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -196,7 +198,7 @@ def test_background_worker_with_the_real_model_ends_cleanly(backend: str, tmp_pa
     """The case that used to abort (status 134): a process ends while its background thread
     is embedding a backlog with the real model."""
     path = tmp_path / "store"
-    mem = MemoryManager.open(path, embedder=HashEmbedder(), background_embed=False)
+    mem = _hashed(path)
     mem.recall.append_many([{"content": f"message {i}: the deploy key is in the vault"} for i in range(3000)])
     mem.close()
     for _ in range(2):

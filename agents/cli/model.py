@@ -42,19 +42,14 @@ MODEL_SETTINGS = {"name": "RLMEM_MODEL", "sub_model": "RLMEM_SUB_MODEL", "base_u
 def model_settings(ctx: CliContext) -> dict[str, str]:
     """``name``, ``sub_model`` and ``base_url`` from ``$RLMEM_*`` over the store's ``rlmem.toml``
     ``[model]`` table (flags win over both, in ``make_model``)."""
-    import tomllib
-
     from agents.cli.common import resolve_store
+    from memory.config import TOML_NAME, read_toml
     from memory.errors import ConfigError
 
     table: dict[str, Any] = {}
-    path = resolve_store(ctx.store_arg)[0] / "rlmem.toml"
+    path = resolve_store(ctx.store_arg)[0] / TOML_NAME
     if path.is_file():
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read the configuration file ({exc})") from None
-        table = data.get("model") or {}
+        table = read_toml(path).get("model") or {}
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [model] must be a table (name, sub_model, base_url)")
         unknown = set(table) - set(MODEL_SETTINGS)

@@ -216,8 +216,7 @@ class VectorIndex:
         except Exception as exc:
             if is_replaced(exc):
                 log.info("the Chroma collection %r was replaced by another process; reopening it", self.name)
-                with self._mutex:
-                    self._collection = None
+                self._reopen()
                 try:
                     return op()
                 except Exception as again:
@@ -329,22 +328,20 @@ class VectorIndex:
             except IndexError_:
                 # Another process may be rebuilding the collection (``reindex``) under this
                 # one: the SQL copies, the source of truth, answer instead where they can;
-                # else wait a moment for the rebuild's write and ask Chroma once more.
-                found = self.exact(vector, k, where, FALLBACK_EXACT_MAX) if self.exact is not None else None
+                # else wait a moment for the rebuild's writes and ask Chroma again.
+                found = self._from_copies(vector, k, where)
                 if found is not None:
                     return found
-                res = None
-                for wait in (0.25, 0.5, 1.0, 2.0):
+                for wait in (0.25, 0.5, 1.0):
                     time.sleep(wait)
-                    with self._mutex:
-                        self._collection = None
-                    try:
+                    self._reopen()
+                    with contextlib.suppress(IndexError_):
                         res = self._guarded("vector search failed in", ask, _MODEL_HINT)
                         break
-                    except IndexError_:
-                        if wait == 2.0:
-                            raise
-                assert res is not None
+                else:
+                    time.sleep(2.0)
+                    self._reopen()
+                    res = self._guarded("vector search failed in", ask, _MODEL_HINT)
             ids = res["ids"][0] if res["ids"] else []
             dists = res["distances"][0] if res.get("distances") else [0.0] * len(ids)
             best: dict[int, float] = {}
@@ -358,12 +355,23 @@ class VectorIndex:
             if len(ids) < n:
                 # Fewer items than asked for: a small tier, or a collection being rebuilt by
                 # another process (``reindex``): the SQL copies know which.
-                if self.exact is not None:
-                    found = self.exact(vector, k, where, FALLBACK_EXACT_MAX)
-                    if found is not None and len(found) > len(best):
-                        return found
+                found = self._from_copies(vector, k, where)
+                if found is not None and len(found) > len(best):
+                    return found
                 return list(best.items())[:k]
             n = min(n * 4, _MAX_QUERY)
+
+    def _reopen(self) -> None:
+        """Forget the collection handle: the next operation opens the collection by name."""
+        with self._mutex:
+            self._collection = None
+
+    def _from_copies(
+        self, vector: Sequence[float], k: int, where: Mapping[str, Any] | None
+    ) -> list[tuple[int, float]] | None:
+        """The exact answer from the SQL copies when Chroma cannot give it (tiers up to
+        ``FALLBACK_EXACT_MAX`` items), or None."""
+        return self.exact(vector, k, where, FALLBACK_EXACT_MAX) if self.exact is not None else None
 
     def similarities(self, vector: Sequence[float], ids: Sequence[int]) -> dict[int, float]:
         """Cosine similarity of ``vector`` to each id's vector in Chroma (ids without one are

@@ -173,7 +173,8 @@ class EmbeddingQueue:
             filt = (f" AND {got[0]}", got[1])
         with self.db.read() as conn:
             n = int(conn.execute(text(f"SELECT COUNT(*) FROM {src.table} WHERE 1 = 1{cond}")).scalar() or 0)
-            if n > (self.exact_max if limit is None else limit) or (limit is None and self.exact_max <= 0):
+            cap = self.exact_max if limit is None else limit
+            if cap <= 0 or n > cap:
                 return None
             uncovered = conn.execute(
                 text(

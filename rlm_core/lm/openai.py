@@ -197,8 +197,7 @@ class OpenAICompatibleLM:
                 cache_read_tokens=cached,
             )
         else:
-            sent = "".join(content_text(m.get("content")) for m in body["messages"])
-            usage = Usage(input_tokens=count_tokens(sent), output_tokens=count_tokens(text))
+            usage = Usage(input_tokens=count_tokens(_sent_text(body)), output_tokens=count_tokens(text))
         return LMResponse(
             text=text,
             usage=usage,
@@ -215,7 +214,7 @@ class OpenAICompatibleLM:
         and the root model's first prompt alone is about 1,500)."""
         if self._context_warned or prompt_tokens <= 0:
             return
-        sent = count_tokens("".join(content_text(m.get("content")) for m in body["messages"]))
+        sent = count_tokens(_sent_text(body))
         if sent >= 1024 and prompt_tokens < sent // 2:
             self._context_warned = True
             warnings.warn(
@@ -324,6 +323,11 @@ class OpenAICompatibleLM:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _sent_text(body: dict[str, Any]) -> str:
+    """The text of every message a request sends (for token estimates)."""
+    return "".join(content_text(m.get("content")) for m in body["messages"])
 
 
 def _arguments(raw: Any) -> dict[str, Any]:
