@@ -15,6 +15,8 @@ Rules this module keeps:
 * Migrations are append-only and versioned *per component* (recall, blocks, archival, ...):
   each component owns its list, the table ``rlmem_migrations`` records what was applied, and
   a database written by a newer version of the code is refused rather than misread.
+* A write that fails for want of space is ``DiskFullError`` naming the store's folder (SQLite
+  says only "database or disk is full", or "disk I/O error" when it cannot grow its WAL).
 """
 
 from __future__ import annotations
@@ -34,9 +36,16 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from memory.errors import ConfigError, MigrationError, MissingExtraError, StoreBusyError, StoreError
+from memory.errors import (
+    ConfigError,
+    DiskFullError,
+    MigrationError,
+    MissingExtraError,
+    StoreBusyError,
+    StoreError,
+)
 
-__all__ = ["Database", "Migration", "id_lists", "redact_url"]
+__all__ = ["Database", "Migration", "disk_full_message", "id_lists", "is_disk_full", "redact_url"]
 
 
 @dataclass(frozen=True)
@@ -126,7 +135,7 @@ class Database:
             engine.dispose()
             full = _full_disk(url)
             if full:
-                raise StoreError(f"cannot open database {redact_url(raw)}: {full}") from exc
+                raise DiskFullError(f"cannot open database {redact_url(raw)}: {full}") from exc
             raise StoreError(f"cannot open database {redact_url(raw)}: {exc.orig}") from exc
         return db
 
@@ -170,6 +179,9 @@ class Database:
                         f"the store is busy: another process held the write lock for more than "
                         f"{self.busy_timeout_s:.0f} s; retry, or stop the other writer"
                     ) from exc
+                full = self._disk_full(exc)
+                if full:
+                    raise DiskFullError(f"cannot start a write transaction: {full}") from exc
                 raise StoreError(f"cannot start a write transaction: {exc.orig}") from exc
             break
         try:
@@ -181,6 +193,9 @@ class Database:
                 raise StoreBusyError(
                     "the store is busy (locked by another process); nothing was written, retry"
                 ) from exc
+            full = self._disk_full(exc)
+            if full:
+                raise DiskFullError(f"nothing was written: {full}") from exc
             raise StoreError(f"database error, nothing was written: {exc.orig}") from exc
         except BaseException:
             if trans.is_active:
@@ -190,6 +205,18 @@ class Database:
             if unlock:
                 conn.connection.dbapi_connection.execute("PRAGMA query_only=ON")  # type: ignore[union-attr]
             conn.close()
+
+    def _disk_full(self, exc: BaseException) -> str | None:
+        """The disk-full message for a failed write, or None when space was not the cause."""
+        msg = str(getattr(exc, "orig", exc)).lower()
+        if self.dialect == "sqlite":
+            full = "database or disk is full" in msg
+            if full or "disk i/o error" in msg:
+                return _full_disk(self.url, always=full)
+            return None
+        if "no space left on device" in msg or "disk full" in msg:
+            return f"the disk of the database server ({redact_url(self.url)}) is full: free some space and retry"
+        return None
 
     # --- migrations ----------------------------------------------------------------------
 
@@ -310,9 +337,42 @@ def _configure_sqlite(engine: Engine, busy_timeout_s: float, synchronous: str, *
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def _full_disk(url: str) -> str | None:
-    """For a SQLite file whose open failed: "the disk ... is full" when its filesystem has
-    no room left (SQLite says only "disk I/O error" when it cannot make its WAL files)."""
+def disk_full_message(folder: str | Path, free: int | None = None) -> str:
+    """What every surface says when the disk holding ``folder`` has no room left."""
+    if free is None:
+        import shutil
+
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            free = 0
+    return f"the disk holding {folder} is full ({free:,} bytes free): free some space and retry"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` or an error it was raised from says the disk is full (``ENOSPC``,
+    ``EDQUOT``, SQLite's "database or disk is full", "no space left on device")."""
+    import errno
+
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, DiskFullError):
+            return True
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(cur).lower()
+        if "database or disk is full" in text or "no space left on device" in text:
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _full_disk(url: str, *, always: bool = False) -> str | None:
+    """For a SQLite file whose open or write failed: "the disk ... is full" when its
+    filesystem has no room left (``always``: SQLite said so itself; otherwise it said only
+    "disk I/O error", which is a full disk when less than 1 MiB is free)."""
     if not url.startswith("sqlite:///"):
         return None
     import shutil
@@ -322,7 +382,7 @@ def _full_disk(url: str) -> str | None:
         free = shutil.disk_usage(folder).free
     except OSError:
         return None
-    if free >= 1 << 20:
+    if free >= 1 << 20 and not always:
         return None
-    return f"the disk holding {folder} is full ({free:,} bytes free): free some space and retry"
+    return disk_full_message(folder, free)
 

@@ -14,6 +14,7 @@ Catch ``RlmMemoryError`` to catch them all. The tree::
     │       └── ReadOnlyBlockError the block is read-only
     ├── StoreError                 the storage layer failed (nothing was half-written)
     │   ├── StoreBusyError         another writer held the store longer than the retry budget
+    │   ├── DiskFullError          the disk holding the store has no room left: names the folder
     │   ├── MigrationError         the schema could not be brought up to date
     │   └── IndexError_            the vector index (Chroma) failed or disagrees with SQLite
     ├── LMError                    a language-model call failed
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigError",
     "CostLimitError",
     "DepthLimitError",
+    "DiskFullError",
     "ErrorLimitError",
     "IndexError_",
     "IterationLimitError",
@@ -146,6 +148,11 @@ class StoreError(RlmMemoryError):
 
 class StoreBusyError(StoreError):
     """Another writer held the store for longer than the retry budget."""
+
+
+class DiskFullError(StoreError):
+    """The disk holding the store is full; the write in hand was rolled back (or, for vectors,
+    left queued). The message names the folder; free some space and retry."""
 
 
 class MigrationError(StoreError):

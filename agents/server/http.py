@@ -31,7 +31,6 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 import threading
@@ -66,6 +65,7 @@ from agents.server.operations import OPERATIONS, Operation
 from agents.tools import builtin as T
 from agents.tools.bound import bound
 from memory import errors as E
+from memory.db import is_disk_full
 from memory.ops.values import jsonable
 
 if TYPE_CHECKING:
@@ -102,22 +102,8 @@ def _error(status: int, kind: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status, headers=headers)
 
 
-def _disk_full(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        text = str(cur).lower()
-        if "database or disk is full" in text or "no space left on device" in text:
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False
-
-
 def _from_exception(exc: BaseException, state: _State) -> JSONResponse:
-    if _disk_full(exc):
+    if is_disk_full(exc):
         where = state.ctx.memory.config.dir
         return _error(507, "insufficient_storage",
                       f"the disk holding the store ({where}) is full: the request was not stored; "

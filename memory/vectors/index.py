@@ -14,6 +14,11 @@ Rules this module keeps:
   recreated empty, every row of its tier is queued again (and refilled from the SQL copies,
   embedding only what has none), and the operation is retried. Text search keeps finding
   everything meanwhile.
+* An embedded collection is never written with the disk (almost) full: Chroma's native
+  writer can hang for good when the disk fills under it, so an upsert needs ``MIN_FREE_BYTES``
+  free and at least the size of the largest HNSW segment (which a persist may rewrite whole),
+  and is otherwise refused with ``DiskFullError`` naming the folder; the items stay queued.
+  A Chroma error on a full disk is that error too, never taken for damage (no rebuild).
 * A tier may embed an item as several passages (``QueueSource.split``; the recall tier does,
   see ``memory.text.chunking.passages``). Its Chroma ids are then ``"<id>"`` for the first passage
   and ``"<id>.<n>"`` for the others, each with the item's filter metadata and ``_item``; a
@@ -27,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,7 +42,8 @@ from typing import Any, TypeVar
 import filelock
 import numpy as np
 
-from memory.errors import ConfigError, IndexError_
+from memory.db import disk_full_message, is_disk_full
+from memory.errors import ConfigError, DiskFullError, IndexError_
 from memory.vectors.embeddings import Embedder
 
 __all__ = [
@@ -55,6 +62,8 @@ T = TypeVar("T")
 _MODEL_HINT = "; if the embedding model changed, rebuild the index with reindex()"
 _MAX_QUERY = 20_000
 EXACT_BUDGET_S = 1.5  # about what importing chromadb and opening a collection costs
+#: Free bytes an embedded collection needs before it is written (see the module notes).
+MIN_FREE_BYTES = 4 << 20
 
 
 def is_damaged(exc: BaseException) -> bool:
@@ -213,7 +222,10 @@ class VectorIndex:
         """
         try:
             return op()
+        except DiskFullError:
+            raise
         except Exception as exc:
+            self._raise_if_full(what, exc)
             if is_replaced(exc):
                 log.info("the Chroma collection %r was replaced by another process; reopening it", self.name)
                 self._reopen()
@@ -238,10 +250,41 @@ class VectorIndex:
         except IndexError_:
             raise
         except Exception as exc:
+            self._raise_if_full(what, exc)
             raise IndexError_(
                 f"{what} {self.name!r}: {exc} (after rebuilding it from SQL, which failed on "
                 f"{damage}); run reindex()"
             ) from exc
+
+    def _room(self) -> tuple[Path, int, int] | None:
+        """``(folder, free, needed)`` for an embedded collection whose disk lacks room for a
+        write, else None (a Chroma server, or room enough)."""
+        if self.lock_path is None:
+            return None
+        folder = self.lock_path.parent
+        try:
+            free = shutil.disk_usage(folder).free
+            if free < MIN_FREE_BYTES:
+                return folder, free, MIN_FREE_BYTES
+            segments = [sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+                        for d in folder.iterdir() if d.is_dir()]
+        except OSError:
+            return None
+        needed = max(segments, default=0)
+        return (folder, free, needed) if free < needed else None
+
+    def _raise_if_full(self, what: str, exc: BaseException | None = None) -> None:
+        """Raise ``DiskFullError`` when the disk lacks room (or ``exc`` says it is full)."""
+        room = self._room()
+        if room is None and (exc is None or not is_disk_full(exc)):
+            return
+        if room is not None:
+            msg = disk_full_message(room[0], room[1])
+        elif self.lock_path is not None:
+            msg = disk_full_message(self.lock_path.parent)
+        else:
+            msg = "the Chroma server's disk is full: free some space there and retry"
+        raise DiskFullError(f"{what} {self.name!r}: {msg} (what was not written stays queued)") from exc
 
     def upsert(self, ids: Sequence[int], vectors: Sequence[Any], metas: Sequence[Meta]) -> None:
         """Write each item's vector, or (an index with ``parts``) its passages' vectors: a
@@ -262,6 +305,7 @@ class VectorIndex:
 
         def op() -> None:
             with self.write_lock():
+                self._raise_if_full("cannot write vectors to")
                 stale: list[str] = []
                 if self.parts:
                     old = self.collection.get(where={"_item": {"$in": [int(i) for i in ids]}}, include=[])

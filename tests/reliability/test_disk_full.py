@@ -129,3 +129,69 @@ def test_reindex_on_a_full_disk_fails_clearly_and_recovers(disk: Path) -> None:
     out = subprocess.run([sys.executable, "-c", _CHECK, str(store)], env=env, cwd=ROOT, capture_output=True,
                          text=True, timeout=120, check=True)
     assert out.stdout.split() == ["0", "2000"]
+
+
+def _queued(store: Path) -> int:
+    db = Database.open(store / "memory.db", read_only=True)
+    try:
+        with db.read() as conn:
+            return int(conn.exec_driver_sql("SELECT COUNT(*) FROM rlmem_embed_queue").scalar() or 0)
+    finally:
+        db.close()
+
+
+_HEAL = """
+import sys
+from memory.manager import MemoryManager
+mem = MemoryManager.open(sys.argv[1], background_embed=False)
+before = mem.pending()
+mem.embed_pending()
+index = mem.queue.sources["recall"].index
+db = mem.db
+with db.read() as conn:
+    rows = conn.exec_driver_sql("SELECT COUNT(*), SUM(content LIKE 'note % about the blue vault %') FROM recall_messages").one()
+print(before, mem.pending(), index.count(), rows[0], rows[1], db.integrity_check(), flush=True)
+mem.close()
+"""
+
+
+def test_a_disk_that_fills_during_a_reindex_fails_clearly_and_heals(disk: Path) -> None:
+    """The disk fills while ``rlmem reindex --reembed`` rebuilds the collection (the queue
+    half drained, some vectors written): a one-line error naming the disk and exit 1 (no
+    hang, no abort, no traceback); every message is still there, the rest stays queued, and
+    once space returns the next open embeds what is left: nothing pending, every message in
+    the collection."""
+    import sys
+    import time
+
+    from reliability.harness import ROOT
+    from reliability.served import cli_env
+
+    env = cli_env(RLMEM_EMBED_RECALL="true", RLMEM_EMBED_BACKEND="hash", RLMEM_RECALL_PASSAGES="false")
+    store = disk / "store"
+    assert cli("init", str(store), env=env).returncode == 0
+    subprocess.run([sys.executable, "-c", _FILL, str(store)], env=env, cwd=ROOT, check=True, timeout=300)
+    proc = subprocess.Popen([sys.executable, "-m", "agents.cli.main", "--store", str(store), "reindex", "--reembed",
+                             "-q"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if 0 < _queued(store) < 1900:  # the rebuild is under way: some vectors written
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the reindex ended before the disk could be filled"
+        _fill(disk / "filler")
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, (proc.returncode, err)
+    assert "Traceback" not in err and "terminate called" not in err, err
+    assert "is full" in err and str(disk) in err and len(err.strip().splitlines()) == 1, err
+    (disk / "filler").unlink()
+    out = subprocess.run([sys.executable, "-c", _HEAL, str(store)], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    queued, pending, count, messages, intact, check = out.stdout.split()
+    assert int(queued) > 0 and (pending, count, messages, intact, check) == ("0", "2000", "2000", "2000", "ok")
