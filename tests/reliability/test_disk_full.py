@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from reliability.disk import CannotMount, fill, filled_store, heal, http_on_full_disk, reindex_while_filling, tmpfs
+from reliability.disk import (
+    CannotMount,
+    fill,
+    filled_store,
+    heal,
+    http_on_full_disk,
+    reindex_while_filling,
+    tmpfs,
+)
 from reliability.disk import vector_env as _env
 from reliability.served import cli
 
