@@ -6,6 +6,14 @@ Usage::
     .venv/bin/python bench/reliability.py --scenario recall_batch --kills 50 --seed 7
     .venv/bin/python bench/reliability.py --skip-crash          # throughput only
     .venv/bin/python bench/reliability.py --readers-only        # reads while a writer holds the lock
+    .venv/bin/python bench/reliability.py --quick               # every scenario at small counts (minutes)
+    .venv/bin/python bench/reliability.py --probes-only --probe import_race --attempts 50
+
+The probes of a served store (``bench/reliability_scenarios.py``: kill ``rlmem reindex``,
+reindex under ``rlmem serve``, two imports racing, readers against a held write lock, DNS
+rebinding and CSRF, the scoped-token matrix, MCP hostile arguments, a real full filesystem)
+print one table: per scenario attempts, acknowledged writes checked, lost, duplicated,
+corrupted, breaches, unclear errors and crashes (all expected 0).
 
 Prints the summary table of ``docs/reliability.md``: scenario, attempts, failures found
 (expected 0), acknowledged writes checked, and the command that reproduces the row. The
@@ -30,11 +38,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [
     str(ROOT / "tests"),
     str(ROOT),
+    str(ROOT / "bench"),
 ]  # tests/ first: its reliability package, not this file
 
 from reliability.harness import SCENARIOS, Campaign, run_campaign  # noqa: E402
 from reliability.procs import run_writers  # noqa: E402
 from reliability.served import WriteLock  # noqa: E402
+from reliability_scenarios import FULL, QUICK  # noqa: E402
+from reliability_scenarios import SCENARIOS as PROBES  # noqa: E402
+from reliability_scenarios import run as run_probes  # noqa: E402
+from reliability_scenarios import table as probe_table  # noqa: E402
 
 DEFAULT_KILLS = {"archival_model": 6}
 
@@ -182,13 +195,30 @@ def main() -> int:
     ap.add_argument(
         "--workdir", default=None, help="keep stores here (default: a temporary directory)"
     )
+    ap.add_argument("--quick", action="store_true",
+                    help="every scenario at small counts: 2 kills per crash scenario, the probes at their quick counts")
+    ap.add_argument("--probe", action="append", choices=sorted(PROBES), help="repeatable; default: all probes")
+    ap.add_argument("--attempts", type=int, default=None, help="attempts per probe (default: its own count)")
+    ap.add_argument("--probes-only", action="store_true", help="only the probes of a served store")
+    ap.add_argument("--skip-probes", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     with tempfile.TemporaryDirectory(prefix="rlmem-rel-") as tmp:
         work = Path(args.workdir or tmp)
         t0 = time.perf_counter()
-        if args.readers_only:
+        if args.readers_only or args.probes_only:
             args.skip_crash = args.skip_throughput = True
+        if args.quick:
+            args.kills = args.kills or 2
+            args.seconds = min(args.seconds, 3.0)
+            args.rounds = min(args.rounds, 5)
+        if not args.skip_probes and not args.readers_only:
+            names = args.probe or list(PROBES)
+            counts = {n: args.attempts or (QUICK if args.quick else FULL)[n] for n in names}
+            rows = run_probes(names, counts, args.seed, work / "probes")
+            print("\n## Probes of a served store (real processes)\n")
+            print(probe_table(rows))
+            print(f"\nseed {args.seed}; attempts: {', '.join(f'{n} {c}' for n, c in counts.items())}")
         if not args.skip_crash:
             results = crash(args.scenario or list(SCENARIOS), args.kills, args.seed, work)
             print("\n## Crash campaign\n")
@@ -196,8 +226,9 @@ def main() -> int:
         if not args.skip_throughput:
             print("\n## Sustained durable appends, one SQLite store\n")
             print(throughput(work, args.seconds))
-        print("\n## Reads while another process holds a write transaction (SQLite, WAL)\n")
-        print(readers(work, args.rounds))
+        if not args.probes_only:
+            print("\n## Reads while another process holds a write transaction (SQLite, WAL)\n")
+            print(readers(work, args.rounds))
         print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     return 0
 
