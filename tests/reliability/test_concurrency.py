@@ -146,3 +146,36 @@ def test_every_writing_operation_gives_store_busy_under_a_held_lock(tmp_path: Pa
         holder.close()
     assert mem.blocks("default").get("human").value == "Ada"
     mem.close()
+
+
+@pytest.mark.parametrize("with_ids", [True, False])
+def test_two_imports_of_one_file_racing_store_each_record_once(tmp_path: Path, with_ids: bool) -> None:
+    """Two ``rlmem import`` processes started together on one transcript: every record once,
+    whether records carry their own ids or are keyed by a hash of their content."""
+    import json
+    import subprocess
+    import sys
+
+    from reliability.harness import ROOT
+    from reliability.served import cli, cli_env
+
+    store = tmp_path / "store"
+    assert cli("init", str(store)).returncode == 0
+    path = tmp_path / "t.jsonl"
+    n = 150
+    path.write_text("".join(json.dumps({"role": "user" if i % 2 == 0 else "assistant", "content": f"line {i} teal",
+                                        "session_id": "race", **({"id": f"r{i}"} if with_ids else {})}) + "\n"
+                            for i in range(n)), encoding="utf-8")
+    cmd = [sys.executable, "-m", "agents.cli.main", "import", str(path), "--no-embed", "--store", str(store)]
+    procs = [subprocess.Popen(cmd, env=cli_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    db = Database.open(store / "memory.db", read_only=True)
+    try:
+        with db.read() as conn:
+            rows = [str(r[0]) for r in conn.exec_driver_sql("SELECT content FROM recall_messages")]
+    finally:
+        db.close()
+    assert sorted(rows) == sorted(f"line {i} teal" for i in range(n))
