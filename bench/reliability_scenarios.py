@@ -347,17 +347,17 @@ def rebinding_csrf(work: Path, attempts: int, seed: int) -> Row:
                 with httpx.Client(base_url=server.url, timeout=30, trust_env=False,
                                   headers={"Authorization": f"Bearer {tokens['admin']}",
                                            "Host": host.format(port=server.port)}) as c:
-                    for method, path, body in reads:
-                        r = _request(row, c, method, path, json=body)
+                    for method, path, data in reads:
+                        r = _request(row, c, method, path, json=data)
                         if r is not None and (r.status_code != 421 or BOB_SECRET in r.text):
                             row.bad("breaches", f"Host {host}: {method} {path} -> {r.status_code}")
             for token in (None, tokens["admin"]):
                 auth = {"Authorization": f"Bearer {token}"} if token else {}
                 with httpx.Client(base_url=server.url, timeout=30, trust_env=False, headers=auth) as c:
-                    for ctype, body in bodies:
+                    for ctype, raw in bodies:
                         for path in ("/messages", "/archival"):
                             for front in fronts:
-                                r = _request(row, c, "POST", path, content=body, headers={"Content-Type": ctype, **front})
+                                r = _request(row, c, "POST", path, content=raw, headers={"Content-Type": ctype, **front})
                                 if r is not None and r.status_code < 400:
                                     row.bad("breaches", f"cross-site {ctype} {path} {front} -> {r.status_code}")
                     r = _request(row, c, "PUT", "/blocks/notes", content=b'{"value": "csrf"}',
