@@ -218,7 +218,7 @@ def main() -> int:
             rows = run_probes(names, counts, args.seed, work / "probes")
             print("\n## Probes of a served store (real processes)\n")
             print(probe_table(rows))
-            print(f"\nseed {args.seed}; attempts: {', '.join(f'{n} {c}' for n, c in counts.items())}")
+            print(f"\nseed {args.seed}; reproduce one row: --probes-only --probe NAME --attempts N --seed {args.seed}")
         if not args.skip_crash:
             results = crash(args.scenario or list(SCENARIOS), args.kills, args.seed, work)
             print("\n## Crash campaign\n")
