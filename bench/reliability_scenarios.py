@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from reliability.disk import queued
 from reliability.harness import ROOT
 from reliability.served import Served, WriteLock, cli, cli_env, cli_json
 
@@ -120,13 +121,22 @@ def kill_reindex(work: Path, attempts: int, seed: int) -> Row:
     store = _filled(work / "kill-reindex", env)
     want = _messages(store)
     rng = random.Random(seed)
+    at_reset = 0
     for a in range(attempts):
-        # spread over 0.2 .. 4 s: imports, queueing, reset, rebuild
+        # spread over 0.2 .. 4 s (imports, queueing, reset, rebuild); every third attempt is
+        # killed instead once the queue holds every row, which is when the reset starts
         delay = 0.2 + 3.8 * (a + rng.random()) / attempts
         cmd = [sys.executable, "-m", "agents.cli.main", "--store", str(store), "reindex", "-q", "--tier", "recall",
                *(["--reembed"] if a % 2 == 0 else [])]
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(delay)
+        if a % 3 == 2:
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline and queued(store) < N:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, 0.05))
+            at_reset += 1
+        else:
+            time.sleep(delay)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
@@ -146,7 +156,8 @@ def kill_reindex(work: Path, attempts: int, seed: int) -> Row:
         if count > N:
             row.bad("duplicated", f"after kill {a}: {count - N} extra vectors", count - N)
     _check_acked(row, store, want, count=False)
-    row.note = f"{N} messages: every one's vector checked after each kill (alternately plain and --reembed), texts at the end"
+    row.note = (f"{N} messages: every one's vector checked after each kill (alternately plain and --reembed; "
+                f"{at_reset} kills as the collection reset starts), texts at the end")
     return row
 
 

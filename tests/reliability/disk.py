@@ -30,7 +30,7 @@ from memory.db import Database
 from reliability.harness import ROOT
 from reliability.served import Served, cli, cli_env, cli_json
 
-__all__ = ["CannotMount", "FullDiskHttp", "ReindexOnFullDisk", "fill", "http_on_full_disk",
+__all__ = ["CannotMount", "FullDiskHttp", "ReindexOnFullDisk", "fill", "http_on_full_disk", "queued",
            "reindex_while_filling", "tmpfs"]
 
 
@@ -200,7 +200,8 @@ def heal(store: Path) -> ReindexOnFullDisk:
     return out
 
 
-def _queued(store: Path) -> int:
+def queued(store: Path) -> int:
+    """Rows waiting in the embedding queue (read-only: never waits for a writer)."""
     db = Database.open(store / "memory.db", read_only=True)
     try:
         with db.read() as conn:
@@ -220,7 +221,7 @@ def reindex_while_filling(disk: Path) -> ReindexOnFullDisk:
     try:
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
-            if 0 < _queued(store) < FILL_MESSAGES * 0.95:
+            if 0 < queued(store) < FILL_MESSAGES * 0.95:
                 started = True
                 break
             time.sleep(0.01)
