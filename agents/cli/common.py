@@ -40,6 +40,11 @@ __all__ = ["CliContext", "default_store_dir", "jsonable", "resolve_store", "stor
 STORE_MARKERS = ("memory.db", "rlmem.toml")
 
 
+def counted(n: int, word: str) -> str:
+    """``1 file``, ``3 files``: a count with its noun."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def resolve_store(arg: str | None) -> tuple[Path, str]:
     """The store directory and where it came from (``--store``, ``RLMEM_STORE`` or default)."""
     if arg:
