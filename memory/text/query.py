@@ -1,4 +1,4 @@
-"""Input handling for the recall log: validation, filters, full-text queries and grep patterns.
+"""Input handling for the recall log: validation, the recall filter, full-text queries and grep patterns.
 
 Rules this module keeps:
 
@@ -10,8 +10,11 @@ Rules this module keeps:
   ``:``, parentheses, ``^``) are matched as plain words and never parsed. The phrases are
   OR-ed and ranked by BM25. ``e-mail`` therefore matches the phrase "e mail". A query with no
   word characters matches nothing; words after the first ``MAX_PHRASES`` (64) are ignored.
-* Token counts, when the caller has none, are estimated as ``ceil(len(text) / 4)`` (the usual
-  characters-per-token rule for English with BPE tokenizers): O(1), no tokenizer download.
+* A recall read is narrowed by one ``RecallFilter`` value (agent, session, role, time range,
+  tool records), built once where the filters enter (ids checked, ISO dates parsed by
+  ``parse_when``) and handed unchanged down every layer: the operation, the manager, the
+  recall search, the log, its SQL and the vector index's ``where``.
+* Token counts, when the caller has none, are ``memory.tokens.count_tokens`` estimates.
 * grep patterns use the ``regex`` package (Python ``re`` syntax, plus a timeout). A literal run
   that every match must contain is pushed down to SQL as a prefilter, so most rows never reach
   Python. Counted repeats that would unroll past ``MAX_UNROLLED`` steps are refused before
@@ -20,43 +23,44 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import warnings
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
 import regex
 
 from memory.errors import QueryError, ValidationError
+from memory.tokens import count_tokens
 from memory.types import ROLES, Message
 
 __all__ = [
-    "FILTER_NAMES",
     "MAX_ID",
     "MAX_PHRASES",
     "MAX_UNROLLED",
     "MESSAGE_FIELDS",
     "Filters",
-    "build_filters",
+    "RecallFilter",
     "check_key",
     "check_row_id",
     "check_text",
     "clamp",
     "compile_pattern",
     "count_arg",
-    "estimate_tokens",
     "from_us",
     "fts_phrases",
     "new_message",
+    "parse_when",
     "prepare_message",
     "required_literal",
     "to_us",
 ]
 
-FILTER_NAMES = ("agent_id", "session_id", "role", "since", "until", "exclude_role")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_PHRASES = 64
 MAX_ID = 2**62  # beyond any id; keeps user integers inside SQL's 64-bit range
@@ -123,10 +127,6 @@ def check_role(role: object) -> str:
     return str(role)
 
 
-def estimate_tokens(text: str) -> int:
-    return (len(text) + 3) // 4
-
-
 def to_us(dt: datetime) -> int:
     """Microseconds since the epoch; a naive datetime is taken as UTC."""
     if not isinstance(dt, datetime):
@@ -157,32 +157,106 @@ class Filters:
         return bool(self.clauses)
 
 
-def build_filters(filters: Mapping[str, Any], alias: str = "m") -> Filters:
-    unknown = set(filters) - set(FILTER_NAMES)
-    if unknown:
+def parse_when(value: Any, name: str = "time") -> datetime | None:
+    """A time filter: ``None``/``""``, a datetime, a date, or an ISO 8601 string (UTC if no zone).
+
+    The one reader of date/time strings: ``Z`` means UTC, and a time without a zone is UTC,
+    as everywhere in rlm-memory.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, date):
+        dt = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError(
+                f"{name} must be an ISO 8601 date or time such as 2024-05-01 or "
+                f"2024-05-01T14:30:00Z, got {value!r:.80}"
+            ) from None
+    else:
         raise ValidationError(
-            f"unknown filter {sorted(unknown)[0]!r}: use {', '.join(FILTER_NAMES)}"
+            f"{name} must be a datetime or an ISO 8601 date string, got {type(value).__name__}"
         )
-    clauses: list[str] = []
-    params: dict[str, Any] = {}
-    for name in ("agent_id", "session_id"):
-        v = filters.get(name)
-        if v is not None:
-            clauses.append(f"{alias}.{name} = :f_{name}")
-            params[f"f_{name}"] = check_text(v, name, allow_nul=False)
-    if filters.get("role") is not None:
-        clauses.append(f"{alias}.role = :f_role")
-        params["f_role"] = check_role(filters["role"])
-    if filters.get("exclude_role") is not None:
-        clauses.append(f"{alias}.role <> :f_xrole")
-        params["f_xrole"] = check_role(filters["exclude_role"])
-    if filters.get("since") is not None:
-        clauses.append(f"{alias}.created_us >= :f_since")
-        params["f_since"] = to_us(filters["since"])
-    if filters.get("until") is not None:
-        clauses.append(f"{alias}.created_us <= :f_until")
-        params["f_until"] = to_us(filters["until"])
-    return Filters(clauses, params)
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RecallFilter:
+    """Which messages a recall read covers; ``None`` (and ``False``) narrow nothing.
+
+    ``since`` and ``until`` are inclusive and may be given as ISO 8601 text, dates or
+    datetimes: they are parsed here, once, to UTC datetimes. Searches (full text, vector,
+    grep) leave tool records (role ``tool``) out unless ``include_tools`` or ``role="tool"``
+    asks for them (``leaves_out``); listing reads (``range``, ``page``, ``count``) read
+    every role.
+    """
+
+    agent_id: str | None = None
+    session_id: str | None = None
+    role: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    include_tools: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("agent_id", "session_id"):
+            value = getattr(self, name)
+            if value is not None:
+                check_text(value, name, allow_nul=False)
+        if self.role is not None:
+            check_role(self.role)
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, datetime) and value.tzinfo is not None):
+                object.__setattr__(self, name, parse_when(value, name))
+        if not isinstance(self.include_tools, bool):
+            raise ValidationError(f"include_tools must be true or false, got {self.include_tools!r:.40}")
+
+    @classmethod
+    def of(cls, where: RecallFilter | None = None, **filters: Any) -> RecallFilter:
+        """``where`` (or no filter) narrowed by the keyword filters that are set."""
+        unknown = set(filters) - _FILTER_NAMES
+        if unknown:
+            raise ValidationError(
+                f"unknown filter {sorted(unknown)[0]!r}: use {', '.join(sorted(_FILTER_NAMES))}"
+            )
+        given = {k: v for k, v in filters.items() if v is not None and v is not False}
+        if where is None:
+            return cls(**given)
+        return dataclasses.replace(where, **given) if given else where
+
+    @property
+    def leaves_out(self) -> str | None:
+        """The role a search leaves out: ``tool`` unless asked for."""
+        return None if self.include_tools or self.role is not None else "tool"
+
+    def sql(self, alias: str = "m", *, every_role: bool = False) -> Filters:
+        """The filter as an SQL ``WHERE`` fragment over ``alias``; ``every_role`` for
+        listing reads, which keep tool records."""
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        for name in ("agent_id", "session_id", "role"):
+            value = getattr(self, name)
+            if value is not None:
+                clauses.append(f"{alias}.{name} = :f_{name}")
+                params[f"f_{name}"] = value
+        if not every_role and self.leaves_out is not None:
+            clauses.append(f"{alias}.role <> :f_xrole")
+            params["f_xrole"] = self.leaves_out
+        if self.since is not None:
+            clauses.append(f"{alias}.created_us >= :f_since")
+            params["f_since"] = to_us(self.since)
+        if self.until is not None:
+            clauses.append(f"{alias}.created_us <= :f_until")
+            params["f_until"] = to_us(self.until)
+        return Filters(clauses, params)
+
+
+_FILTER_NAMES = frozenset(f.name for f in dataclasses.fields(RecallFilter))
 
 
 def fts_phrases(query: object) -> list[str]:
@@ -384,7 +458,7 @@ def prepare_message(
     args_json = None if tool_args is None else dumps(tool_args, "tool_args")
     tokens = spec.get("tokens")
     if tokens is None:
-        tokens = estimate_tokens(content)
+        tokens = count_tokens(content)
     elif not isinstance(tokens, int) or isinstance(tokens, bool) or not 0 <= tokens <= MAX_ID:
         raise ValidationError(f"tokens must be an int from 0 to 2**62, got {tokens!r:.40}")
     metadata = spec.get("metadata") or {}
