@@ -229,7 +229,7 @@ def run_hook(event_name: str, stdin_text: str, store: Path, *, agent_id: str = "
                 cached = _context_file(state_dir, cwd, agent_id)
                 if cached.is_file():
                     return _session_start(cached.read_text(encoding="utf-8"))
-            from agents.cli.common import store_exists
+            from memory.config import store_exists
             from memory.manager import MemoryManager
 
             if not store_exists(store):
