@@ -450,7 +450,7 @@ def test_scripted_lm_tool_calls_build_content() -> None:
 def test_a_client_on_base_lm_writes_only_its_call() -> None:
     # The request path (arguments, usage estimate, model name, pricing, async) is BaseLM's.
     from memory.errors import ConfigError, ValidationError
-    from rlm_core.lm import BaseLM, LMRequest, LMResponse, ModelPrice, PriceTable, count_tokens
+    from rlm_core.lm import BaseLM, LMResponse, ModelPrice, PriceTable, count_tokens
 
     class Echo(BaseLM):
         requires_message = True
