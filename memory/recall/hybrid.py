@@ -28,7 +28,6 @@ from memory.fusion import RECALL_DEPTH, Candidates, FusionConfig, Ranked, check_
 from memory.recall.log import RecallLog
 from memory.recall.schema import TABLE
 from memory.text import chunking
-from memory.text.fts import make_snippet, snippet_pattern
 from memory.text.query import RecallFilter, check_text, to_us
 from memory.text.temporal import parse_relative, time_prior
 from memory.types import Message, SearchHit, SessionHit
@@ -123,13 +122,7 @@ class RecallSearch:
 
     def hits(self, ranked: Ranked, query: str) -> list[SearchHit]:
         """``SearchHit``s for ranked message ids, read back from the log (forgotten ones are dropped)."""
-        msgs = {m.id: m for m in self.recall.get_many([i for i, _ in ranked])}
-        rx = snippet_pattern(query)
-        return [
-            SearchHit.from_message(m, score, make_snippet(m.content, rx))
-            for i, score in ranked
-            if (m := msgs.get(i)) is not None
-        ]
+        return self.recall.hits(ranked, query)
 
     def search(
         self,

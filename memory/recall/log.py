@@ -381,11 +381,19 @@ class RecallLog:
                 conn, self.db.dialect, query, f, source=RECALL_FTS, k=count_arg(k), offset=count_arg(offset),
                 common_docs=self.common_term_docs, max_candidates=self.max_candidates,
             )
-            msgs = {m.id: m for m in self._get_many(conn, [i for i, _ in found])}
+            return self.hits(found, query, conn)
+
+    def hits(self, ranked: Sequence[tuple[int, float]], query: str, conn: Connection | None = None) -> list[SearchHit]:
+        """``SearchHit``s of ranked message ids, with snippets for ``query``; ids no longer
+        in the log (forgotten) are dropped."""
+        if conn is None:
+            with self.db.read() as conn:
+                return self.hits(ranked, query, conn)
+        msgs = {m.id: m for m in self._get_many(conn, [i for i, _ in ranked])}
         rx = snippet_pattern(query)
         return [
             SearchHit.from_message(m, score, make_snippet(m.content, rx))
-            for i, score in found
+            for i, score in ranked
             if (m := msgs.get(i)) is not None
         ]
 
