@@ -41,7 +41,8 @@ from memory.archival.schema import (
 from memory.errors import QueryError, ValidationError
 from memory.fusion import Candidates, Ranked, check_mode
 from memory.text.fts import FtsSource, bounded_fts_ids, make_snippet, phrase_counts, snippet_pattern
-from memory.text.query import check_text, compile_pattern, fts_phrases, parse_when, to_us
+from memory.text.patterns import compile_pattern
+from memory.text.query import check_text, fts_phrases, parse_when, to_us
 from memory.types import GrepHit, SearchHit
 
 if TYPE_CHECKING:
