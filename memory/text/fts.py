@@ -47,7 +47,8 @@ from sqlalchemy.engine import Connection
 from memory.db import Database, id_lists
 from memory.errors import QueryError
 from memory.text import bm25
-from memory.text.query import Filters, compile_pattern, fts5_quote, fts_phrases, required_literal
+from memory.text.patterns import compile_pattern, required_literal
+from memory.text.query import Filters, fts5_quote, fts_phrases
 
 __all__ = [
     "RESCORE_DEPTH",
