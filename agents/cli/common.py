@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["CliContext", "default_store_dir", "jsonable", "resolve_store", "store_exists"]
 
 
-
 def counted(n: int, word: str) -> str:
     """``1 file``, ``3 files``: a count with its noun."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
