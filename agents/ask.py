@@ -11,11 +11,11 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.repl.binding import MemoryBinding, bind_memory
+from agents.repl.isolation import protect_store, store_isolation
 from agents.repl.prompt import memory_system_prompt
 from agents.trajectories import TrajectoryStore
 from memory.errors import ValidationError
@@ -34,30 +34,6 @@ __all__ = ["ask", "build_query", "protect_store", "store_isolation"]
 def build_query(question: str, binding: MemoryBinding) -> str:
     """The query the root model reads: the question, then what memory holds (sizes only)."""
     return f"{question.strip()}\n\n{binding.summary()}"
-
-
-def store_isolation(limits: Limits, memory: MemoryManager) -> Limits:
-    """``limits`` with the store's ``isolation`` setting (``rlmem.toml`` or RLMEM_ISOLATION)
-    when the caller did not choose one (``SandboxLimits.isolation``)."""
-    sandbox = limits.sandbox_limits()
-    chosen = getattr(memory.config, "isolation", None)
-    if sandbox.isolation is not None or not chosen:
-        return limits
-    return dataclasses.replace(limits, sandbox=dataclasses.replace(sandbox, isolation=chosen))
-
-
-def protect_store(limits: Limits, memory: MemoryManager) -> Limits:
-    """``limits`` with the store's directory closed to model code: what it holds reaches the
-    model only through the memory functions (which keep agent scoping and log writes); and
-    with the store's isolation setting (``store_isolation``)."""
-    limits = store_isolation(limits, memory)
-    sandbox = limits.sandbox_limits()
-    store = str(memory.config.dir.expanduser().resolve())
-    if store in sandbox.deny_read:
-        return limits
-    return dataclasses.replace(
-        limits, sandbox=dataclasses.replace(sandbox, deny_read=(*sandbox.deny_read, store))
-    )
 
 
 def ask(

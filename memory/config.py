@@ -66,7 +66,7 @@ from typing import Any
 
 from memory.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "TOML_NAME", "MemoryConfig"]
+__all__ = ["ENV_PREFIX", "TOML_NAME", "MemoryConfig", "default_store_dir", "store_exists"]
 
 ENV_PREFIX = "RLMEM_"
 TOML_NAME = "rlmem.toml"
@@ -210,6 +210,15 @@ def default_store_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base).expanduser() / "rlmem"
+
+
+#: Files of which one marks a directory as a store (``store_exists``).
+STORE_MARKERS = ("memory.db", TOML_NAME)
+
+
+def store_exists(path: Path) -> bool:
+    """Whether ``path`` is a store directory (it holds ``memory.db`` or ``rlmem.toml``)."""
+    return path.is_dir() and any((path / m).exists() for m in STORE_MARKERS)
 
 
 #: ``rlmem.toml`` tables that are not memory options (read by ``agents.cli.model``).

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +37,8 @@ from memory.errors import ValidationError
 from memory.fusion import RECALL_DEPTH, Candidates, FusionConfig, merge_candidates
 from memory.recall.hybrid import RecallSearch
 from memory.recall.log import RecallLog
-from memory.text.query import estimate_tokens
+from memory.text.query import RecallFilter
+from memory.tokens import count_tokens
 from memory.types import GrepHit, SearchHit, SessionHit
 from memory.vectors.backends import make_embedder
 from memory.vectors.embeddings import Embedder
@@ -46,10 +47,6 @@ from memory.vectors.queue import EmbeddingQueue, Progress
 from memory.vectors.worker import EmbeddingWorker
 
 __all__ = ["CompiledContext", "MemoryManager"]
-
-_RECALL_FILTERS = {"agent_id", "session_id", "role", "include_tools"}
-_ARCHIVAL_FILTERS = {"tags", "tags_mode", "metadata"}
-_SHARED_FILTERS = {"since", "until"}
 
 
 @dataclass(frozen=True)
@@ -184,21 +181,15 @@ class MemoryManager:
         k: int = 10,
         mode: str = "hybrid",
         offset: int = 0,
-        agent_id: str | None = None,
-        session_id: str | None = None,
-        role: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
         now: datetime | None = None,
-        include_tools: bool = False,
+        where: RecallFilter | None = None,
+        **filters: Any,
     ) -> list[SearchHit]:
-        """Messages by full text, meaning, or both (``mode``), with the recall filters;
-        ``now`` anchors relative time expressions in the query ("two weeks ago"). Tool
-        records (role ``tool``) only with ``include_tools=True`` or ``role="tool"``."""
-        return self.recall_search.search(
-            query, k=k, mode=mode, offset=offset, agent_id=agent_id, session_id=session_id,
-            role=role, since=since, until=until, now=now, include_tools=include_tools,
-        )
+        """Messages by full text, meaning, or both (``mode``), narrowed by ``where`` and the
+        keyword filters (``RecallFilter``'s fields: agent_id, session_id, role, since, until,
+        include_tools); ``now`` anchors relative time expressions in the query ("two weeks
+        ago"). Tool records (role ``tool``) only with ``include_tools=True`` or ``role="tool"``."""
+        return self.recall_search.search(query, k=k, mode=mode, offset=offset, now=now, where=where, **filters)
 
     def search_sessions(
         self,
@@ -207,18 +198,14 @@ class MemoryManager:
         k: int = 10,
         mode: str = "hybrid",
         per_session: int = 3,
-        agent_id: str | None = None,
-        role: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
         now: datetime | None = None,
-        include_tools: bool = False,
+        where: RecallFilter | None = None,
+        **filters: Any,
     ) -> list[SessionHit]:
         """Conversation sessions ranked for ``query`` (their matching messages' scores pooled),
         each with its best ``per_session`` messages; see ``RecallSearch.search_sessions``."""
         return self.recall_search.search_sessions(
-            query, k=k, mode=mode, per_session=per_session, agent_id=agent_id, role=role,
-            since=since, until=until, now=now, include_tools=include_tools,
+            query, k=k, mode=mode, per_session=per_session, now=now, where=where, **filters
         )
 
     def search_archival(self, query: str, *, k: int = 10, mode: str = "hybrid", **filters: Any) -> list[SearchHit]:
@@ -232,29 +219,28 @@ class MemoryManager:
         tiers: Sequence[str] = ("recall", "archival"),
         k: int = 10,
         mode: str = "hybrid",
+        where: RecallFilter | None = None,
+        tags: Iterable[str] | None = None,
+        tags_mode: str = "any",
+        metadata: Mapping[str, Any] | None = None,
         **filters: Any,
     ) -> list[SearchHit]:
         """One ranking across tiers: the tiers' candidates are fused together (the same
-        ``hybrid_rank`` as a one-tier search). Recall-only filters (agent_id, session_id,
-        role) narrow the recall tier, archival-only ones (tags, tags_mode, metadata) the
-        archival tier."""
-        if isinstance(tiers, str):
-            tiers = (tiers,)
-        bad = set(tiers) - {"recall", "archival"}
-        if bad or not tiers:
-            raise ValidationError(f"unknown tier {sorted(bad)[0] if bad else ''!r}: use recall and/or archival")
-        unknown = set(filters) - _RECALL_FILTERS - _ARCHIVAL_FILTERS - _SHARED_FILTERS
-        if unknown:
-            raise ValidationError(f"unknown search filter {sorted(unknown)[0]!r}")
+        ``hybrid_rank`` as a one-tier search). The recall filter (``where`` and the keyword
+        filters, ``RecallFilter``'s fields) narrows the recall tier, and its time range the
+        archival tier too; ``tags``, ``tags_mode`` and ``metadata`` narrow the archival tier."""
+        tiers = _check_tiers(tiers)
         if not isinstance(k, int) or k < 1:
             raise ValidationError("k must be >= 1")
+        rf = RecallFilter.of(where, **filters)
         parts: dict[str, Candidates] = {}
         if "recall" in tiers:
-            rf = {k_: v for k_, v in filters.items() if k_ in _RECALL_FILTERS | _SHARED_FILTERS}
-            parts["recall"] = self.recall_search.candidates(query, mode=mode, **rf)
+            parts["recall"] = self.recall_search.candidates(query, mode=mode, where=rf)
         if "archival" in tiers:
-            af = {k_: v for k_, v in filters.items() if k_ in _ARCHIVAL_FILTERS | _SHARED_FILTERS}
-            parts["archival"] = chunk_candidates(self.archival, query, mode=mode, **af)
+            parts["archival"] = chunk_candidates(
+                self.archival, query, mode=mode, tags=tags, tags_mode=tags_mode, metadata=metadata,
+                since=rf.since, until=rf.until,
+            )  # fmt: skip
         ranked = merge_candidates(parts).rank(mode, k=k, offset=0, config=self.archival.fusion)
         by_tier = {
             "recall": self.recall_search.hits([(i, s) for (t, i), s in ranked if t == "recall"], query),
@@ -337,7 +323,7 @@ class MemoryManager:
             "</memory_statistics>"
         )
         system = "\n\n".join(parts)
-        used = estimate_tokens(system)
+        used = count_tokens(system)
         filters: dict[str, Any] = {"agent_id": agent}
         if session_id is not None:
             filters["session_id"] = session_id
@@ -350,7 +336,7 @@ class MemoryManager:
             if not page:
                 break
             for m in sorted(page, key=lambda m: -m.id):
-                cost = (m.tokens or estimate_tokens(m.content)) + 4  # role/framing overhead
+                cost = (m.tokens or count_tokens(m.content)) + 4  # role/framing overhead
                 if used + cost > budget_tokens:
                     done = True
                     break

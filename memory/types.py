@@ -78,6 +78,15 @@ class SearchHit:
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_message(cls, m: Message, score: float, snippet: str = "") -> SearchHit:
+        """A recall hit: the message ``m`` ranked ``score``."""
+        return cls(
+            id=m.id, tier="recall", text=m.content, score=score, snippet=snippet,
+            session_id=m.session_id, agent_id=m.agent_id, role=m.role,
+            created_at=m.created_at, metadata=m.metadata,
+        )  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         d = _jsonable(asdict(self))
         d["tags"] = list(self.tags)

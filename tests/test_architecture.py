@@ -84,7 +84,7 @@ def test_layers_point_one_way() -> None:
 
 
 def test_rlm_core_knows_memory_only_through_its_errors() -> None:
-    allowed = {"memory.errors", "memory.lazy"}  # the error tree; the lazy package face helper
+    allowed = {"memory.errors", "memory.lazy", "memory.tokens"}  # the error tree; standard-library helpers
     reached = sorted({t for m, ts in GRAPH.items() if m.startswith("rlm_core") for t in ts
                       if t.startswith("memory") and t not in allowed})  # fmt: skip
     assert reached == [], "rlm_core is handed memory's functions; it imports only memory.errors"
@@ -152,6 +152,26 @@ def test_the_worker_imports_the_standard_library_only() -> None:
     assert sorted(set(bad)) == []
 
 
+# Helpers and values written once: where each is defined (every other module imports it from there).
+ONE_DEFINITION = {
+    "count_tokens": "memory.tokens",  # the model-token estimate (chunk sizes are count_words)
+    "parse_when": "memory.text.query",  # the one reader of ISO dates
+    "jsonable": "memory.ops.values",
+    "store_exists": "memory.config",
+    "RecallFilter": "memory.text.query",  # the recall filters, one value through every layer
+    "BaseLM": "rlm_core.lm.base",  # the one request path of the LM clients
+}
+
+
+def test_shared_helpers_are_defined_once() -> None:
+    defined: dict[str, set[str]] = {name: set() for name in ONE_DEFINITION}
+    for m, p in MODULES.items():
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.name in defined:
+                defined[node.name].add(m)
+    assert defined == {name: {m} for name, m in ONE_DEFINITION.items()}
+
+
 def test_the_checks_see_what_they_check() -> None:
     # a reader that found no imports would pass every rule above
     assert "memory.db" in GRAPH["memory.manager"] and "rlm_core.lm.types" in GRAPH["rlm_core.lm.fakes"]
@@ -188,3 +208,16 @@ def test_a_postgres_url_without_the_driver_names_the_extra() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          timeout=120, env={"PYTHONPATH": str(ROOT)}).stdout  # fmt: skip
     assert out.startswith("MissingExtraError") and "rlm-memory[postgres]" in out
+
+
+def test_the_module_table_lists_every_module() -> None:
+    # docs/architecture.md's tree is made by this script: one line per module.
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "module_table.py"), "--width", "300"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()  # fmt: skip
+    names = [line.split()[0] for line in out]
+    files = sorted(p for p in MODULES.values() if p.name != "__init__.py")
+    assert len(names) == len(files) + sum(1 for p in MODULES.values() if p.name == "__init__.py")
+    assert sorted(n for n in names if n.endswith(".py")) == sorted(p.name for p in files)
+    row = next(line for line in out if line.split()[0] == "tokens.py")
+    assert row.split()[1] == str(len((ROOT / "memory" / "tokens.py").read_text().splitlines()))
+    assert "the one ``count_tokens``" in row

@@ -70,10 +70,16 @@ def test_cli_ingest_names_skipped_files_and_exits_1(tree: Path, tmp_path: Path) 
     assert rlmem("init", str(store)).returncode == 0
     (tree / "pipe.md").unlink()  # the model loads for embedding; keep the folder small otherwise
     named = tmp_path / "todo.org"
-    named.write_text("org text\n")
+    named.write_text("org text about the zeppelin\n")
     p = rlmem("ingest", str(tree), str(named), "--store", str(store), "--no-progress")
-    assert p.returncode == 1, p.stderr
-    assert "ingested 2 files" in p.stdout
-    assert "notes.md: a symbolic link" in p.stderr and "todo.org: .org is not an extension" in p.stderr
-    again = rlmem("ingest", str(named), "--ext", "org", "--store", str(store), "--no-progress")
-    assert again.returncode == 0 and "ingested 1 files" in again.stdout, again.stderr
+    assert p.returncode == 1, p.stderr  # the link out of the folder was skipped
+    assert "ingested 3 files" in p.stdout  # a file named explicitly is read whatever its extension
+    assert "notes.md: a symbolic link" in p.stderr and "todo.org" not in p.stderr
+    bare = tmp_path / "NOTES"
+    bare.write_text("no extension at all\n")
+    again = rlmem("ingest", str(bare), "--store", str(store), "--no-progress")
+    assert again.returncode == 0 and "ingested 1 file," in again.stdout, again.stdout + again.stderr
+    binary = tmp_path / "blob.org"
+    binary.write_bytes(b"\x00\x01binary")
+    refused = rlmem("ingest", str(binary), "--store", str(store), "--no-progress")
+    assert refused.returncode == 1 and "blob.org: binary" in refused.stderr, refused.stderr

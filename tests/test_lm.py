@@ -445,3 +445,37 @@ def test_scripted_lm_tool_calls_build_content() -> None:
     assert r.content == [{"type": "tool_use", "id": "t1", "name": "note", "input": {"x": 1}}]
     assert lm.requests[0].tools == [{"name": "note"}]
     assert r.usage.total_tokens > 0
+
+
+def test_a_client_on_base_lm_writes_only_its_call() -> None:
+    # The request path (arguments, usage estimate, model name, pricing, async) is BaseLM's.
+    from memory.errors import ConfigError, ValidationError
+    from rlm_core.lm import BaseLM, LMResponse, ModelPrice, PriceTable, count_tokens
+
+    class Echo(BaseLM):
+        requires_message = True
+
+        def __init__(self) -> None:
+            super().__init__("echo-1", max_tokens=64, prices=PriceTable("echo-1", {"echo-1": ModelPrice(1e6, 1e6, 0.0, 0.0)}))
+            self.seen: list[LMRequest] = []
+
+        def _call(self, req: LMRequest) -> LMResponse:
+            self.seen.append(req)
+            return LMResponse(text=req.prompt.upper())
+
+    lm = Echo()
+    r = lm.complete([{"role": "user", "content": "abcdefgh"}], system="sys!", max_tokens=9)
+    assert (r.text, r.model) == ("ABCDEFGH", "echo-1")
+    assert r.usage == Usage(input_tokens=count_tokens("sys!abcdefgh"), output_tokens=2)
+    assert r.cost_usd == pytest.approx(r.usage.input_tokens + r.usage.output_tokens)
+    assert lm.seen[0].max_tokens == 9 and lm.seen[0].system == "sys!"
+    assert asyncio.run(lm.acomplete([{"role": "user", "content": "x"}])).text == "X"  # in a thread
+    with pytest.raises(ValidationError, match="nothing to send"):
+        lm.complete([{"role": "system", "content": "only a system prompt"}])
+    assert len(lm.seen) == 2  # refused before the call
+    with pytest.raises(ConfigError, match="max_tokens must be at least 1"):
+        BaseLM("x", max_tokens=0)
+    with pytest.raises(ConfigError, match="max_retries must be 0 or more"):
+        BaseLM("x", max_retries=-1)
+    with Echo() as e:
+        assert isinstance(e, Echo)

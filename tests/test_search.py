@@ -221,3 +221,16 @@ def test_search_sessions_pools_messages_per_session(tmp_path: Path) -> None:
             with pytest.raises(ValidationError):
                 mem.search_sessions("garden", **bad)  # type: ignore[arg-type]
         assert mem.recall.count() == 7
+
+
+def test_snippet_marks_content_words_and_shows_the_densest_part() -> None:
+    from memory.text.fts import make_snippet, snippet_pattern
+
+    rx = snippet_pattern("when is the quarterly report due")
+    assert make_snippet("The quarterly report is due on the 14th", rx) == "The [quarterly] [report] is [due] on the 14th"
+    # a query of function words only still marks them
+    assert make_snippet("what is it", snippet_pattern("what is")) == "[what] [is] it"
+    # the excerpt shows where most query words meet, not the first stray one
+    text = "the report " + "filler " * 200 + "the quarterly report is due on Friday " + "tail " * 200
+    snip = make_snippet(text, rx)
+    assert "[quarterly] [report] is [due] on Friday" in snip and snip.startswith("…")

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from memory.tokens import count_tokens
 from memory.types import Message
-from rlm_core.lm.types import count_tokens
 
 if TYPE_CHECKING:
     from memory.manager import MemoryManager

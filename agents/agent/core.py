@@ -62,8 +62,9 @@ from agents.agent.types import (
     tools_kw,
 )
 from memory.errors import BlockError, BlockLimitError, LMError, RlmMemoryError, ValidationError
+from memory.tokens import count_tokens
 from memory.types import Message
-from rlm_core.lm.types import LMResponse, count_tokens
+from rlm_core.lm.types import LMResponse
 
 if TYPE_CHECKING:
     from memory.manager import MemoryManager

@@ -19,8 +19,8 @@ from datetime import UTC
 from typing import Any
 
 from agents.agent.context import message_tokens
+from memory.tokens import count_tokens
 from memory.types import Message
-from rlm_core.lm.types import count_tokens
 
 __all__ = [
     "SUMMARY_SYSTEM",

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from agents.cli.progress import StopSignals, run_embedding
-from memory.config import default_store_dir
+from memory.config import default_store_dir, store_exists
 from memory.errors import ConfigError, NotFoundError
 from memory.ops.values import jsonable
 
@@ -37,7 +37,10 @@ if TYPE_CHECKING:
 
 __all__ = ["CliContext", "default_store_dir", "jsonable", "resolve_store", "store_exists"]
 
-STORE_MARKERS = ("memory.db", "rlmem.toml")
+
+def counted(n: int, word: str) -> str:
+    """``1 file``, ``3 files``: a count with its noun."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def resolve_store(arg: str | None) -> tuple[Path, str]:
@@ -49,10 +52,6 @@ def resolve_store(arg: str | None) -> tuple[Path, str]:
         if env:
             return Path(env).expanduser(), var
     return default_store_dir(), "the default location"
-
-
-def store_exists(path: Path) -> bool:
-    return path.is_dir() and any((path / m).exists() for m in STORE_MARKERS)
 
 
 @dataclass

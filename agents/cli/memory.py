@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agents.cli.common import CliContext
+from agents.cli.common import CliContext, counted
 from agents.cli.progress import run_embedding
 from memory.errors import NotFoundError, ValidationError
 from memory.ops.values import jsonable
@@ -232,8 +232,9 @@ def cmd_ingest(ctx: CliContext, args: argparse.Namespace) -> int:
     data = jsonable(summary)
 
     def human() -> None:
-        ctx.print(f"ingested {summary.files} files, {summary.chunks} chunks ({summary.duplicates} duplicate "
-                  f"chunks left out, {summary.skipped} files skipped) in {summary.seconds:.1f} s")
+        ctx.print(f"ingested {counted(summary.files, 'file')}, {counted(summary.chunks, 'chunk')} "
+                  f"({counted(summary.duplicates, 'duplicate chunk')} left out, "
+                  f"{counted(summary.skipped, 'file')} skipped) in {summary.seconds:.1f} s")
         for path, reason in summary.problems:
             ctx.warn(f"skipped {path}: {reason}")
 

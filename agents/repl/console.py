@@ -184,7 +184,7 @@ def run_console(
     output: IO[str] | None = None,
 ) -> None:
     """Open the console on ``memory`` until end of input (Ctrl-D)."""
-    from agents.ask import store_isolation
+    from agents.repl.isolation import store_isolation
     from rlm_core.sandbox.repl import Sandbox
 
     lim = store_isolation(limits if limits is not None else Limits(), memory)

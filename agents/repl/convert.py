@@ -22,71 +22,36 @@ __all__ = [
 ]
 
 
+_MESSAGE = ("id", "session_id", "agent_id", "role", "content", "created_at", "tool_name", "tokens")
+_SESSION = ("session_id", "agent_id", "message_count", "first_id", "last_id", "first_at", "last_at")
+_GREP_HIT = ("id", "tier", "session_id", "agent_id", "role", "created_at", "source", "snippet", "match")
+_SEARCH_HIT = ("id", "tier", "score", "snippet", "text", "session_id", "agent_id", "role", "created_at",
+               "source", "position", "tags")  # fmt: skip
+_CHUNK = ("id", "text", "source", "position", "tags", "created_at")
+
+
+def _fields(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    return {n: getattr(obj, n) for n in names}
+
+
 def message_dict(m: Any) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "session_id": m.session_id,
-        "agent_id": m.agent_id,
-        "role": m.role,
-        "content": m.content,
-        "created_at": m.created_at,
-        "tool_name": m.tool_name,
-        "tokens": m.tokens,
-    }
+    return _fields(m, _MESSAGE)
 
 
 def session_dict(s: Any) -> dict[str, Any]:
-    return {
-        "session_id": s.session_id,
-        "agent_id": s.agent_id,
-        "message_count": s.message_count,
-        "first_id": s.first_id,
-        "last_id": s.last_id,
-        "first_at": s.first_at,
-        "last_at": s.last_at,
-    }
+    return _fields(s, _SESSION)
 
 
 def grep_hit_dict(h: Any) -> dict[str, Any]:
-    return {
-        "id": h.id,
-        "tier": h.tier,
-        "session_id": h.session_id,
-        "agent_id": h.agent_id,
-        "role": h.role,
-        "created_at": h.created_at,
-        "source": h.source,
-        "snippet": h.snippet,
-        "match": h.match,
-    }
+    return _fields(h, _GREP_HIT)
 
 
 def search_hit_dict(h: Any) -> dict[str, Any]:
-    return {
-        "id": h.id,
-        "tier": h.tier,
-        "score": float(h.score),
-        "snippet": h.snippet,
-        "text": h.text,
-        "session_id": h.session_id,
-        "agent_id": h.agent_id,
-        "role": h.role,
-        "created_at": h.created_at,
-        "source": h.source,
-        "position": h.position,
-        "tags": list(h.tags),
-    }
+    return {**_fields(h, _SEARCH_HIT), "score": float(h.score), "tags": list(h.tags)}
 
 
 def chunk_dict(c: Any) -> dict[str, Any]:
-    return {
-        "id": c.id,
-        "text": c.text,
-        "source": c.source,
-        "position": c.position,
-        "tags": list(c.tags),
-        "created_at": c.created_at,
-    }
+    return {**_fields(c, _CHUNK), "tags": list(c.tags)}
 
 
 def block_dict(b: Any) -> dict[str, Any]:

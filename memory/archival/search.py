@@ -41,7 +41,8 @@ from memory.archival.schema import (
 from memory.errors import QueryError, ValidationError
 from memory.fusion import Candidates, Ranked, check_mode
 from memory.text.fts import FtsSource, bounded_fts_ids, make_snippet, phrase_counts, snippet_pattern
-from memory.text.query import check_text, compile_pattern, fts_phrases, to_us
+from memory.text.patterns import compile_pattern
+from memory.text.query import check_text, fts_phrases, parse_when, to_us
 from memory.types import GrepHit, SearchHit
 
 if TYPE_CHECKING:
@@ -89,8 +90,8 @@ def chunk_candidates(
     tags: Iterable[str] | None = None,
     tags_mode: str = "any",
     metadata: Mapping[str, Any] | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
 ) -> Candidates:
     """The full-text and vector candidate generators of one archival search."""
     check_mode(mode)
@@ -98,8 +99,9 @@ def chunk_candidates(
     if tags_mode not in ("any", "all"):
         raise ValidationError(f"tags_mode must be 'any' or 'all', got {tags_mode!r}")
     tag_t = check_tags(tags)
-    since_us = to_us(since) if since is not None else None
-    until_us = to_us(until) if until is not None else None
+    since_at, until_at = parse_when(since, "since"), parse_when(until, "until")
+    since_us = None if since_at is None else to_us(since_at)
+    until_us = None if until_at is None else to_us(until_at)
     where, params = filter_sql(
         store.db.dialect, tags=tag_t, tags_mode=tags_mode, metadata=metadata,
         since_us=since_us, until_us=until_us,

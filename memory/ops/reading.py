@@ -14,7 +14,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Literal
 
 from memory.errors import NotFoundError
 from memory.ops.schema import Context, GrepLimit, Id, K, Role, SessionLimit, Tags, Text, When
@@ -60,13 +60,10 @@ def search(
     mem = ctx.memory
     rf = ctx.recall_filter(session_id=session_id, role=role, since=since, until=until)
     if tier == "recall":
-        return mem.search_recall(query, k=k, mode=mode, **rf.kwargs())
-    af: dict[str, Any] = {k_: v for k_, v in (("since", since), ("until", until)) if v is not None}
-    if tags:
-        af["tags"] = list(tags)
+        return mem.search_recall(query, k=k, mode=mode, where=rf)
     if tier == "archival":
-        return mem.search_archival(query, k=k, mode=mode, **af)
-    return mem.search(query, tiers=tiers_of(tier), k=k, mode=mode, **rf.kwargs(), **af)
+        return mem.search_archival(query, k=k, mode=mode, since=rf.since, until=rf.until, tags=tags or None)
+    return mem.search(query, tiers=tiers_of(tier), k=k, mode=mode, where=rf, tags=tags or None)
 
 
 def grep(
@@ -100,7 +97,7 @@ def grep(
     if tier in ("recall", "all"):
         hits += ctx.memory.recall.grep(
             pattern, ignore_case=ignore_case, literal=literal, limit=limit,
-            timeout_s=ctx.grep_timeout_s, **rf.kwargs(),
+            timeout_s=ctx.grep_timeout_s, where=rf,
         )  # fmt: skip
     if tier in ("archival", "all") and len(hits) < limit:
         # One deadline for the whole call: what recall's leg left of it.

@@ -5,8 +5,9 @@ Rules this module keeps:
 
 * A default or a limit is written here once (``DEFAULTS``); operations, schemas, the CLI's
   flags and every adapter read it from here, so a change is one line and every surface follows.
-* ``parse_when`` is the one reader of date/time strings: ISO 8601, ``Z`` for UTC, and a time
-  without a zone is UTC, as everywhere in rlm-memory.
+* The recall filter is ``memory.text.query.RecallFilter`` (one value, ISO dates parsed once
+  by ``parse_when``, the one reader of date/time strings); ``OpContext.recall_filter`` adds
+  the context's agent scope to it.
 * ``jsonable`` is the one conversion to JSON-ready data (``to_dict()``, dataclasses, datetimes,
   paths, collections); nothing here touches a store or imports one.
 """
@@ -15,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Literal
 
-from memory.errors import ValidationError
+from memory.text.query import RecallFilter, parse_when
 
 if TYPE_CHECKING:
     from memory.manager import MemoryManager
@@ -60,21 +61,6 @@ class Defaults:
 DEFAULTS = Defaults()
 
 
-@dataclass(frozen=True)
-class RecallFilter:
-    """The five recall filters, as one value (``None``: not filtered)."""
-
-    agent_id: str | None = None
-    session_id: str | None = None
-    role: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def kwargs(self) -> dict[str, Any]:
-        """The filters that are set, as keyword arguments of the recall tier."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
-
 @dataclass
 class OpContext:
     """What an operation runs against: the store, whose blocks, who writes, how wide reads go.
@@ -93,29 +79,6 @@ class OpContext:
     def recall_filter(self, **filters: Any) -> RecallFilter:
         """The recall filter of a read: this agent's messages (when scoped) plus ``filters``."""
         return RecallFilter(agent_id=self.agent_id if self.agent_scoped else None, **filters)
-
-
-def parse_when(value: Any, name: str = "time") -> datetime | None:
-    """A time filter: ``None``/``""``, a datetime, a date, or an ISO 8601 string (UTC if no zone)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        dt = value
-    elif isinstance(value, date):
-        dt = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise ValidationError(
-                f"{name} must be an ISO 8601 date or time such as 2024-05-01 or "
-                f"2024-05-01T14:30:00Z, got {value!r:.80}"
-            ) from None
-    else:
-        raise ValidationError(
-            f"{name} must be a datetime or an ISO 8601 date string, got {type(value).__name__}"
-        )
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
 def jsonable(value: Any) -> Any:

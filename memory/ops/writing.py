@@ -128,12 +128,13 @@ def forget(
         raise ValidationError(
             "forget needs ids, session_id, pattern, since or until (refusing to forget everything)"
         )
-    rf = ctx.recall_filter(session_id=session_id, since=since, until=until)
+    # Every selection reaches tool records too: a secret printed by a tool is forgotten with the rest.
+    rf = ctx.recall_filter(session_id=session_id, since=since, until=until, include_tools=True)
     if pattern is not None:
         found = [h.id for h in ctx.memory.recall.grep(
-            pattern, limit=D.max_forget, timeout_s=ctx.grep_timeout_s, **rf.kwargs())]  # fmt: skip
+            pattern, limit=D.max_forget, timeout_s=ctx.grep_timeout_s, where=rf)]  # fmt: skip
     elif ids is None:
-        found = [m.id for m in ctx.memory.recall.iter_messages(batch=5000, **rf.kwargs())]
+        found = [m.id for m in ctx.memory.recall.iter_messages(batch=5000, where=rf)]
     else:
         found = sorted(set(ids))
     if ids is not None:

@@ -25,11 +25,10 @@ from sqlalchemy.engine import Connection
 from memory.db import id_lists
 from memory.errors import ValidationError
 from memory.fusion import RECALL_DEPTH, Candidates, FusionConfig, Ranked, check_mode, pool_groups
-from memory.recall.log import RecallLog, tool_filter
+from memory.recall.log import RecallLog
 from memory.recall.schema import TABLE
 from memory.text import chunking
-from memory.text.fts import make_snippet, snippet_pattern
-from memory.text.query import build_filters, check_text, to_us
+from memory.text.query import RecallFilter, check_text, to_us
 from memory.text.temporal import parse_relative, time_prior
 from memory.types import Message, SearchHit, SessionHit
 from memory.vectors.index import Meta, VectorIndex
@@ -101,57 +100,29 @@ class RecallSearch:
         (``EmbeddingQueue.reindex``: stored vector copies are reused unless ``reembed``)."""
         return self.queue.reindex(TIER, reembed=reembed) if self.index is not None else 0
 
-    def candidates(
-        self,
-        query: str,
-        *,
-        mode: str = "hybrid",
-        agent_id: str | None = None,
-        session_id: str | None = None,
-        role: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        include_tools: bool = False,
-    ) -> Candidates:
+    def candidates(self, query: str, *, mode: str = "hybrid", where: RecallFilter | None = None) -> Candidates:
         """The full-text and vector candidate generators of one recall search."""
         check_mode(mode)
         query = check_text(query, "query")
-        filters: dict[str, Any] = {
-            "agent_id": agent_id, "session_id": session_id, "role": role,
-            "since": since, "until": until, "exclude_role": tool_filter(role, include_tools),
-        }
-        build_filters(filters)  # validate once, with the recall log's messages
-        # The exclusion is already decided here; search_text gets it as a plain filter.
-        fs = {k: v for k, v in filters.items() if k != "exclude_role"}
-        tools = filters["exclude_role"] is None
+        rf = where if where is not None else RecallFilter()
 
         def text_search(n: int) -> Ranked:
-            return [(h.id, h.score) for h in self.recall.search_text(query, k=n, include_tools=tools, **fs)]
+            return [(h.id, h.score) for h in self.recall.search_text(query, k=n, where=rf)]
 
         index = self.index
         if index is None or mode == "text" or not query.strip():
             return Candidates(text_search)
         qvec = index.embedder.embed([query])[0]
-        where = _where(filters)
+        chroma_where = _where(rf)
         return Candidates(
             text_search,
-            lambda n: index.query(qvec, n, where),
+            lambda n: index.query(qvec, n, chroma_where),
             lambda ids: self.queue.similarities(TIER, qvec, ids),
         )
 
     def hits(self, ranked: Ranked, query: str) -> list[SearchHit]:
         """``SearchHit``s for ranked message ids, read back from the log (forgotten ones are dropped)."""
-        msgs = {m.id: m for m in self.recall.get_many([i for i, _ in ranked])}
-        rx = snippet_pattern(query)
-        return [
-            SearchHit(
-                id=m.id, tier=TIER, text=m.content, score=score, snippet=make_snippet(m.content, rx),
-                session_id=m.session_id, agent_id=m.agent_id, role=m.role,
-                created_at=m.created_at, metadata=m.metadata,
-            )
-            for i, score in ranked
-            if (m := msgs.get(i)) is not None
-        ]
+        return self.recall.hits(ranked, query)
 
     def search(
         self,
@@ -160,24 +131,20 @@ class RecallSearch:
         k: int = 10,
         mode: str = "hybrid",
         offset: int = 0,
-        agent_id: str | None = None,
-        session_id: str | None = None,
-        role: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
         now: datetime | None = None,
-        include_tools: bool = False,
+        where: RecallFilter | None = None,
+        **filters: Any,
     ) -> list[SearchHit]:
         """Ranked messages for ``query``; ``mode`` is hybrid, vector or text.
 
         In hybrid mode a relative time expression in the query ("a week ago") favours
         messages from that time, counted back from ``now`` (default: the current time).
+        ``where`` and the keyword filters (``RecallFilter``'s fields) narrow the messages.
         """
         if not isinstance(k, int) or k < 1 or not isinstance(offset, int) or offset < 0:
             raise ValidationError("k must be >= 1 and offset >= 0")
-        filters = {"agent_id": agent_id, "session_id": session_id, "role": role, "since": since, "until": until,
-                   "include_tools": include_tools}
-        return self.hits(self._ranked(query, mode, k, offset, filters, now), query)
+        rf = RecallFilter.of(where, **filters)
+        return self.hits(self._ranked(query, mode, k, offset, rf, now), query)
 
     def search_sessions(
         self,
@@ -186,12 +153,9 @@ class RecallSearch:
         k: int = 10,
         mode: str = "hybrid",
         per_session: int = 3,
-        agent_id: str | None = None,
-        role: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
         now: datetime | None = None,
-        include_tools: bool = False,
+        where: RecallFilter | None = None,
+        **filters: Any,
     ) -> list[SessionHit]:
         """Conversation sessions ranked for ``query``, best first, each with its best
         ``per_session`` messages.
@@ -206,12 +170,11 @@ class RecallSearch:
         """
         if not isinstance(k, int) or k < 1 or not isinstance(per_session, int) or per_session < 1:
             raise ValidationError("k and per_session must be >= 1")
-        filters = {"agent_id": agent_id, "session_id": None, "role": role, "since": since, "until": until,
-                   "include_tools": include_tools}
+        rf = RecallFilter.of(where, **filters)
         cfg = self.fusion.for_sessions()
-        ranked = self._ranked(query, mode, cfg.depth, 0, filters, now, cfg)
-        where = {m.id: (m.agent_id, m.session_id) for m in self.recall.get_many([i for i, _ in ranked])}
-        pooled = pool_groups([(i, s) for i, s in ranked if i in where], where.__getitem__)[:k]
+        ranked = self._ranked(query, mode, cfg.depth, 0, rf, now, cfg)
+        session_of = {m.id: (m.agent_id, m.session_id) for m in self.recall.get_many([i for i, _ in ranked])}
+        pooled = pool_groups([(i, s) for i, s in ranked if i in session_of], session_of.__getitem__)[:k]
         # Snippets only for the messages returned, not for the whole candidate pool.
         hits = {h.id: h for h in self.hits([m for _, _, ms in pooled for m in ms[:per_session]], query)}
         return [
@@ -223,10 +186,10 @@ class RecallSearch:
         ]
 
     def _ranked(
-        self, query: str, mode: str, k: int, offset: int, filters: dict[str, Any], now: datetime | None,
+        self, query: str, mode: str, k: int, offset: int, where: RecallFilter, now: datetime | None,
         cfg: FusionConfig | None = None,
     ) -> Ranked:
-        cands = self.candidates(query, mode=mode, **filters)
+        cands = self.candidates(query, mode=mode, where=where)
         cfg = cfg or self.fusion
         target = parse_relative(query, now or datetime.now(UTC)) if mode == "hybrid" else None
         if target is None or cfg.time_weight <= 0:
@@ -244,17 +207,17 @@ class RecallSearch:
 _COLUMNS = {"agent_id": "agent_id", "session_id": "session_id", "role": "role", "ts": "created_us / 1e6"}
 
 
-def _where(filters: dict[str, Any]) -> dict[str, Any] | None:
+def _where(rf: RecallFilter) -> dict[str, Any] | None:
     conds: list[dict[str, Any]] = []
     for key in ("agent_id", "session_id", "role"):
-        if filters.get(key) is not None:
-            conds.append({key: filters[key]})
-    if filters.get("exclude_role") is not None:
-        conds.append({"role": {"$ne": filters["exclude_role"]}})
-    if filters.get("since") is not None:
-        conds.append({"ts": {"$gte": to_us(filters["since"]) / 1e6}})
-    if filters.get("until") is not None:
-        conds.append({"ts": {"$lte": to_us(filters["until"]) / 1e6}})
+        if getattr(rf, key) is not None:
+            conds.append({key: getattr(rf, key)})
+    if rf.leaves_out is not None:
+        conds.append({"role": {"$ne": rf.leaves_out}})
+    if rf.since is not None:
+        conds.append({"ts": {"$gte": to_us(rf.since) / 1e6}})
+    if rf.until is not None:
+        conds.append({"ts": {"$lte": to_us(rf.until) / 1e6}})
     if not conds:
         return None
     return conds[0] if len(conds) == 1 else {"$and": conds}

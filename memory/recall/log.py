@@ -59,7 +59,8 @@ from memory.text.fts import FtsSource, grep_ids, make_snippet, search_ids, snipp
 from memory.text.query import (
     MAX_ID,
     MESSAGE_FIELDS,
-    build_filters,
+    Filters,
+    RecallFilter,
     check_id,
     check_key,
     check_text,
@@ -72,7 +73,7 @@ from memory.text.query import (
 )
 from memory.types import GrepHit, Message, SearchHit, SessionInfo
 
-__all__ = ["AppendHook", "ForgetHook", "RecallLog", "tool_filter"]
+__all__ = ["AppendHook", "ForgetHook", "RecallLog"]
 
 RECALL_FTS = FtsSource(TABLE, FTS_TABLE, "m")  # the filter SQL of memory.text.query uses "m"
 
@@ -114,9 +115,9 @@ def _row_to_message(r: Sequence[Any]) -> Message:
     )
 
 
-def tool_filter(role: str | None, include_tools: bool) -> str | None:
-    """The role to leave out of a search: ``tool`` unless asked for (see the module rules)."""
-    return None if include_tools or role is not None else "tool"
+def _every_role(where: RecallFilter | None = None, **filters: Any) -> Filters:
+    """The SQL of a listing read's filter (listing reads keep tool records)."""
+    return RecallFilter.of(where, **filters).sql(every_role=True)
 
 
 class RecallLog:
@@ -285,13 +286,13 @@ class RecallLog:
         self, start_id: int | None = None, end_id: int | None = None, *, limit: int = 1000, **filters: Any
     ) -> list[Message]:
         """Messages with ``start_id <= id <= end_id`` (both optional), ascending id."""
-        f = build_filters(filters)
+        f = _every_role(**filters)
         params = {**f.params, "lo": clamp(start_id, 0), "hi": clamp(end_id, MAX_ID), "lim": count_arg(limit)}
         return self._select(f"m.id >= :lo AND m.id <= :hi{f.sql()}", params, "ORDER BY m.id LIMIT :lim")
 
     def session(self, session_id: str, *, agent_id: str | None = None, limit: int | None = None) -> list[Message]:
         """A session's messages, oldest first; with ``limit``, its most recent ``limit``."""
-        f = build_filters({"session_id": session_id, "agent_id": agent_id})
+        f = _every_role(session_id=session_id, agent_id=agent_id)
         if limit is None:
             return self._select(f"1 = 1{f.sql()}", f.params, "ORDER BY m.id")
         newest = self._select(f"1 = 1{f.sql()}", {**f.params, "lim": count_arg(limit)}, "ORDER BY m.id DESC LIMIT :lim")
@@ -299,7 +300,7 @@ class RecallLog:
 
     def page(self, *, before_id: int | None = None, limit: int = 50, **filters: Any) -> list[Message]:
         """Newest first: up to ``limit`` messages with ``id < before_id``."""
-        f = build_filters(filters)
+        f = _every_role(**filters)
         params = {**f.params, "b": clamp(before_id, MAX_ID), "lim": count_arg(limit)}
         return self._select(f"m.id < :b{f.sql()}", params, "ORDER BY m.id DESC LIMIT :lim")
 
@@ -313,13 +314,13 @@ class RecallLog:
         return [*older[::-1], m, *newer]
 
     def count(self, **filters: Any) -> int:
-        f = build_filters(filters)
+        f = _every_role(**filters)
         with self.db.read() as conn:
             return int(conn.execute(text(f"SELECT count(*) FROM {TABLE} m WHERE 1 = 1{f.sql()}"), f.params).scalar_one())
 
     def sessions(self, *, agent_id: str | None = None) -> list[SessionInfo]:
         """Every session with its time span and message count, in order of first message."""
-        f = build_filters({"agent_id": agent_id})
+        f = _every_role(agent_id=agent_id)
         sql = (
             f"SELECT m.agent_id, m.session_id, min(m.created_us), max(m.created_us), count(*), min(m.id), max(m.id)"
             f" FROM {TABLE} m WHERE 1 = 1{f.sql()} GROUP BY m.agent_id, m.session_id ORDER BY min(m.id)"
@@ -335,7 +336,7 @@ class RecallLog:
             return [r[0] for r in conn.execute(text(f"SELECT DISTINCT agent_id FROM {TABLE} ORDER BY agent_id"))]
 
     def time_span(self, **filters: Any) -> tuple[datetime, datetime] | None:
-        f = build_filters(filters)
+        f = _every_role(**filters)
         with self.db.read() as conn:
             r = conn.execute(
                 text(f"SELECT min(m.created_us), max(m.created_us) FROM {TABLE} m WHERE 1 = 1{f.sql()}"), f.params
@@ -346,9 +347,11 @@ class RecallLog:
         with self.db.read() as conn:
             return int(conn.execute(text(f"SELECT coalesce(max(id), 0) FROM {TABLE}")).scalar_one())
 
-    def iter_messages(self, *, batch: int = 1000, **filters: Any) -> Iterator[Message]:
+    def iter_messages(
+        self, *, batch: int = 1000, where: RecallFilter | None = None, **filters: Any
+    ) -> Iterator[Message]:
         """Every matching message in id order, read ``batch`` at a time (bounded memory)."""
-        f = build_filters(filters)
+        f = _every_role(where, **filters)
         batch = max(1, count_arg(batch))
         after = 0
         while True:
@@ -366,33 +369,32 @@ class RecallLog:
         *,
         k: int = 10,
         offset: int = 0,
-        agent_id: str | None = None,
-        session_id: str | None = None,
-        role: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        include_tools: bool = False,
+        where: RecallFilter | None = None,
+        **filters: Any,
     ) -> list[SearchHit]:
-        """Full-text search, best first (BM25; see ``memory.text.fts`` for the rules); tool
-        records only with ``include_tools=True`` or ``role="tool"``."""
-        f = build_filters({"agent_id": agent_id, "session_id": session_id, "role": role, "since": since, "until": until,
-                           "exclude_role": tool_filter(role, include_tools)})
+        """Full-text search, best first (BM25; see ``memory.text.fts`` for the rules), over
+        the messages ``where`` and the keyword filters (``RecallFilter``'s fields) cover;
+        tool records only with ``include_tools=True`` or ``role="tool"``."""
+        f = RecallFilter.of(where, **filters).sql()
         with self.db.read() as conn:
             found = search_ids(
                 conn, self.db.dialect, query, f, source=RECALL_FTS, k=count_arg(k), offset=count_arg(offset),
                 common_docs=self.common_term_docs, max_candidates=self.max_candidates,
             )
-            msgs = {m.id: m for m in self._get_many(conn, [i for i, _ in found])}
+            return self.hits(found, query, conn)
+
+    def hits(self, ranked: Sequence[tuple[int, float]], query: str, conn: Connection | None = None) -> list[SearchHit]:
+        """``SearchHit``s of ranked message ids, with snippets for ``query``; ids no longer
+        in the log (forgotten) are dropped."""
+        if conn is None:
+            with self.db.read() as conn:
+                return self.hits(ranked, query, conn)
+        msgs = {m.id: m for m in self._get_many(conn, [i for i, _ in ranked])}
         rx = snippet_pattern(query)
         return [
-            SearchHit(
-                id=i, tier="recall", text=msgs[i].content, score=score,
-                snippet=make_snippet(msgs[i].content, rx),
-                session_id=msgs[i].session_id, agent_id=msgs[i].agent_id, role=msgs[i].role,
-                created_at=msgs[i].created_at, metadata=msgs[i].metadata,
-            )
-            for i, score in found
-            if i in msgs
+            SearchHit.from_message(m, score, make_snippet(m.content, rx))
+            for i, score in ranked
+            if (m := msgs.get(i)) is not None
         ]
 
     def grep(
@@ -402,18 +404,14 @@ class RecallLog:
         ignore_case: bool = False,
         literal: bool = False,
         limit: int = 100,
-        agent_id: str | None = None,
-        session_id: str | None = None,
-        role: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
         timeout_s: float | None = 10.0,
-        include_tools: bool = False,
+        where: RecallFilter | None = None,
+        **filters: Any,
     ) -> list[GrepHit]:
-        """Regular-expression search over every message (first match per message, id order);
-        tool records only with ``include_tools=True`` or ``role="tool"``."""
-        f = build_filters({"agent_id": agent_id, "session_id": session_id, "role": role, "since": since, "until": until,
-                           "exclude_role": tool_filter(role, include_tools)})
+        """Regular-expression search over the messages ``where`` and the keyword filters
+        cover (first match per message, id order); tool records only with
+        ``include_tools=True`` or ``role="tool"``."""
+        f = RecallFilter.of(where, **filters).sql()
         found = grep_ids(self.db, pattern, f, source=RECALL_FTS, ignore_case=ignore_case, literal=literal, limit=count_arg(limit), timeout_s=timeout_s)
         msgs = {m.id: m for m in self.get_many([i for i, _, _ in found])}
         return [
@@ -444,7 +442,7 @@ class RecallLog:
         if not reason:
             raise ValidationError("forget needs a non-empty reason= (it goes into the audit log)")
         actor = check_id(actor, "actor")
-        f = build_filters({"session_id": session_id, "agent_id": agent_id})
+        f = _every_role(session_id=session_id, agent_id=agent_id)
         selector: dict[str, Any] = {k: v for k, v in (("session_id", session_id), ("agent_id", agent_id)) if v is not None}
         if ids is not None:
             selector["ids"] = [int(i) for i in ids]

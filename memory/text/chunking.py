@@ -25,7 +25,7 @@ from pathlib import Path
 from memory.errors import ValidationError
 
 __all__ = [
-    "DEFAULT_EXTS", "MAX_PASSAGES", "TextChunk", "chunk_text", "count_tokens", "iter_files", "passages",
+    "DEFAULT_EXTS", "MAX_PASSAGES", "TextChunk", "chunk_text", "count_words", "iter_files", "passages",
     "read_text_file",
 ]
 
@@ -43,8 +43,9 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")
 MAX_PASSAGES = 64
 
 
-def count_tokens(text: str) -> int:
-    """Approximate token count (words and punctuation marks)."""
+def count_words(text: str) -> int:
+    """How many words and punctuation marks ``text`` has: the unit chunk sizes are given in
+    (not ``memory.tokens.count_tokens``, the model-token estimate)."""
     return len(_TOKEN.findall(text))
 
 

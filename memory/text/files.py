@@ -9,8 +9,9 @@ Rules this module keeps:
 * Only regular files are read. FIFOs, sockets and devices are refused (reading a FIFO would
   wait forever); so are names that are not valid UTF-8 (they cannot be stored as a source).
 * Hidden files and directories (a name starting with ``.``) are passed over silently, and so
-  are files of other extensions inside a directory (counted, not listed); a file named
-  explicitly with an extension that is not ingested is reported.
+  are files of other extensions inside a directory (counted, not listed). A file named
+  explicitly is read whatever its extension (or none: ``NOTES``, ``todo.org``): the user
+  gave it; the text check still refuses a binary one.
 * Each problem is one ``(path, reason)``, and one bad file never stops the others.
 """
 
@@ -64,7 +65,7 @@ def _check(path: Path, allowed: set[str], *, named: bool) -> tuple[str | None, b
     kind = _kind(st.st_mode)
     if kind is not None:
         return f"{kind}, not a regular file", True
-    if path.suffix.lower() not in allowed:
+    if not named and path.suffix.lower() not in allowed:
         shown = path.suffix or "no extension"
         return f"{shown} is not an extension ingested (add it with --ext)", named
     return None, False

@@ -47,7 +47,8 @@ from sqlalchemy.engine import Connection
 from memory.db import Database, id_lists
 from memory.errors import QueryError
 from memory.text import bm25
-from memory.text.query import Filters, compile_pattern, fts5_quote, fts_phrases, required_literal
+from memory.text.patterns import compile_pattern, required_literal
+from memory.text.query import Filters, fts5_quote, fts_phrases
 
 __all__ = [
     "RESCORE_DEPTH",
@@ -290,27 +291,64 @@ def _sqlite_fts_ids(
     return ranked[offset : offset + k]
 
 
+# Words marked in a snippet only when the query has nothing else: "[The] report [is] due"
+# shows noise, not why the message matched.
+_SNIPPET_STOP = frozenset(
+    "a an and are as at be been but by can could did do does for from had has have how i if in into is it"
+    " its me my no not of on or our so than that the their them then there these they this to was we were"
+    " what when where which who whom why will with would you your".split()
+)
+_SNIPPET_SCAN = 2000  # matches looked at when choosing the excerpt
+
+
 def snippet_pattern(query: str) -> re.Pattern[str] | None:
-    """The regex that finds the query's words (whole words, any case); None without words."""
+    """The regex that finds the query's words (whole words, any case); None without words.
+    Common function words are left out unless the query has no other word."""
     words = {w.casefold() for w in _WORDS.findall(query.replace("\x00", " "))}
+    words = {w for w in words if w not in _SNIPPET_STOP} or words
     if not words:
         return None
     alt = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
     return re.compile(rf"(?<![^\W_])(?:{alt})(?![^\W_])", re.IGNORECASE)
 
 
+def _best_window(matches: list[re.Match[str]], span: int) -> tuple[int, int]:
+    """The first and last match of the stretch of at most ``span`` characters holding the most
+    distinct query words (the earliest such stretch)."""
+    best = (0, 0)
+    best_n = 0
+    j = 0
+    for i, m in enumerate(matches):
+        while matches[j].end() < m.end() - span:
+            j += 1
+        n = len({x.group().casefold() for x in matches[j : i + 1]})
+        if n > best_n:
+            best_n, best = n, (j, i)
+    return best
+
+
 def make_snippet(content: str, rx: re.Pattern[str] | None, width: int = SNIPPET_CHARS) -> str:
-    """An excerpt around the first query word in ``content``, query words in ``[...]``.
+    """An excerpt of ``content`` around the stretch with the most distinct query words (the
+    first such), query words in ``[...]``.
 
     Built in Python rather than by FTS5 ``snippet()`` (quadratic on long messages: minutes
     for a 10 MB one) or ``ts_headline``, so both dialects give the same excerpt.
     """
-    m = rx.search(content) if rx is not None else None
-    if rx is None or m is None:
+    matches = []
+    if rx is not None:
+        for m in rx.finditer(content):
+            matches.append(m)
+            if len(matches) >= _SNIPPET_SCAN:
+                break
+    if not matches:
         return content[: 2 * width] + ("…" if len(content) > 2 * width else "")
-    a = max(0, m.start() - width)
-    b = min(len(content), m.end() + width)
-    marked = rx.sub(lambda x: f"[{x.group()}]", content[a:b])
+    first, last = _best_window(matches, 2 * width)
+    lo, hi = matches[first].start(), matches[last].end()
+    pad = max(0, 2 * width - (hi - lo)) // 2
+    a = max(0, lo - pad)
+    b = min(len(content), max(hi + pad, a + 2 * width))
+    a = max(0, min(a, b - 2 * width))
+    marked = rx.sub(lambda x: f"[{x.group()}]", content[a:b]) if rx is not None else content[a:b]
     return ("…" if a else "") + marked + ("…" if b < len(content) else "")
 
 

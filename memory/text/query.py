@@ -1,4 +1,4 @@
-"""Input handling for the recall log: validation, filters, full-text queries and grep patterns.
+"""Input handling for the recall log: validation, the recall filter, full-text queries, messages.
 
 Rules this module keeps:
 
@@ -10,53 +10,47 @@ Rules this module keeps:
   ``:``, parentheses, ``^``) are matched as plain words and never parsed. The phrases are
   OR-ed and ranked by BM25. ``e-mail`` therefore matches the phrase "e mail". A query with no
   word characters matches nothing; words after the first ``MAX_PHRASES`` (64) are ignored.
-* Token counts, when the caller has none, are estimated as ``ceil(len(text) / 4)`` (the usual
-  characters-per-token rule for English with BPE tokenizers): O(1), no tokenizer download.
-* grep patterns use the ``regex`` package (Python ``re`` syntax, plus a timeout). A literal run
-  that every match must contain is pushed down to SQL as a prefilter, so most rows never reach
-  Python. Counted repeats that would unroll past ``MAX_UNROLLED`` steps are refused before
-  compiling (the regex package unrolls them while holding the GIL).
+* A recall read is narrowed by one ``RecallFilter`` value (agent, session, role, time range,
+  tool records), built once where the filters enter (ids checked, ISO dates parsed by
+  ``parse_when``) and handed unchanged down every layer: the operation, the manager, the
+  recall search, the log, its SQL and the vector index's ``where``.
+* Token counts, when the caller has none, are ``memory.tokens.count_tokens`` estimates.
+* grep patterns: ``memory.text.patterns``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-import warnings
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from re import _parser as sre_parse  # type: ignore[attr-defined]
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
-import regex
-
-from memory.errors import QueryError, ValidationError
+from memory.errors import ValidationError
+from memory.tokens import count_tokens
 from memory.types import ROLES, Message
 
 __all__ = [
-    "FILTER_NAMES",
     "MAX_ID",
     "MAX_PHRASES",
-    "MAX_UNROLLED",
     "MESSAGE_FIELDS",
     "Filters",
-    "build_filters",
+    "RecallFilter",
     "check_key",
     "check_row_id",
     "check_text",
     "clamp",
-    "compile_pattern",
     "count_arg",
-    "estimate_tokens",
     "from_us",
     "fts_phrases",
     "new_message",
+    "parse_when",
     "prepare_message",
-    "required_literal",
     "to_us",
 ]
 
-FILTER_NAMES = ("agent_id", "session_id", "role", "since", "until", "exclude_role")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_PHRASES = 64
 MAX_ID = 2**62  # beyond any id; keeps user integers inside SQL's 64-bit range
@@ -64,10 +58,8 @@ MESSAGE_FIELDS = frozenset(
     {"content", "role", "agent_id", "session_id", "created_at", "tool_name", "tool_args", "tokens", "metadata", "key"}
 )
 MAX_KEY_CHARS = 200
-MAX_UNROLLED = 100_000  # steps a grep pattern's counted repeats may unroll to (~0.2 s, ~40 MB)
 _FIELDS_AND_ID = MESSAGE_FIELDS | {"id"}
 _WORD = re.compile(r"[^\W_]")
-_ODD_FOLD = frozenset("iIsSkK")
 
 
 def check_text(value: object, what: str, *, allow_nul: bool = True, max_chars: int | None = None) -> str:
@@ -123,10 +115,6 @@ def check_role(role: object) -> str:
     return str(role)
 
 
-def estimate_tokens(text: str) -> int:
-    return (len(text) + 3) // 4
-
-
 def to_us(dt: datetime) -> int:
     """Microseconds since the epoch; a naive datetime is taken as UTC."""
     if not isinstance(dt, datetime):
@@ -157,32 +145,106 @@ class Filters:
         return bool(self.clauses)
 
 
-def build_filters(filters: Mapping[str, Any], alias: str = "m") -> Filters:
-    unknown = set(filters) - set(FILTER_NAMES)
-    if unknown:
+def parse_when(value: Any, name: str = "time") -> datetime | None:
+    """A time filter: ``None``/``""``, a datetime, a date, or an ISO 8601 string (UTC if no zone).
+
+    The one reader of date/time strings: ``Z`` means UTC, and a time without a zone is UTC,
+    as everywhere in rlm-memory.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, date):
+        dt = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError(
+                f"{name} must be an ISO 8601 date or time such as 2024-05-01 or "
+                f"2024-05-01T14:30:00Z, got {value!r:.80}"
+            ) from None
+    else:
         raise ValidationError(
-            f"unknown filter {sorted(unknown)[0]!r}: use {', '.join(FILTER_NAMES)}"
+            f"{name} must be a datetime or an ISO 8601 date string, got {type(value).__name__}"
         )
-    clauses: list[str] = []
-    params: dict[str, Any] = {}
-    for name in ("agent_id", "session_id"):
-        v = filters.get(name)
-        if v is not None:
-            clauses.append(f"{alias}.{name} = :f_{name}")
-            params[f"f_{name}"] = check_text(v, name, allow_nul=False)
-    if filters.get("role") is not None:
-        clauses.append(f"{alias}.role = :f_role")
-        params["f_role"] = check_role(filters["role"])
-    if filters.get("exclude_role") is not None:
-        clauses.append(f"{alias}.role <> :f_xrole")
-        params["f_xrole"] = check_role(filters["exclude_role"])
-    if filters.get("since") is not None:
-        clauses.append(f"{alias}.created_us >= :f_since")
-        params["f_since"] = to_us(filters["since"])
-    if filters.get("until") is not None:
-        clauses.append(f"{alias}.created_us <= :f_until")
-        params["f_until"] = to_us(filters["until"])
-    return Filters(clauses, params)
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RecallFilter:
+    """Which messages a recall read covers; ``None`` (and ``False``) narrow nothing.
+
+    ``since`` and ``until`` are inclusive and may be given as ISO 8601 text, dates or
+    datetimes: they are parsed here, once, to UTC datetimes. Searches (full text, vector,
+    grep) leave tool records (role ``tool``) out unless ``include_tools`` or ``role="tool"``
+    asks for them (``leaves_out``); listing reads (``range``, ``page``, ``count``) read
+    every role.
+    """
+
+    agent_id: str | None = None
+    session_id: str | None = None
+    role: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    include_tools: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("agent_id", "session_id"):
+            value = getattr(self, name)
+            if value is not None:
+                check_text(value, name, allow_nul=False)
+        if self.role is not None:
+            check_role(self.role)
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, datetime) and value.tzinfo is not None):
+                object.__setattr__(self, name, parse_when(value, name))
+        if not isinstance(self.include_tools, bool):
+            raise ValidationError(f"include_tools must be true or false, got {self.include_tools!r:.40}")
+
+    @classmethod
+    def of(cls, where: RecallFilter | None = None, **filters: Any) -> RecallFilter:
+        """``where`` (or no filter) narrowed by the keyword filters that are set."""
+        unknown = set(filters) - _FILTER_NAMES
+        if unknown:
+            raise ValidationError(
+                f"unknown filter {sorted(unknown)[0]!r}: use {', '.join(sorted(_FILTER_NAMES))}"
+            )
+        given = {k: v for k, v in filters.items() if v is not None and v is not False}
+        if where is None:
+            return cls(**given)
+        return dataclasses.replace(where, **given) if given else where
+
+    @property
+    def leaves_out(self) -> str | None:
+        """The role a search leaves out: ``tool`` unless asked for."""
+        return None if self.include_tools or self.role is not None else "tool"
+
+    def sql(self, alias: str = "m", *, every_role: bool = False) -> Filters:
+        """The filter as an SQL ``WHERE`` fragment over ``alias``; ``every_role`` for
+        listing reads, which keep tool records."""
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        for name in ("agent_id", "session_id", "role"):
+            value = getattr(self, name)
+            if value is not None:
+                clauses.append(f"{alias}.{name} = :f_{name}")
+                params[f"f_{name}"] = value
+        if not every_role and self.leaves_out is not None:
+            clauses.append(f"{alias}.role <> :f_xrole")
+            params["f_xrole"] = self.leaves_out
+        if self.since is not None:
+            clauses.append(f"{alias}.created_us >= :f_since")
+            params["f_since"] = to_us(self.since)
+        if self.until is not None:
+            clauses.append(f"{alias}.created_us <= :f_until")
+            params["f_until"] = to_us(self.until)
+        return Filters(clauses, params)
+
+
+_FILTER_NAMES = frozenset(f.name for f in dataclasses.fields(RecallFilter))
 
 
 def fts_phrases(query: object) -> list[str]:
@@ -201,112 +263,6 @@ def fts_phrases(query: object) -> list[str]:
 
 def fts5_quote(phrase: str) -> str:
     return '"' + phrase.replace('"', '""') + '"'
-
-
-def compile_pattern(pattern: object, *, ignore_case: bool, literal: bool) -> regex.Pattern[str]:
-    p = check_text(pattern, "pattern")
-    if p == "":
-        raise QueryError("empty pattern: give a regular expression or a literal string")
-    if literal:
-        p = regex.escape(p)
-    flags = regex.VERSION0 | (regex.IGNORECASE if ignore_case else 0)
-    if not literal and _unrolled_size(p) > max(MAX_UNROLLED, len(p)):
-        raise QueryError(
-            f"pattern {pattern!r:.80} repeats too much: its counted repeats ({{n}}, {{n,m}}) "
-            f"unroll to more than {MAX_UNROLLED:,} steps; use + or * or a smaller count"
-        )
-    try:
-        return regex.compile(p, flags)
-    except (regex.error, ValueError, OverflowError, RecursionError) as exc:
-        raise QueryError(
-            f"invalid regular expression {pattern!r}: {exc}; to search for the text as given, "
-            "pass literal=True (rlmem grep -F, memory_grep literal: true)"
-        ) from None
-
-
-def _unrolled_size(pattern: str) -> int:
-    """How many steps the pattern's counted repeats unroll to (an upper bound).
-
-    The regex package compiles ``x{n}`` (and the ``n`` of ``x{n,m}``) as n copies of ``x``,
-    holding the GIL: ``a{4294967294}`` never finishes compiling, and nested counts multiply
-    (``(?:(?:(?:a{100}){100}){100}){100}`` wants tens of GB). Patterns ``re`` cannot parse
-    (regex-only syntax) are bounded by the product of every count written in them.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            parsed = sre_parse.parse(pattern)
-    except (re.error, ValueError, OverflowError, RecursionError, TypeError):
-        total = 1
-        for n in re.findall(r"\{\s*(\d{1,12})", pattern):
-            total *= max(1, int(n))
-            if total > MAX_UNROLLED:
-                break
-        return total
-
-    def size(items: Any, depth: int) -> int:
-        n = 0
-        for op, arg in items:
-            if op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, sre_parse.POSSESSIVE_REPEAT):
-                n += max(1, arg[0]) * size(arg[2], depth + 1)
-            elif op is sre_parse.SUBPATTERN:
-                n += size(arg[-1], depth + 1)
-            elif op is sre_parse.BRANCH:
-                n += sum(size(b, depth + 1) for b in arg[1])
-            elif op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT):
-                n += size(arg[1], depth + 1)
-            elif op is sre_parse.GROUPREF_EXISTS:
-                n += sum(size(b, depth + 1) for b in arg[1:] if b is not None)
-            elif op is sre_parse.ATOMIC_GROUP:
-                n += size(arg, depth + 1)
-            else:
-                n += 1
-            if n > MAX_UNROLLED:
-                return n
-        return n
-
-    return size(parsed, 0)
-
-
-def required_literal(pattern: str, *, ignore_case: bool, literal: bool) -> tuple[str, bool] | None:
-    """A substring every match must contain, and whether it must be matched ignoring case.
-
-    None when no safe one exists (then every row goes through the regex). Only top-level
-    literal runs of the parsed pattern are used: each of them is part of every match.
-    """
-    ic = ignore_case
-    ops: list[tuple[Any, Any]]
-    if literal:
-        ops = [(sre_parse.LITERAL, ord(c)) for c in pattern]
-    else:
-        try:
-            with warnings.catch_warnings():
-                # re warns about syntax the regex package reads differently (nested sets):
-                # then the parse is not trusted.
-                warnings.simplefilter("error")
-                parsed = sre_parse.parse(pattern)
-        except Exception:  # syntax only the regex package knows
-            return None
-        if parsed.state.flags & sre_parse.SRE_FLAG_VERBOSE:
-            return None
-        ic = ic or bool(parsed.state.flags & sre_parse.SRE_FLAG_IGNORECASE)
-        ops = list(parsed)
-    best = ""
-    run: list[str] = []
-    for op, arg in [*ops, (None, None)]:
-        ch = chr(arg) if op is sre_parse.LITERAL and isinstance(arg, int) else None
-        # Ignoring case, Python also matches i/s/k with the non-ASCII ı, ſ and the Kelvin
-        # sign, and SQL folds ASCII only: such characters end a run.
-        # NUL ends a run too: PostgreSQL refuses it even as a query parameter.
-        if ch is not None and ch != "\x00" and not (ic and (ch in _ODD_FOLD or not ch.isascii())):
-            run.append(ch)
-            continue
-        if len(run) > len(best):
-            best = "".join(run)
-        run = []
-    if len(best) < 2:
-        return None
-    return best, ic
 
 
 # --- messages ----------------------------------------------------------------------------
@@ -384,7 +340,7 @@ def prepare_message(
     args_json = None if tool_args is None else dumps(tool_args, "tool_args")
     tokens = spec.get("tokens")
     if tokens is None:
-        tokens = estimate_tokens(content)
+        tokens = count_tokens(content)
     elif not isinstance(tokens, int) or isinstance(tokens, bool) or not 0 <= tokens <= MAX_ID:
         raise ValidationError(f"tokens must be an int from 0 to 2**62, got {tokens!r:.40}")
     metadata = spec.get("metadata") or {}

@@ -7,7 +7,8 @@ Rules this package keeps:
   the text, token ``Usage``, the stop reason and the cost in USD (0.0 when unknown).
 * Every client has a sync ``complete`` and an async ``acomplete``. Clients are passed in as
   objects; nothing here looks a backend up by name.
-* Where things live: the value types in ``lm.types``, the fakes users test with
+* Where things live: the value types in ``lm.types``, the one request path every client
+  takes (``BaseLM``: usage accounting, pricing, async) in ``lm.base``, the fakes users test with
   (``ScriptedLM``, ``FunctionLM``) in ``lm.fakes``, the real clients in ``lm.anthropic`` and
   ``lm.openai``, prices in ``lm.pricing``. Every name is re-exported here and loads on first
   use (PEP 562), so code that needs only the fakes (the sandbox, tests) never imports an SDK.
@@ -21,6 +22,7 @@ from memory.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from rlm_core.lm.anthropic import AnthropicLM
+    from rlm_core.lm.base import BaseLM
     from rlm_core.lm.fakes import FunctionLM, ScriptedLM
     from rlm_core.lm.openai import OpenAICompatibleLM
     from rlm_core.lm.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, UnknownModelPriceWarning
@@ -39,6 +41,7 @@ __all__ = [
     "DEFAULT_PRICES",
     "LM",
     "AnthropicLM",
+    "BaseLM",
     "ChatMessage",
     "FunctionLM",
     "LMRequest",
@@ -62,6 +65,7 @@ _WHERE = {
     "FunctionLM": "rlm_core.lm.fakes",
     "ScriptedLM": "rlm_core.lm.fakes",
     "AnthropicLM": "rlm_core.lm.anthropic",
+    "BaseLM": "rlm_core.lm.base",
     "OpenAICompatibleLM": "rlm_core.lm.openai",
 }  # fmt: skip
 

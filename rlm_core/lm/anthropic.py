@@ -23,31 +23,24 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import anthropic
 
-from memory.errors import (
-    ConfigError,
-    LMResponseError,
-    LMTransientError,
-    MissingAPIKeyError,
-    ValidationError,
-)
+from memory.errors import ConfigError, LMResponseError, LMTransientError, MissingAPIKeyError
+from rlm_core.lm.base import BaseLM
 from rlm_core.lm.loops import PerLoop
 from rlm_core.lm.pricing import PricesArg, PriceTable
 from rlm_core.lm.retry import is_transient_status
-from rlm_core.lm.types import ChatMessage, LMResponse, ToolCall, Usage
+from rlm_core.lm.types import LMRequest, LMResponse, ToolCall, Usage
 
 __all__ = ["AnthropicLM"]
 
 _CACHE_CONTROL = {"type": "ephemeral"}
 
 
-class AnthropicLM:
+class AnthropicLM(BaseLM):
     """A Claude model behind the ``LM`` protocol.
 
     >>> lm = AnthropicLM("claude-sonnet-4-5", max_tokens=2048)  # doctest: +SKIP
@@ -70,19 +63,11 @@ class AnthropicLM:
         client: anthropic.Anthropic | None = None,
         async_client: anthropic.AsyncAnthropic | None = None,
     ) -> None:
-        if max_tokens < 1:
-            raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
-        if max_retries < 0:
-            raise ConfigError(f"max_retries must be 0 or more, got {max_retries}")
-        self.model = model
-        self.name = model
-        self.max_tokens = max_tokens
+        super().__init__(model, max_tokens=max_tokens, max_retries=max_retries, prices=PriceTable(model, prices))
         self.temperature = temperature
         self.cache_system = cache_system
         self.cache_conversation = cache_conversation
         self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.prices = PriceTable(model, prices)
         self._base_url = base_url
         self._api_key: str | None = None
         if client is None and async_client is None:
@@ -104,25 +89,19 @@ class AnthropicLM:
 
     # --- request building ------------------------------------------------------------------
 
-    def _params(
-        self,
-        messages: Sequence[ChatMessage],
-        system: str | None,
-        max_tokens: int | None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> dict[str, Any]:
-        system_parts = [system] if system else []
+    requires_message = True
+
+    def _params(self, req: LMRequest) -> dict[str, Any]:
+        system_parts = [req.system] if req.system else []
         chat: list[dict[str, Any]] = []
-        for m in messages:
+        for m in req.messages:
             if m.get("role") == "system":
                 system_parts.append(str(m.get("content", "")))
             else:
                 chat.append({"role": m.get("role"), "content": m.get("content")})
-        if not chat:
-            raise ValidationError(f"{self.name}: nothing to send: give at least one user message")
         params: dict[str, Any] = {
             "model": self.model,
-            "max_tokens": max_tokens or self.max_tokens,
+            "max_tokens": req.max_tokens or self.max_tokens,
             "messages": chat,
         }
         if system_parts:
@@ -130,8 +109,8 @@ class AnthropicLM:
             if self.cache_system:
                 block["cache_control"] = dict(_CACHE_CONTROL)
             params["system"] = [block]
-        if tools:
-            params["tools"] = [dict(t) for t in tools]
+        if req.tools:
+            params["tools"] = [dict(t) for t in req.tools]
         if self.cache_conversation:
             params["cache_control"] = dict(_CACHE_CONTROL)
         if self.temperature is not None:
@@ -170,7 +149,6 @@ class AnthropicLM:
             usage=usage,
             stop_reason=msg.stop_reason or "unknown",
             model=msg.model or self.model,
-            cost_usd=self.prices.cost(usage, self.model),
             raw=msg,
             tool_calls=calls,
             content=content,
@@ -183,11 +161,8 @@ class AnthropicLM:
             status = exc.status_code
             message = exc.api_message or exc.message
             if is_transient_status(status):
-                return LMTransientError(
-                    f"{self.name} call failed {attempts}: HTTP {status}: {message}; the service "
-                    "is overloaded or rate-limited: try again later, lower the request rate, or "
-                    "raise max_retries"
-                )
+                return self.gave_up(self.max_retries + 1, f"HTTP {status}: {message}", "the service",
+                                    "overloaded or rate-limited")  # fmt: skip
             hint = ""
             if status in (401, 403):
                 hint = " (check ANTHROPIC_API_KEY or the api_key argument)"
@@ -202,47 +177,27 @@ class AnthropicLM:
             return LMResponseError(f"{self.name}: unusable response: {exc}")
         return exc
 
-    # --- the protocol -----------------------------------------------------------------------
+    # --- sending ----------------------------------------------------------------------------
 
-    def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        system: str | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> LMResponse:
+    def _call(self, req: LMRequest) -> LMResponse:
         client = self._client
         if client is None:
             raise ConfigError(
                 f"{self.name}: built with async_client only; use acomplete or pass client="
             )
-        params = self._params(messages, system, max_tokens, tools)
-
         try:
-            msg = client.messages.create(**params)
+            msg = client.messages.create(**self._params(req))
         except anthropic.AnthropicError as exc:
             raise self._translate(exc) from exc
         return self._response(msg)
 
-    async def acomplete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        system: str | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> LMResponse:
+    async def _acall(self, req: LMRequest) -> LMResponse:
         client = self._async_client()
         if client is None:
             # A ready-made sync client without an async twin: keep the loop free anyway.
-            return await asyncio.to_thread(
-                self.complete, messages, system=system, max_tokens=max_tokens, tools=tools
-            )
-        params = self._params(messages, system, max_tokens, tools)
-
+            return await super()._acall(req)
         try:
-            msg = await client.messages.create(**params)
+            msg = await client.messages.create(**self._params(req))
         except anthropic.AnthropicError as exc:
             raise self._translate(exc) from exc
         return self._response(msg)
@@ -270,9 +225,3 @@ class AnthropicLM:
         client = self._async_clients.pop_current()
         if client is not None:
             await client.close()
-
-    def __enter__(self) -> AnthropicLM:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

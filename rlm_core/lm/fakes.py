@@ -5,72 +5,34 @@ Rules this module keeps:
 * A fake answers from a script (a queue of replies) or a function, records every request it
   receives (thread-safe) and reports usage estimated by ``count_tokens``, so users test their
   own agents offline and assert on what the model was asked.
-* They implement the same ``LM`` protocol as the real clients (sync and async) and import no
-  SDK.
+* They take the same request path as the real clients (``BaseLM``: sync and async, the same
+  usage accounting) and import no SDK.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from memory.errors import LMResponseError
-from rlm_core.lm.types import ChatMessage, LMRequest, LMResponse, Usage, content_text, count_tokens
+from rlm_core.lm.base import BaseLM
+from rlm_core.lm.types import LMRequest, LMResponse
 
 __all__ = ["FunctionLM", "Reply", "ScriptedLM"]
-
-
-def _fake_usage(messages: Sequence[ChatMessage], system: str | None, text: str) -> Usage:
-    prompt = (system or "") + "".join(content_text(m.get("content")) for m in messages)
-    return Usage(input_tokens=count_tokens(prompt), output_tokens=count_tokens(text))
 
 
 Reply = str | LMResponse | Callable[[LMRequest], "str | LMResponse"]
 
 
-class _FakeBase:
-    """Shared bookkeeping of the fakes: request log (thread-safe) and usage estimation."""
-
-    name: str
+class _FakeBase(BaseLM):
+    """Shared bookkeeping of the fakes: the request log (thread-safe); usage is ``BaseLM``'s."""
 
     def __init__(self, name: str, cost_per_call_usd: float = 0.0) -> None:
-        self.name = name
+        super().__init__(name)
         self.cost_per_call_usd = cost_per_call_usd
         self.requests: list[LMRequest] = []
         self._lock = threading.Lock()
-
-    def _record(
-        self,
-        messages: Sequence[ChatMessage],
-        system: str | None,
-        max_tokens: int | None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> LMRequest:
-        req = LMRequest(
-            [dict(m) for m in messages], system, max_tokens, list(tools) if tools else None
-        )
-        with self._lock:
-            self.requests.append(req)
-        return req
-
-    def _wrap(self, req: LMRequest, out: str | LMResponse) -> LMResponse:
-        if isinstance(out, LMResponse):
-            if out.usage.total_tokens == 0:
-                out.usage = _fake_usage(req.messages, req.system, out.text)
-            if not out.model:
-                out.model = self.name
-            return out
-        if not isinstance(out, str):
-            raise LMResponseError(f"{self.name}: a reply must be str or LMResponse, got {type(out).__name__}")
-        return LMResponse(
-            text=out,
-            usage=_fake_usage(req.messages, req.system, out),
-            model=self.name,
-            cost_usd=self.cost_per_call_usd,
-        )
 
     @property
     def calls(self) -> int:
@@ -79,28 +41,15 @@ class _FakeBase:
     def _produce(self, req: LMRequest) -> str | LMResponse:
         raise NotImplementedError
 
-    def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        system: str | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> LMResponse:
-        req = self._record(messages, system, max_tokens, tools)
-        return self._wrap(req, self._produce(req))
-
-    async def acomplete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        system: str | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> LMResponse:
-        return await asyncio.to_thread(
-            self.complete, messages, system=system, max_tokens=max_tokens, tools=tools
-        )
+    def _call(self, req: LMRequest) -> LMResponse:
+        with self._lock:
+            self.requests.append(req)
+        out = self._produce(req)
+        if isinstance(out, LMResponse):
+            return out
+        if not isinstance(out, str):
+            raise LMResponseError(f"{self.name}: a reply must be str or LMResponse, got {type(out).__name__}")
+        return LMResponse(text=out, model=self.name, cost_usd=self.cost_per_call_usd)
 
 
 class ScriptedLM(_FakeBase):

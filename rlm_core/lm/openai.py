@@ -17,7 +17,7 @@ Rules this module keeps:
 * The system prompt goes first as a ``{"role": "system"}`` message.
 * Usage comes from the response: ``prompt_tokens`` minus the cached part is ``input_tokens``,
   ``prompt_tokens_details.cached_tokens`` is ``cache_read_tokens``. A server that reports no
-  usage gets a ``count_tokens`` estimate, so token budgets still hold.
+  usage gets ``BaseLM``'s ``count_tokens`` estimate, so token budgets still hold.
 * ``finish_reason`` is mapped onto the shared stop-reason vocabulary (``stop`` -> ``end_turn``,
   ``length`` -> ``max_tokens``, ``tool_calls`` -> ``tool_use``, ``content_filter`` ->
   ``refusal``).
@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -42,11 +41,20 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from memory.errors import ConfigError, LMResponseError, LMTransientError, ValidationError
+from memory.errors import ConfigError, LMResponseError, LMTransientError
+from rlm_core.lm.base import BaseLM
 from rlm_core.lm.loops import PerLoop
 from rlm_core.lm.pricing import PricesArg, PriceTable
 from rlm_core.lm.retry import RetryPolicy, Transient, is_transient_status, parse_retry_after
-from rlm_core.lm.types import ChatMessage, LMResponse, ToolCall, Usage, content_text, count_tokens
+from rlm_core.lm.types import (
+    ChatMessage,
+    LMRequest,
+    LMResponse,
+    ToolCall,
+    Usage,
+    content_text,
+    count_tokens,
+)
 
 __all__ = ["ContextWindowWarning", "OpenAICompatibleLM"]
 
@@ -63,7 +71,7 @@ _FINISH = {
 }
 
 
-class OpenAICompatibleLM:
+class OpenAICompatibleLM(BaseLM):
     """A model served by an OpenAI-compatible ``chat/completions`` endpoint."""
 
     def __init__(
@@ -83,21 +91,15 @@ class OpenAICompatibleLM:
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        if max_tokens < 1:
-            raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
-        if max_retries < 0:
-            raise ConfigError(f"max_retries must be 0 or more, got {max_retries}")
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
-        self.model = model
-        self.name = model
+        # Only an explicit table prices anything: a local model missing from it is not news.
+        table = PriceTable(model, prices, defaults={}, warn_unknown=prices is not None)
+        super().__init__(model, max_tokens=max_tokens, max_retries=max_retries, prices=table)
         self.base_url = base_url.rstrip("/")
-        self.max_tokens = max_tokens
         self.temperature = temperature
         self.timeout_s = timeout_s
         self.retry = RetryPolicy(max_retries, backoff_base_s, backoff_max_s)
-        # Only an explicit table prices anything: a local model missing from it is not news.
-        self.prices = PriceTable(model, prices, defaults={}, warn_unknown=prices is not None)
         key = api_key or os.environ.get("OPENAI_API_KEY")
         self._headers = {"Content-Type": "application/json"}
         if key:
@@ -116,29 +118,23 @@ class OpenAICompatibleLM:
     def __repr__(self) -> str:
         return f"OpenAICompatibleLM(model={self.model!r}, base_url={self.base_url!r})"
 
-    def _body(
-        self,
-        messages: Sequence[ChatMessage],
-        system: str | None,
-        max_tokens: int | None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> dict[str, Any]:
+    requires_message = True
+
+    def _body(self, req: LMRequest) -> dict[str, Any]:
         chat: list[dict[str, Any]] = []
-        if system:
-            chat.append({"role": "system", "content": system})
-        for m in messages:
+        if req.system:
+            chat.append({"role": "system", "content": req.system})
+        for m in req.messages:
             chat.extend(_to_openai(m))
-        if not any(m["role"] != "system" for m in chat):
-            raise ValidationError(f"{self.name}: nothing to send: give at least one user message")
         body: dict[str, Any] = {
             "model": self.model,
             "messages": chat,
-            "max_tokens": max_tokens or self.max_tokens,
+            "max_tokens": req.max_tokens or self.max_tokens,
             "stream": False,
         }
         if self.temperature is not None:
             body["temperature"] = self.temperature
-        if tools:
+        if req.tools:
             body["tools"] = [
                 {
                     "type": "function",
@@ -148,7 +144,7 @@ class OpenAICompatibleLM:
                         "parameters": t.get("input_schema", {"type": "object"}),
                     },
                 }
-                for t in tools
+                for t in req.tools
             ]
         return body
 
@@ -197,13 +193,12 @@ class OpenAICompatibleLM:
                 cache_read_tokens=cached,
             )
         else:
-            usage = Usage(input_tokens=count_tokens(_sent_text(body)), output_tokens=count_tokens(text))
+            usage = Usage()  # estimated by BaseLM._finish
         return LMResponse(
             text=text,
             usage=usage,
             stop_reason=_FINISH.get(finish, finish) if finish else "unknown",
             model=str(data.get("model") or self.model),
-            cost_usd=self.prices.cost(usage, self.model),
             raw=data,
             tool_calls=calls,
         )
@@ -225,16 +220,8 @@ class OpenAICompatibleLM:
                 ContextWindowWarning, stacklevel=2,
             )
 
-    def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        system: str | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> LMResponse:
-        body = self._body(messages, system, max_tokens, tools)
-
+    def _call(self, req: LMRequest) -> LMResponse:
+        body = self._body(req)
         try:
             for attempt in Retrying(**self._retrying()):
                 with attempt:
@@ -244,17 +231,9 @@ class OpenAICompatibleLM:
             raise self._give_up(exc) from exc.last_attempt.exception()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def acomplete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        system: str | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> LMResponse:
-        body = self._body(messages, system, max_tokens, tools)
+    async def _acall(self, req: LMRequest) -> LMResponse:
+        body = self._body(req)
         client = self._async_client()
-
         try:
             async for attempt in AsyncRetrying(**self._retrying()):
                 with attempt:
@@ -293,11 +272,8 @@ class OpenAICompatibleLM:
 
     def _give_up(self, exc: RetryError) -> LMTransientError:
         last = exc.last_attempt.exception()
-        return LMTransientError(
-            f"{self.name} call failed after {exc.last_attempt.attempt_number} attempt(s): "
-            f"{getattr(last, 'message', last)}; the server at {self.base_url} is overloaded or "
-            "failing: try again later, lower the request rate, or raise max_retries"
-        )
+        return self.gave_up(exc.last_attempt.attempt_number, getattr(last, "message", last),
+                            f"the server at {self.base_url}", "overloaded or failing")  # fmt: skip
 
     def _async_client(self) -> httpx.AsyncClient:
         if self._given_async is not None:
@@ -317,12 +293,6 @@ class OpenAICompatibleLM:
         client = self._async_clients.pop_current()
         if client is not None:
             await client.aclose()
-
-    def __enter__(self) -> OpenAICompatibleLM:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _sent_text(body: dict[str, Any]) -> str:

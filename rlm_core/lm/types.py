@@ -15,8 +15,8 @@ Rules this module keeps:
   ``ToolCall``s, and ``LMResponse.content`` holds the assistant turn as Anthropic content
   blocks (text and ``tool_use``) ready to append to the conversation; tool results go back
   as a user message of ``tool_result`` blocks.
-* ``count_tokens`` is a fast estimate (no tokenizer download); real clients report the
-  provider's own counts.
+* ``count_tokens`` is ``memory.tokens.count_tokens``, a fast estimate (no tokenizer
+  download); real clients report the provider's own counts.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from memory.tokens import count_tokens  # the one estimate, shared with memory (standard library)
 
 __all__ = [
     "LM",
@@ -172,15 +174,3 @@ def content_text(content: Any) -> str:
                 parts.append(content_text(b.get("content", "")))
         return "".join(parts)
     return "" if content is None else str(content)
-
-
-def count_tokens(text: str) -> int:
-    """Estimated token count of ``text``: about 4 characters per token, 0 for ``""``.
-
-    Close enough for budgets and truncation decisions on English text and code; it
-    under-counts dense non-Latin text (about one token per character), so callers that
-    must not overflow a context window keep a margin.
-    """
-    if not text:
-        return 0
-    return max(1, (len(text) + 3) // 4)

@@ -32,7 +32,6 @@ Claude Code runs the hook command with the event's JSON on stdin (``session_id``
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -45,6 +44,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+
+import filelock
 
 from agents.integrations.lines import Reading
 from agents.integrations.transcripts import store_readings
@@ -83,15 +84,9 @@ def _budget(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path) -> filelock.BaseFileLock:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return filelock.FileLock(path)  # flock on POSIX, the same lock the hooks always took
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -229,7 +224,7 @@ def run_hook(event_name: str, stdin_text: str, store: Path, *, agent_id: str = "
                 cached = _context_file(state_dir, cwd, agent_id)
                 if cached.is_file():
                     return _session_start(cached.read_text(encoding="utf-8"))
-            from agents.cli.common import store_exists
+            from memory.config import store_exists
             from memory.manager import MemoryManager
 
             if not store_exists(store):
