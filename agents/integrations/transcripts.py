@@ -33,7 +33,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,12 +48,15 @@ from agents.integrations.lines import (
     json_lines,
     parse_time,
 )
+from agents.integrations.spill import ExternalSort
 from memory.errors import NotFoundError, ValidationError
+from memory.text.query import to_us
 
 if TYPE_CHECKING:
     from memory.manager import MemoryManager
 
 __all__ = [
+    "BATCH",
     "FORMATS",
     "ImportSummary",
     "Reading",
@@ -65,6 +68,7 @@ __all__ = [
     "expand_paths",
     "import_paths",
     "import_transcript",
+    "iter_file",
     "json_lines",
     "parse_time",
     "read_transcript",
@@ -160,7 +164,7 @@ def _is_jsonl_record(obj: dict[str, Any]) -> bool:
     return isinstance(role, str) and role.lower() in _ROLE_ALIASES and "content" in obj
 
 
-def _read_jsonl(path: Path, reading: Reading) -> None:
+def _iter_jsonl(path: Path, reading: Reading) -> Iterator[TranscriptMessage]:
     for lineno, obj in json_lines(path, reading):
         raw_role = obj.get("role")
         if not isinstance(raw_role, str) or raw_role.lower() not in _ROLE_ALIASES:
@@ -183,38 +187,61 @@ def _read_jsonl(path: Path, reading: Reading) -> None:
         reading.recognised += 1
         role, content = _ROLE_ALIASES[raw_role.lower()], clean(_block_text(obj["content"]))
         key = own_id or content_hash(role, session, when, content, tool)
-        reading.messages.append(TranscriptMessage(
+        yield TranscriptMessage(
             role=role, content=content, created_at=when, session_id=session, tool_name=tool,
             tool_args=clean_json(obj.get("tool_args")), metadata=clean_json(dict(meta)), key=key,
-        ))  # fmt: skip
+        )  # fmt: skip
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValidationError(f"unknown transcript format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def _not_of_format(reading: Reading) -> ValidationError | None:
+    """The error for a file none of whose lines is a record of its format (None: it is one)."""
+    if not reading.lines or reading.recognised:
+        return None
+    fmt = reading.format
+    first = f" (line {reading.bad_lines[0][0]}: {reading.bad_lines[0][1]})" if reading.bad_lines else ""
+    other = "jsonl" if fmt == "claude-code" else "claude-code"
+    return ValidationError(
+        f"{reading.path} is not a {fmt} transcript: none of its {reading.lines} lines is a {fmt} record{first}; "
+        f"check the file, or try --format {other}"
+    )
+
+
+def iter_file(path: str | Path, reading: Reading) -> Iterator[TranscriptMessage]:
+    """The messages of one transcript file as they are read, the file never held whole;
+    ``reading`` (its path and format) collects the counts and bad lines, and at the end a file
+    with no record of the format raises ``ValidationError``."""
+    p = Path(path).expanduser()
+    _check_format(reading.format)
+    if reading.format == "jsonl":
+        yield from _iter_jsonl(p, reading)
+    else:
+        from agents.integrations.claude_code.reader import iter_claude_code
+
+        yield from iter_claude_code(p, reading)
+    err = _not_of_format(reading)
+    if err is not None:
+        raise err
 
 
 def read_file(path: str | Path, format: str | None = None) -> Reading:
     """Read one whole transcript file; ``ValidationError`` when it is not of ``format``."""
     p = Path(path).expanduser()
-    fmt = format or detect_format(p)
-    reading = Reading(str(p), fmt)
-    if fmt == "jsonl":
-        _read_jsonl(p, reading)
-    elif fmt == "claude-code":
-        from agents.integrations.claude_code.reader import read_claude_code
-
-        read_claude_code(p, reading)
-    else:
-        raise ValidationError(f"unknown transcript format {fmt!r}: use one of {', '.join(FORMATS)}")
-    if reading.lines and not reading.recognised:
-        first = f" (line {reading.bad_lines[0][0]}: {reading.bad_lines[0][1]})" if reading.bad_lines else ""
-        other = "jsonl" if fmt == "claude-code" else "claude-code"
-        raise ValidationError(
-            f"{p} is not a {fmt} transcript: none of its {reading.lines} lines is a {fmt} record{first}; "
-            f"check the file, or try --format {other}"
-        )
+    reading = Reading(str(p), format or detect_format(p))
+    reading.messages = list(iter_file(p, reading))
     return reading
 
 
 def read_transcript(path: str | Path, format: str | None = None) -> Iterator[TranscriptMessage]:
-    """Yield the messages of a transcript file; ``format`` is detected when ``None``."""
-    return iter(read_file(path, format).messages)
+    """Yield the messages of a transcript file as they are read; ``format`` is detected when ``None``."""
+    p = Path(path).expanduser()
+    if format is not None:
+        _check_format(format)
+    return iter_file(p, Reading(str(p), format or detect_format(p)))
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -251,8 +278,7 @@ def check_paths(paths: Iterable[str | Path], format: str | None = None) -> list[
     for p, named in _expand(paths):
         if named:
             fmt = format or detect_format(p)
-            if fmt not in FORMATS:
-                raise ValidationError(f"unknown transcript format {fmt!r}: use one of {', '.join(FORMATS)}")
+            _check_format(fmt)
             scratch = Reading(str(p), fmt)
             ok = any(is_claude_code_record(o) if fmt == "claude-code" else _is_jsonl_record(o)
                      for _n, o in json_lines(p, scratch))
@@ -267,84 +293,177 @@ def check_paths(paths: Iterable[str | Path], format: str | None = None) -> list[
 # --- importing -----------------------------------------------------------------------------
 
 
-def _row(m: TranscriptMessage, agent_id: str, session: str) -> dict[str, Any]:
-    row: dict[str, Any] = {"content": m.content, "role": m.role, "agent_id": agent_id,
-                           "session_id": session, "metadata": m.metadata, "key": m.key}
-    if m.created_at is not None:
-        row["created_at"] = m.created_at
-    if m.tool_name is not None:
-        row["tool_name"] = m.tool_name
-    if m.tool_args is not None:
-        row["tool_args"] = m.tool_args
-    return row
+BATCH = 2_000  # messages a transaction
+_RECORD_BYTES = 400  # what a record held in the sort costs beyond its source line, roughly
+_FAR = to_us(datetime.max.replace(tzinfo=UTC))  # records without a time come last
 
 
 def store_readings(
     memory: MemoryManager, readings: Sequence[Reading], *, agent_id: str = "default",
     session_id: str | None = None,
 ) -> list[ImportSummary]:
-    """Append the messages of ``readings`` in one transaction, sorted by time; one summary each."""
-    far = datetime.max.replace(tzinfo=UTC)
-    pending: list[tuple[datetime, int, int, dict[str, Any]]] = []
-    summaries: list[ImportSummary] = []
-    for f, r in enumerate(readings):
-        s = ImportSummary(path=r.path, format=r.format, bad_lines=list(r.bad_lines), bad_count=r.bad_count,
-                          not_messages=dict(r.not_messages))
-        summaries.append(s)
-        default_session = session_id or f"import-{Path(r.path).stem}"
-        for n, m in enumerate(r.messages):
-            kind = str(m.metadata.get("kind", "message"))
-            s.kinds[kind] = s.kinds.get(kind, 0) + 1
-            if not m.content.strip():
-                s.skipped += 1
+    """Append the messages already read into ``readings`` in time order; one summary each."""
+    sources = [_Source(_summary(r), r, r.messages, named=True) for r in readings]
+    _store_group(memory, sources, agent_id=agent_id, session_id=session_id)
+    return [src.summary for src in sources]
+
+
+@dataclass
+class _Source:
+    """One file of a session being imported: its summary, its reading, its messages."""
+
+    summary: ImportSummary
+    reading: Reading
+    messages: Iterable[TranscriptMessage]
+    named: bool  # the caller named this file (an error stops the import) or a directory held it
+
+
+def _summary(r: Reading) -> ImportSummary:
+    return ImportSummary(path=r.path, format=r.format)
+
+
+def _store_group(
+    memory: MemoryManager, sources: list[_Source], *, agent_id: str, session_id: str | None,
+    progress: _Tally | None = None,
+) -> None:
+    """Read every file of one session into an external sort by (time, file, position), then
+    append the messages in that order, ``BATCH`` a transaction; the summaries are filled in.
+
+    Reading comes first, so a named file that turns out not to be of its format stores
+    nothing of its session; a file found in a directory is left out with its reason."""
+    with ExternalSort() as order:
+        for f, src in enumerate(sources):
+            s, r = src.summary, src.reading
+            default_session = session_id or f"import-{Path(r.path).stem}"
+            sessions = dict.fromkeys(s.sessions)
+            done = r.end_offset
+            try:
+                for n, m in enumerate(src.messages):
+                    kind = str(m.metadata.get("kind", "message"))
+                    s.kinds[kind] = s.kinds.get(kind, 0) + 1
+                    if not m.content.strip():
+                        s.skipped += 1
+                        continue
+                    sid = session_id or m.session_id or default_session
+                    sessions.setdefault(sid)
+                    when = _FAR if m.created_at is None else to_us(m.created_at)
+                    size, done = r.end_offset - done + _RECORD_BYTES, r.end_offset
+                    order.add((when, f, n, m.role, m.content, m.created_at, sid, m.tool_name, m.tool_args,
+                               m.metadata, m.key), size)
+                    if progress is not None:
+                        progress.read(size)
+            except ValidationError as exc:
+                if src.named:
+                    raise
+                src.summary = ImportSummary(path=r.path, format=r.format, error=str(exc))
                 continue
-            sid = session_id or m.session_id or default_session
-            if sid not in s.sessions:
-                s.sessions.append(sid)
-            pending.append((m.created_at or far, f, n, _row(m, agent_id, sid)))
-    pending.sort(key=lambda p: (p[0], p[1], p[2]))
-    stored = {m.key for m in memory.recall.append_many([p[3] for p in pending])}
-    seen: set[str] = set()
-    for _t, f, _n, row in pending:
-        if row["key"] in stored and row["key"] not in seen:
-            summaries[f].messages += 1
-            seen.add(row["key"])
+            s.sessions = list(sessions)
+            s.bad_lines, s.bad_count, s.not_messages = list(r.bad_lines), r.bad_count, dict(r.not_messages)
+        batch: list[tuple[Any, ...]] = []
+        for rec in order.sorted():
+            batch.append(rec)
+            if len(batch) >= BATCH:
+                _append(memory, batch, sources, agent_id, progress)
+                batch = []
+        _append(memory, batch, sources, agent_id, progress)
+
+
+def _append(memory: MemoryManager, batch: list[tuple[Any, ...]], sources: list[_Source], agent_id: str,
+            progress: _Tally | None) -> None:
+    if not batch:
+        return
+    rows = []
+    for _t, _f, _n, role, content, when, sid, tool_name, tool_args, meta, key in batch:
+        row: dict[str, Any] = {"content": content, "role": role, "agent_id": agent_id, "session_id": sid,
+                               "metadata": meta, "key": key}
+        if when is not None:
+            row["created_at"] = when
+        if tool_name is not None:
+            row["tool_name"] = tool_name
+        if tool_args is not None:
+            row["tool_args"] = tool_args
+        rows.append(row)
+    stored = {m.key for m in memory.recall.append_many(rows)}
+    seen: set[str | None] = set()
+    for rec in batch:
+        key, s = rec[-1], sources[rec[1]].summary
+        if key in stored and key not in seen:
+            s.messages += 1
+            seen.add(key)
         else:
-            summaries[f].already_present += 1
-    return summaries
+            s.already_present += 1
+    if progress is not None:
+        progress.stored(len(batch))
+
+
+class _Tally:
+    """Progress of an import as ``progress(done, total)`` in bytes of the files: reading a
+    session's files counts half their size, storing its messages the other half."""
+
+    def __init__(self, total: int, progress: Callable[[int, int], None]) -> None:
+        self.total, self.progress = max(total, 1), progress
+        self.done = 0.0
+        self._group_bytes = self._group_read = 0
+        self._group_rows = 0
+
+    def group(self) -> None:
+        self._group_bytes = self._group_read = self._group_rows = 0
+
+    def read(self, size: int) -> None:
+        self._group_read += size
+        self._group_rows += 1
+        self.done += size / 2
+        if self._group_rows % BATCH == 0:
+            self.progress(min(int(self.done), self.total), self.total)
+
+    def stored(self, rows: int) -> None:
+        self.done += self._group_read / 2 * rows / max(self._group_rows, 1)
+        self.progress(min(int(self.done), self.total), self.total)
 
 
 def import_paths(
     memory: MemoryManager, paths: Iterable[str | Path], *, format: str | None = None,
-    agent_id: str = "default", session_id: str | None = None,
+    agent_id: str = "default", session_id: str | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> list[ImportSummary]:
     """Import files and directories (every ``*.jsonl`` under them), one summary per file.
 
     Files the caller named are checked first, so one of the wrong format stores nothing; a
     file of another kind found in a directory is left out, with its reason. Each session (a
-    session file with its subagent files) is one batch, stored in time order, so memory use is
-    bounded by the largest session, not the whole tree.
+    session file with its subagent files) is read as a stream into an external sort and
+    stored in time order, ``BATCH`` messages a transaction: memory stays bounded whatever the
+    size of a file or a tree. ``progress(done, total)`` counts bytes of the files.
     """
+    groups = check_paths(paths, format)
+    tally = None
+    if progress is not None:
+        tally = _Tally(sum(_size(p) for g in groups for p, _n in g), progress)
     out: list[ImportSummary] = []
-    for group in check_paths(paths, format):
-        readings: list[Reading] = []
+    for group in groups:
+        sources = []
         for p, named in group:
-            try:
-                readings.append(read_file(p, format))
-            except ValidationError as exc:
-                if named:
-                    raise
-                out.append(ImportSummary(path=str(p), format=format or "?", error=str(exc)))
-        if readings:
-            out += store_readings(memory, readings, agent_id=agent_id, session_id=session_id)
+            reading = Reading(str(p), format or detect_format(p))
+            sources.append(_Source(_summary(reading), reading, iter_file(p, reading), named))
+        if tally is not None:
+            tally.group()
+        _store_group(memory, sources, agent_id=agent_id, session_id=session_id, progress=tally)
+        out += [src.summary for src in sources]
+    if progress is not None and tally is not None:
+        progress(tally.total, tally.total)
     return out
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
 
 
 def import_transcript(
     memory: MemoryManager, path: str | Path, *, format: str | None = None,
     agent_id: str = "default", session_id: str | None = None,
 ) -> ImportSummary:
-    """Import one transcript file; see the module rules.
+    """Import one transcript file, streamed as ``import_paths`` does; see the module rules.
 
     ``session_id`` overrides the sessions named in the file; messages that name none go to a
     session called after the file (``import-<file name>``).
@@ -352,4 +471,9 @@ def import_transcript(
     p = Path(path).expanduser()
     if p.is_dir():
         raise ValidationError(f"{p} is a directory: use import_paths for directories")
-    return store_readings(memory, [read_file(p, format)], agent_id=agent_id, session_id=session_id)[0]
+    if format is not None:
+        _check_format(format)
+    reading = Reading(str(p), format or detect_format(p))
+    src = _Source(_summary(reading), reading, iter_file(p, reading), named=True)
+    _store_group(memory, [src], agent_id=agent_id, session_id=session_id)
+    return src.summary
