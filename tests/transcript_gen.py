@@ -27,13 +27,13 @@ from cc_fixtures import CWD, _assistant, _base, _result, _text, _tool, _user
 __all__ = ["write_chat", "write_tree"]
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
-_WORDS = tuple(
+_WORDS = str.split(
     "we plan trip budget kitchen recipe garden running marathon training week flight hotel museum paper "
     "deadline project meeting review notes sister birthday gift coffee morning evening concert tickets "
     "apartment lease landlord repair bike commute office manager salary interview course python guitar "
     "lesson doctor appointment vitamin sleep routine camera lens photo album wedding venue playlist dog "
     "walk vet insurance car rental beach weekend mountain hike snow boots jacket budget savings account"
-).split()
+)
 
 
 def _sentences(rng: random.Random, count: int) -> list[str]:
