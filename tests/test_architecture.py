@@ -24,7 +24,7 @@ LAYERS = {"memory": 0, "rlm_core": 1, "agents": 2}
 WORKER = ("rlm_core.sandbox.worker", "agents.repl.views")
 # The transcript reader and the Claude Code reader share a record type through each other
 # (see pyproject.toml); moving TranscriptMessage into integrations.lines cuts it.
-KNOWN_CYCLES = [{"agents.integrations.transcripts", "agents.integrations.lines",
+KNOWN_CYCLES = [{"agents.integrations.reading", "agents.integrations.lines",
                  "agents.integrations.claude_code.reader"}]
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from memory.errors import NotFoundError, ValidationError
 
 if TYPE_CHECKING:
-    from agents.integrations.transcripts import TranscriptMessage
+    from agents.integrations.reading import TranscriptMessage
 
 __all__ = ["MAX_BAD_REPORTED", "Reading", "clean", "clean_json", "content_hash", "ident", "json_lines", "parse_time"]
 

@@ -44,7 +44,7 @@ from agents.integrations.lines import (
     json_lines,
     parse_time,
 )
-from agents.integrations.transcripts import TranscriptMessage
+from agents.integrations.reading import TranscriptMessage
 
 __all__ = [
     "TOOL_RESULT_CHARS", "clean_text", "is_claude_code_record", "is_own_tool", "iter_claude_code", "read_claude_code",
