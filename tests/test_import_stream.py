@@ -125,3 +125,14 @@ def test_tiny_runs_store_exactly_what_one_run_stores(monkeypatch: pytest.MonkeyP
             summaries = import_paths(mem, [tmp_path / "projects"])
             got.append((_stored(mem), [s.to_dict() for s in summaries], mem.recall.count()))
     assert got[0] == got[1] and got[0][2] > 200
+
+
+def test_progress_counts_bytes_up_to_the_total(tmp_path: Path) -> None:
+    write_chat(tmp_path / "a.jsonl", 5_000)
+    write_project(tmp_path / "projects")
+    calls: list[tuple[int, int]] = []
+    with MemoryManager.open(tmp_path / "m", embedder=HashEmbedder(), background_embed=False) as mem:
+        import_paths(mem, [tmp_path / "a.jsonl", tmp_path / "projects"], progress=lambda d, t: calls.append((d, t)))
+    total = sum(p.stat().st_size for p in tmp_path.rglob("*.jsonl"))
+    assert len(calls) > 3 and {t for _, t in calls} == {total} and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)

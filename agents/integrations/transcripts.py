@@ -108,16 +108,19 @@ def _store_group(
                     sid = session_id or m.session_id or default_session
                     sessions.setdefault(sid)
                     when = _FAR if m.created_at is None else to_us(m.created_at)
-                    size, done = r.end_offset - done + _RECORD_BYTES, r.end_offset
+                    read, done = r.end_offset - done, r.end_offset
                     order.add((when, f, n, m.role, m.content, m.created_at, sid, m.tool_name, m.tool_args,
-                               m.metadata, m.key), size)
+                               m.metadata, m.key), read + _RECORD_BYTES)
                     if progress is not None:
-                        progress.read(size)
+                        progress.read(read, 1)
             except ValidationError as exc:
                 if src.named:
                     raise
                 src.summary = ImportSummary(path=r.path, format=r.format, error=str(exc))
                 continue
+            finally:
+                if progress is not None:
+                    progress.read(r.end_offset - done, 0)  # the lines after its last message
             s.sessions = list(sessions)
             s.bad_lines, s.bad_count, s.not_messages = list(r.bad_lines), r.bad_count, dict(r.not_messages)
         batch: list[tuple[Any, ...]] = []
@@ -164,17 +167,19 @@ class _Tally:
     def __init__(self, total: int, progress: Callable[[int, int], None]) -> None:
         self.total, self.progress = max(total, 1), progress
         self.done = 0.0
-        self._group_bytes = self._group_read = 0
-        self._group_rows = 0
+        self._base = self._group_read = self._group_rows = 0
 
     def group(self) -> None:
-        self._group_bytes = self._group_read = self._group_rows = 0
+        """A session starts: the one before is counted whole."""
+        self._base += self._group_read
+        self.done = float(self._base)
+        self._group_read = self._group_rows = 0
 
-    def read(self, size: int) -> None:
+    def read(self, size: int, rows: int) -> None:
         self._group_read += size
-        self._group_rows += 1
+        self._group_rows += rows
         self.done += size / 2
-        if self._group_rows % BATCH == 0:
+        if rows and self._group_rows % BATCH == 0:
             self.progress(min(int(self.done), self.total), self.total)
 
     def stored(self, rows: int) -> None:
