@@ -157,3 +157,21 @@ def test_a_copy_of_an_unknown_kind_is_embedded_again_not_misread(hashed: MemoryM
     assert hashed.reindex()["recall"] == 1  # embedded afresh, stored as float16
     with hashed.db.read() as conn:
         assert conn.execute(text("SELECT dtype FROM rlmem_vectors")).scalar() == "float16"
+
+
+@pytest.mark.postgres
+def test_float16_copies_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    with MemoryManager.open(tmp_path / "pg", embedder=HashEmbedder(64), background_embed=False,
+                            database_url=pg_url) as mem:
+        texts = ["the kettle is in the cellar", "the violin is in the loft", "the tent is in the shed"]
+        ids = [m.id for m in mem.recall.append_many([{"content": t} for t in texts])]
+        mem.embed_pending()
+        with mem.db.read() as conn:
+            rows = conn.execute(text("SELECT dtype, length(vec) FROM rlmem_vectors")).all()
+        assert sorted(rows) == [("float16", 2 * 64)] * 3
+        emb, queue = mem.recall_search.index.embedder, mem.recall_search.queue  # type: ignore[union-attr]
+        for i, t in zip(ids, texts, strict=True):
+            qv = emb.embed([t])[0]
+            assert queue.similarities("recall", qv, [i])[i] == pytest.approx(1.0, abs=2e-3)
+            assert queue.nearest("recall", qv, 1)[0][0] == i  # type: ignore[index]
+        assert mem.reindex()["recall"] == 3
