@@ -133,11 +133,11 @@ def test_old_float32_and_new_float16_rows_answer_together(hashed: MemoryManager)
             conn.execute(text("UPDATE rlmem_vectors SET vec = :v, dtype = 'float32' WHERE item_id = :i"),
                          {"v": v.tobytes(), "i": i})
     with hashed.db.read() as conn:
-        kinds = dict(conn.execute(text("SELECT dtype, COUNT(*) FROM rlmem_vectors GROUP BY dtype")).all())
+        kinds: dict[str, int] = dict(conn.execute(text("SELECT dtype, COUNT(*) FROM rlmem_vectors GROUP BY dtype")).all())
     assert kinds == {"float32": 6, "float16": 6}
     queue = hashed.recall_search.queue
     for i, t in zip(ids, texts, strict=True):
-        qv = np.asarray(emb.embed([t])[0], dtype=np.float32)
+        qv = emb.embed([t])[0]
         top = queue.nearest("recall", qv, 3)
         assert top is not None and top[0][0] == i and top[0][1] == pytest.approx(1.0, abs=2e-3)
         assert queue.similarities("recall", qv, [i])[i] == pytest.approx(1.0, abs=2e-3)

@@ -82,7 +82,7 @@ def _session_file(path: Path, rng: random.Random, pool: list[str], sid: str, cou
 
 def _session_events(fh: TextIO, rng: random.Random, pool: list[str], sid: str, count: int, start: datetime,
                     *, agent: str | None = None) -> int:
-    side = {"sidechain": True, "agent": agent} if agent else {}
+    side: dict[str, Any] = {"sidechain": True, "agent": agent} if agent else {}
     prefix = ("b" + agent) if agent else "0"
     messages = 0
     if not agent:
