@@ -25,6 +25,9 @@ and, for subagents (the Task tool), ``<session>/subagents/agent-<id>.jsonl`` wit
 * Subagent records carry ``sidechain: true`` and ``agent`` (the subagent id).
 * ``isMeta`` notices, ``system`` events, file snapshots and queue events are not messages;
   each is counted by kind. A user/assistant line without a ``message`` object is a bad line.
+* A file is read as a stream (``iter_claude_code``): what is kept between lines is the names
+  of its last ``TOOL_NAMES_KEPT`` tool calls (to name the results that follow), so a session
+  of any length is read in bounded memory.
 """
 
 from __future__ import annotations
