@@ -12,15 +12,17 @@ events. Each is imported by ``python -m agents.cli.main import --no-embed`` (onl
 messages are stored; embedding waits for a later command, so the figure is the import's own)
 into a fresh store, started from a fresh process, once with the baseline checkout on
 ``PYTHONPATH`` and once with this one, in the same run. Peak RSS is the child's own
-(``os.wait4``'s ``ru_maxrss``); both runs must store the same number of messages. The figures
-are printed with the ratio current/baseline.
+(``os.wait4``'s ``ru_maxrss``); both runs must store the same rows (ids, keys, text,
+metadata and times: a digest of the table). The figures are printed with the ratio
+current/baseline.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import hashlib
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -51,14 +53,20 @@ def _run(code: Path, argv: list[str]) -> tuple[float, int, str]:
     return wall, usage.ru_maxrss * 1024, text
 
 
-def import_once(code: Path, src: Path, work: Path) -> tuple[float, int, int]:
+def import_once(code: Path, src: Path, work: Path) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS and a digest of every stored row (ids and times included)."""
     store = work / f"store-{code.name}-{src.name}"
     subprocess.run(["rm", "-rf", str(store)], check=True)
     _run(code, ["init", "--store", str(store)])
-    wall, rss, out = _run(code, ["import", "--store", str(store), "--no-embed", "--json", str(src)])
-    stored = sum(r["messages"] for r in json.loads(out))
+    wall, rss, _out = _run(code, ["import", "--store", str(store), "--no-embed", "--json", str(src)])
+    digest = hashlib.sha256()
+    with sqlite3.connect(store / "memory.db") as conn:
+        n = conn.execute("SELECT COUNT(*) FROM recall_messages").fetchone()[0]
+        for row in conn.execute("SELECT id, msg_key, role, session_id, content, tool_name, tool_args, metadata,"
+                                " created_us, tokens FROM recall_messages ORDER BY id"):
+            digest.update(repr(row).encode())
     subprocess.run(["rm", "-rf", str(store)], check=True)
-    return wall, rss, stored
+    return wall, rss, f"{n}:{digest.hexdigest()}"
 
 
 def main() -> None:
@@ -81,10 +89,11 @@ def main() -> None:
                 else:
                     write_tree(src, n, long_session=0.5)
             size = sum(p.stat().st_size for p in ([src] if src.is_file() else src.rglob("*.jsonl")))
-            bw, brss, bn = import_once(args.baseline.resolve(), src, args.work)
-            cw, crss, cn = import_once(ROOT, src, args.work)
-            if bn != cn:
-                raise SystemExit(f"{src}: the baseline stored {bn} messages, the current code {cn}")
+            bw, brss, bsum = import_once(args.baseline.resolve(), src, args.work)
+            cw, crss, csum = import_once(ROOT, src, args.work)
+            if bsum != csum:
+                raise SystemExit(f"{src}: the stores differ (messages:digest): baseline {bsum}, current {csum}")
+            cn = int(csum.split(":")[0])
             label = "JSON-lines chat" if kind == "chat" else "Claude Code tree"
             print(f"{label:<28}{cn:>10,}{size / 1e6:>12.0f}{bw:>9.1f}{cw:>8.1f}{cw / bw:>6.2f}"
                   f"{brss / 1e6:>13.0f}{crss / 1e6:>12.0f}{crss / brss:>7.2f}", flush=True)
