@@ -54,7 +54,8 @@ def _run(code: Path, argv: list[str]) -> tuple[float, int, str]:
 
 
 def import_once(code: Path, src: Path, work: Path) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS and a digest of every stored row (ids and times included)."""
+    """Wall seconds, peak RSS and a digest of every stored row (ids and times included: every
+    generated record has its own time)."""
     store = work / f"store-{code.name}-{src.name}"
     subprocess.run(["rm", "-rf", str(store)], check=True)
     _run(code, ["init", "--store", str(store)])
