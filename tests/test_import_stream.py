@@ -1,8 +1,8 @@
 """Import streams: memory does not grow with the file, order and identity are what they were.
 
-A real ``rlmem import`` process on a generated 40,000-message chat is killed part-way, run
+A real ``rlmem import`` process on a generated 30,000-message chat is killed part-way, run
 again, and measured (its own peak RSS, ``os.wait4``) against the same command on a 2,000-message
-file: the whole file held in memory, as import used to, costs about 2.5 KB a message (100 MB
+file: the whole file held in memory, as import used to, costs about 2.6 KB a message (75 MB
 here) and fails the bound. The external sort is checked with tiny runs against an in-memory
 sort, on its own and inside an import of real-format Claude Code files.
 """
@@ -31,7 +31,7 @@ from memory.vectors.embeddings import HashEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "ANONYMIZED_TELEMETRY": "False", "HF_HUB_OFFLINE": "1"}
-BIG = 40_000
+BIG = 30_000
 GROWTH_MB = 40  # what a 20x bigger file may add to the peak, at most
 
 
