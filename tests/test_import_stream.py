@@ -35,9 +35,10 @@ BIG = 30_000
 GROWTH_MB = 40  # what a 20x bigger file may add to the peak, at most
 
 
-def _cli(*argv: str) -> subprocess.Popen[bytes]:
+def _cli(*argv: str, tmp: Path | None = None) -> subprocess.Popen[bytes]:
+    env = ENV if tmp is None else {**ENV, "TMPDIR": str(tmp)}
     return subprocess.Popen([sys.executable, "-m", "agents.cli.main", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=ENV)
+                            stderr=subprocess.PIPE, env=env)
 
 
 def _finish(proc: subprocess.Popen[bytes]) -> tuple[int, int, bytes]:
@@ -59,8 +60,8 @@ def _count(store: Path) -> int:
         return 0  # not created yet
 
 
-def _import_rss(store: Path, path: Path) -> tuple[int, list[dict]]:
-    code, rss, out = _finish(_cli("import", "--store", str(store), "--no-embed", "--json", str(path)))
+def _import_rss(store: Path, path: Path, tmp: Path | None = None) -> tuple[int, list[dict]]:
+    code, rss, out = _finish(_cli("import", "--store", str(store), "--no-embed", "--json", str(path), tmp=tmp))
     assert code == 0
     return rss, json.loads(out)
 
@@ -72,7 +73,9 @@ def test_a_big_file_imports_in_bounded_memory_and_a_killed_import_resumes(tmp_pa
     for s in ("a", "b"):
         assert _finish(_cli("init", "--store", str(tmp_path / s)))[0] == 0
     # Killed while storing: what was committed stays, whole transactions of it.
-    proc = _cli("import", "--store", str(tmp_path / "a"), "--no-embed", str(big))
+    runs = tmp_path / "tmp"
+    runs.mkdir()
+    proc = _cli("import", "--store", str(tmp_path / "a"), "--no-embed", str(big), tmp=runs)
     deadline = time.monotonic() + 60
     while _count(tmp_path / "a") < 4_000 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -80,7 +83,9 @@ def test_a_big_file_imports_in_bounded_memory_and_a_killed_import_resumes(tmp_pa
     _finish(proc)
     part = _count(tmp_path / "a")
     assert 0 < part < BIG and part % 2_000 == 0
-    rss_big, summary = _import_rss(tmp_path / "a", big)
+    assert list(runs.glob("rlmem-sort-*"))  # the killed import's sorted runs are left behind
+    rss_big, summary = _import_rss(tmp_path / "a", big, runs)
+    assert not list(runs.iterdir())  # and the next import removed them with its own
     assert summary[0]["messages"] == BIG - part and summary[0]["already_present"] == part
     with sqlite3.connect(tmp_path / "a" / "memory.db") as conn:
         n, keys = conn.execute("SELECT COUNT(*), COUNT(DISTINCT msg_key) FROM recall_messages").fetchone()

@@ -10,14 +10,16 @@ Rules this module keeps:
   ``CHUNK`` records at a time. More than ``FAN_IN`` runs are first merged into longer runs,
   so the number of open files stays bounded too. Input that fits in one buffer never
   touches the disk.
-* The runs live in a temporary directory (``TMPDIR``, or ``tmp_dir``) that ``close`` (or the
-  end of the ``with`` block) removes. They are written and read back by this process only,
+* The runs live in a temporary directory (``TMPDIR``, or ``tmp_dir``) named with the process
+  id, that ``close`` (or the end of the ``with`` block) removes; the directories of processes
+  that are gone (a killed import) are removed by the next sort that spills. They are written and read back by this process only,
   which is why pickle is the format here.
 """
 
 from __future__ import annotations
 
 import heapq
+import os
 import pickle
 import shutil
 import tempfile
@@ -87,7 +89,8 @@ class ExternalSort:
 
     def _write(self, records: Iterable[tuple[Any, ...]]) -> Path:
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="rlmem-sort-", dir=self.tmp_dir))
+            _sweep(Path(self.tmp_dir or tempfile.gettempdir()))
+            self._dir = Path(tempfile.mkdtemp(prefix=f"rlmem-sort-{os.getpid()}-", dir=self.tmp_dir))
         self._made += 1
         path = self._dir / f"run-{self._made:06d}"
         with path.open("wb") as fh:
@@ -110,6 +113,18 @@ class ExternalSort:
                 except EOFError:
                     return
                 yield from chunk
+
+
+def _sweep(parent: Path) -> None:
+    """Remove the runs of sorts whose process is gone (killed before it could clean up)."""
+    for d in parent.glob("rlmem-sort-*-*"):
+        try:
+            pid = int(d.name.split("-")[2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (ValueError, PermissionError, OSError):
+            continue  # not ours, or a live process of another user
 
 
 def _dump(fh: BinaryIO, chunk: list[tuple[Any, ...]]) -> None:
