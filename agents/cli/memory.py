@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.cli.common import CliContext, counted
-from agents.cli.progress import run_embedding
+from agents.cli.progress import ProgressLine, run_embedding
 from memory.errors import NotFoundError, ValidationError
 from memory.ops.values import jsonable
 from memory.types import ROLES
@@ -247,7 +247,12 @@ def cmd_import(ctx: CliContext, args: argparse.Namespace) -> int:
 
     check_paths(args.files, args.format)  # a named file of the wrong kind fails before the store opens
     mem = ctx.open_memory()
-    results = import_paths(mem, args.files, format=args.format, agent_id=args.agent, session_id=args.session)
+    bar = ProgressLine(ctx.err, "importing", "bytes", enabled=ctx.show_progress)
+    try:
+        results = import_paths(mem, args.files, format=args.format, agent_id=args.agent, session_id=args.session,
+                               progress=bar)
+    finally:
+        bar.close()
     refused = [r for r in results if r.error]
     if not args.no_embed:
         ctx.embed_queued(mem, ["recall"], label="embedding", unit="messages")

@@ -21,16 +21,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from memory.errors import NotFoundError, ValidationError
 
-if TYPE_CHECKING:
-    from agents.integrations.transcripts import TranscriptMessage
-
-__all__ = ["MAX_BAD_REPORTED", "Reading", "clean", "clean_json", "content_hash", "ident", "json_lines", "parse_time"]
+__all__ = ["MAX_BAD_REPORTED", "Reading", "TranscriptMessage", "clean", "clean_json", "content_hash", "ident", "json_lines", "parse_time"]
 
 MAX_BAD_REPORTED = 50  # per file: the count is exact, the list of lines stops here
+
+
+@dataclass(frozen=True)
+class TranscriptMessage:
+    """One message read from a transcript, not yet stored; ``key`` is its identity."""
+
+    role: str
+    content: str
+    created_at: datetime | None = None
+    session_id: str | None = None
+    tool_name: str | None = None
+    tool_args: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None
 
 
 @dataclass

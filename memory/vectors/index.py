@@ -75,7 +75,7 @@ def is_damaged(exc: BaseException) -> bool:
 
 
 #: Up to this many items the SQL copies answer a vector query exactly when Chroma cannot (a
-#: rebuild in another process): about 0.8 GB of float32 copies read at most.
+#: rebuild in another process): about 0.4 GB of float16 copies read at most (one vector an item).
 FALLBACK_EXACT_MAX = 500_000
 
 

@@ -7,14 +7,18 @@ Rules this module keeps:
   kill -9 at any moment leaves at worst items to embed again (upserts are idempotent).
   A queue row carries a sequence number so an update made while its old text was being
   embedded is not dequeued by mistake.
-* Each vector is also kept in SQL (table ``rlmem_vectors``, float32 bytes, with the name of
-  the model that made it), written in the transaction that dequeues its item, and only if
+* Each vector is also kept in SQL (table ``rlmem_vectors``, with the name of the model that
+  made it), written in the transaction that dequeues its item, and only if
   the item is still queued at the same sequence number (neither deleted nor changed since
   it was read). A changed item's copy is dropped in the transaction that changes it. The
   copies serve two things: hybrid search reads the similarity of a text-only candidate from
   them (one indexed SQL read instead of a Chroma ``get``), and a rebuilt collection is
   refilled from them without embedding again. Copies made by another model are ignored,
   so after a model change ``reindex`` embeds everything; ``reindex(reembed=True)`` always does.
+* A copy is stored as float16 (column ``dtype``): half the bytes of float32, and a cosine
+  read from it is within about 1e-3 of the float32 one (docs/scaling.md; tested on the real
+  model). Rows written as float32 before the column existed keep ``dtype = 'float32'`` and
+  are read as they are; every read returns float32.
 * A store knows which encoder made each vector (the copy's model name). Items whose copy
   another encoder made are ``stale``; ``enqueue_stale`` queues them, so a change of encoder
   re-embeds the store through the same queue (with its progress and stop rules). Encoders
@@ -44,7 +48,7 @@ from sqlalchemy.engine import Connection
 from memory.db import Database, Migration, id_lists
 from memory.vectors.index import Meta, VectorIndex
 
-__all__ = ["EXACT_MAX", "MIGRATIONS", "QUEUE_TABLE", "VECTORS_TABLE", "EmbeddingQueue", "Progress", "QueueSource", "where_sql"]
+__all__ = ["COPY_DTYPE", "EXACT_MAX", "MIGRATIONS", "QUEUE_TABLE", "VECTORS_TABLE", "EmbeddingQueue", "Progress", "QueueSource", "where_sql"]
 
 QUEUE_TABLE = "rlmem_embed_queue"
 VECTORS_TABLE = "rlmem_vectors"
@@ -75,7 +79,26 @@ def _v2_vectors(conn: Connection, dialect: str) -> None:
     )
 
 
-MIGRATIONS = [Migration(1, "embedding queue", _v1_queue), Migration(2, "vector copies", _v2_vectors)]
+def _v3_dtype(conn: Connection, dialect: str) -> None:
+    # Rows already stored are float32; new ones are written float16 (COPY_DTYPE).
+    conn.execute(text(f"ALTER TABLE {VECTORS_TABLE} ADD COLUMN dtype VARCHAR(8) NOT NULL DEFAULT 'float32'"))
+
+
+MIGRATIONS = [
+    Migration(1, "embedding queue", _v1_queue), Migration(2, "vector copies", _v2_vectors),
+    Migration(3, "vector copies: element type", _v3_dtype),
+]
+COPY_DTYPE = "float16"  # what new copies are written as
+_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def _decode(blob: Any, dtype: str | None, dim: int) -> np.ndarray | None:
+    """A stored copy as a float32 array (passages end to end); None when it cannot be one."""
+    kind = _DTYPES.get(dtype or "float32")
+    data = bytes(blob)
+    if kind is None or not data or len(data) % (np.dtype(kind).itemsize * dim):
+        return None
+    return np.frombuffer(data, dtype=kind).astype(np.float32)
 
 
 @dataclass
@@ -189,19 +212,23 @@ class EmbeddingQueue:
             if uncovered:
                 return None
             rows = conn.execute(
-                text(f"SELECT v.item_id, v.vec FROM {VECTORS_TABLE} v"
+                text(f"SELECT v.item_id, v.vec, v.dtype FROM {VECTORS_TABLE} v"
                      + (f" JOIN {src.table} ON {src.table}.id = v.item_id" if filt[0] else "")
                      + f" WHERE v.tier = :t AND v.model = :m{filt[0]}"),
                 {"t": tier, "m": src.model, **filt[1]},
             ).all()
-        ids = [int(r[0]) for r in rows if len(r[1]) and len(r[1]) % (4 * q.size) == 0]
-        blobs = [bytes(r[1]) for r in rows if len(r[1]) and len(r[1]) % (4 * q.size) == 0]
+        ids, parts = [], []
+        for r in rows:
+            vec = _decode(r[1], r[2], q.size)
+            if vec is not None:
+                ids.append(int(r[0]))
+                parts.append(vec)
         if not ids or k <= 0:
             return []
-        mat = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, q.size)
+        mat = np.concatenate(parts).reshape(-1, q.size)
         sims = mat @ q
         if len(mat) != len(ids):  # several passages per item: an item scores by its best
-            starts = np.cumsum([0] + [len(b) // (4 * q.size) for b in blobs[:-1]])
+            starts = np.cumsum([0] + [len(v) // q.size for v in parts[:-1]])
             sims = np.maximum.reduceat(sims, starts)
         top = np.argsort(-sims, kind="stable")[:k] if k < len(ids) else np.argsort(-sims, kind="stable")
         return [(ids[i], float(sims[i])) for i in top]
@@ -287,18 +314,21 @@ class EmbeddingQueue:
 
     def copies(self, conn: Connection, tier: str, model: str, ids: Sequence[int]) -> dict[int, Any]:
         """``id -> float32 vector`` (all its passages' vectors end to end, for a tier that
-        splits) of the SQL copies made by ``model`` among ``ids``."""
+        splits) of the SQL copies made by ``model`` among ``ids``; a copy that cannot be read
+        as numbers is left out."""
         out: dict[int, Any] = {}
         for marks in id_lists(ids):
             rows = conn.execute(
                 text(
-                    f"SELECT item_id, vec FROM {VECTORS_TABLE}"
+                    f"SELECT item_id, vec, dtype FROM {VECTORS_TABLE}"
                     f" WHERE tier = :t AND model = :m AND item_id IN ({marks})"
                 ),
                 {"t": tier, "m": model},
             )
-            for i, v in rows:
-                out[int(i)] = np.frombuffer(bytes(v), dtype=np.float32)
+            for i, v, dtype in rows:
+                vec = _decode(v, dtype, 1)  # whole vectors: checked where the dimension is known
+                if vec is not None:
+                    out[int(i)] = vec
         return out
 
     def similarities(self, tier: str, vector: Sequence[float], ids: Sequence[int]) -> dict[int, float]:
@@ -394,15 +424,16 @@ class EmbeddingQueue:
                 # never kept for an item deleted or changed meanwhile.
                 conn.execute(
                     text(
-                        f"INSERT INTO {VECTORS_TABLE} (tier, item_id, model, vec)"
+                        f"INSERT INTO {VECTORS_TABLE} (tier, item_id, model, vec, dtype)"
                         f" SELECT CAST(:t AS VARCHAR(32)), CAST(:i AS BIGINT),"
-                        f" CAST(:m AS VARCHAR(300)), {blob} WHERE EXISTS (SELECT 1 FROM"
+                        f" CAST(:m AS VARCHAR(300)), {blob}, CAST(:d AS VARCHAR(8)) WHERE EXISTS (SELECT 1 FROM"
                         f" {QUEUE_TABLE} q WHERE q.tier = :t AND q.item_id = :i AND q.seq = :s)"
                         " ON CONFLICT (tier, item_id) DO UPDATE SET model = excluded.model,"
-                        " vec = excluded.vec"
+                        " vec = excluded.vec, dtype = excluded.dtype"
                     ),
                     [
-                        {"t": tier, "i": i, "m": model, "v": v.tobytes(), "s": seqs[i]}
+                        {"t": tier, "i": i, "m": model, "v": np.asarray(v, dtype=COPY_DTYPE).tobytes(),
+                         "d": COPY_DTYPE, "s": seqs[i]}
                         for i, v in fresh.items()
                     ],
                 )

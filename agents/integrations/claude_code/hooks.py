@@ -134,7 +134,7 @@ def capture(memory: MemoryManager, files: list[Path], state_dir: Path, *, agent_
 def _capture_round(memory: MemoryManager, files: list[Path], state: dict[str, Any], state_path: Path,
                    agent_id: str, chunk_lines: int, totals: dict[str, int], seen: set[str]) -> bool:
     """Up to ``chunk_lines`` new lines of each file, stored as one batch; False when none was new."""
-    from agents.integrations.claude_code.reader import read_claude_code
+    from agents.integrations.claude_code_reader import read_claude_code
 
     readings: list[Reading] = []
     updates: dict[str, dict[str, Any]] = {}

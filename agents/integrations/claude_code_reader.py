@@ -25,17 +25,22 @@ and, for subagents (the Task tool), ``<session>/subagents/agent-<id>.jsonl`` wit
 * Subagent records carry ``sidechain: true`` and ``agent`` (the subagent id).
 * ``isMeta`` notices, ``system`` events, file snapshots and queue events are not messages;
   each is counted by kind. A user/assistant line without a ``message`` object is a bad line.
+* A file is read as a stream (``iter_claude_code``): what is kept between lines is the names
+  of its last ``TOOL_NAMES_KEPT`` tool calls (to name the results that follow), so a session
+  of any length is read in bounded memory.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from agents.integrations.lines import (
     Reading,
+    TranscriptMessage,
     clean,
     clean_json,
     content_hash,
@@ -43,12 +48,14 @@ from agents.integrations.lines import (
     json_lines,
     parse_time,
 )
-from agents.integrations.transcripts import TranscriptMessage
 
-__all__ = ["TOOL_RESULT_CHARS", "clean_text", "is_claude_code_record", "is_own_tool", "read_claude_code"]
+__all__ = [
+    "TOOL_RESULT_CHARS", "clean_text", "is_claude_code_record", "is_own_tool", "iter_claude_code", "read_claude_code",
+]
 
 TOOL_RESULT_CHARS = 4_000
 TOOL_CALL_CHARS = 300
+TOOL_NAMES_KEPT = 20_000  # call ids remembered per file, to name the results that follow
 _EVENT_TYPES = frozenset({
     "user", "assistant", "summary", "system", "file-history-snapshot", "queue-operation",
     "progress", "permission-mode", "custom-title", "tag", "attachment", "result",
@@ -147,12 +154,29 @@ class _Session:
             self.session = path.parent.parent.name
         self.tool_names = tool_names
 
+    def remember(self, call_id: str, name: str) -> None:
+        # A result follows its call within a few lines; a session of a million events must
+        # not keep every call id it ever saw, so the oldest are let go.
+        self.tool_names[call_id] = name
+        if len(self.tool_names) > TOOL_NAMES_KEPT:
+            del self.tool_names[next(iter(self.tool_names))]
+
 
 def read_claude_code(
     path: Path, reading: Reading, *, start: int = 0, start_line: int = 0, follow: bool = False,
     tool_names: dict[str, str] | None = None, max_lines: int | None = None,
 ) -> None:
     """Read Claude Code events of ``path`` (from byte ``start``, at most ``max_lines``) into ``reading``."""
+    reading.messages += iter_claude_code(path, reading, start=start, start_line=start_line, follow=follow,
+                                         tool_names=tool_names, max_lines=max_lines)
+
+
+def iter_claude_code(
+    path: Path, reading: Reading, *, start: int = 0, start_line: int = 0, follow: bool = False,
+    tool_names: dict[str, str] | None = None, max_lines: int | None = None,
+) -> Iterator[TranscriptMessage]:
+    """The messages of ``path``'s Claude Code events, as they are read (the file is never held
+    whole); counts and bad lines go to ``reading``, whose ``messages`` stay empty."""
     st = _Session(path, {} if tool_names is None else tool_names)
     for lineno, obj in json_lines(path, reading, start=start, start_line=start_line, follow=follow,
                                   max_lines=max_lines):
@@ -182,15 +206,17 @@ def read_claude_code(
             reading.bad(lineno, str(exc))
             continue
         try:
-            _event(obj, kind, msg, when, session, uuid, st, reading)
+            out = _event(obj, kind, msg, when, session, uuid, st, reading)
         except (ValueError, TypeError, AttributeError, KeyError) as exc:  # odd field types
             reading.bad(lineno, f"unreadable {kind} event: {type(exc).__name__}: {exc}")
+            continue
+        yield from out
 
 
 def _event(
     obj: dict[str, Any], kind: str, msg: dict[str, Any], when: datetime | None, session: str,
     uuid: str | None, st: _Session, reading: Reading,
-) -> None:
+) -> list[TranscriptMessage]:
     base: dict[str, Any] = {"source": "claude-code"}
     for src, dst in (("uuid", "uuid"), ("cwd", "cwd"), ("gitBranch", "git_branch")):
         if isinstance(obj.get(src), str) and obj[src]:
@@ -216,12 +242,11 @@ def _event(
     if obj.get("isCompactSummary"):
         add("system", clean_text(_result_text(content)[0] if not isinstance(content, str) else content),
             meta={"kind": "compact_summary"})
-        reading.messages += out
-        return
+        return out
     blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
     if not isinstance(blocks, list):
         reading.not_messages["empty events"] += 1
-        return
+        return out
     texts: list[str] = []
     images = 0
 
@@ -259,7 +284,7 @@ def _event(
             name = clean(str(b.get("name") or "tool"))[:200]
             call_id = clean(str(b.get("id") or ""))
             if call_id:
-                st.tool_names[call_id] = name
+                st.remember(call_id, name)
             args = clean_json(b.get("input")) if b.get("input") is not None else {}
             add("tool", clean_text(_one_line(name, args)), tool_name=name, tool_args=args,
                 meta={"kind": "tool_call", "tool_call_id": call_id or None})
@@ -280,4 +305,4 @@ def _event(
         else:
             reading.not_messages[f"{btype} blocks"] += 1
     flush()
-    reading.messages += out
+    return out
