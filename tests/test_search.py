@@ -237,3 +237,23 @@ def test_search_sessions_pools_messages_per_session(tmp_path: Path) -> None:
             with pytest.raises(ValidationError):
                 mem.search_sessions("garden", **bad)  # type: ignore[arg-type]
         assert mem.recall.count() == 7
+
+
+def test_names_in_the_query_weigh_more_in_recall_text_search(tmp_path: Path) -> None:
+    from memory.text.fts import NAME_WEIGHT, names, phrase_counts
+    from memory.vectors.embeddings import HashEmbedder
+
+    q = "Which gift did I get for Emma's party? I think Lake Tahoe. I'm not sure"
+    assert names(q) == {"emma", "s", "lake", "tahoe"}  # "Which" and "I'm" start sentences; "I" is no name
+    counts = phrase_counts(q, name_weight=NAME_WEIGHT)
+    assert counts["emma"] == NAME_WEIGHT and counts["gift"] == 1 and phrase_counts(q)["emma"] == 1
+    with MemoryManager.open(tmp_path / "m", embedder=HashEmbedder(64), background_embed=False) as mem:
+        mem.recall.append_many([{"content": "Emma loved the scarf."}, {"content": "A gift for a party."}])
+
+        def emma_score(query: str) -> float:
+            return next(h.score for h in mem.search_recall(query, k=2, mode="text") if "Emma" in h.text)
+
+        # The same words, the name capitalised or not: only the name's share grows.
+        assert emma_score("a scarf for Emma") - emma_score("a scarf") == pytest.approx(
+            NAME_WEIGHT * (emma_score("a scarf for emma") - emma_score("a scarf"))
+        )
