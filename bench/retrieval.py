@@ -1,4 +1,4 @@
-"""Retrieval quality of the recall tier on LongMemEval-format data (full text, vector, hybrid).
+"""Retrieval quality of the recall tier on LongMemEval or LoCoMo data (full text, vector, hybrid).
 
 Protocol (see the data README): one fresh store per question; the question's haystack
 sessions are appended in date order as recall messages (each session's date as the message
@@ -12,6 +12,13 @@ the assistant turns too, and then searches are filtered to ``role="user"`` at tu
   session's matching messages pooled, in the same mode); gold = ``answer_session_ids``.
 
 Questions ending in ``_abs`` and questions with an empty gold set at a level are skipped.
+
+A LoCoMo-format file (``locomo10.json``: each record a ``conversation`` with ``session_N``
+lists of ``{speaker, dia_id, text}`` and ``session_N_date_time``, and ``qa`` with
+``evidence`` dia_ids) is read too: one store per conversation, every turn indexed as
+``"<speaker>: <text>"``, all its questions asked of it (as of its last session's date);
+units are turns (gold: the evidence dia_ids) and sessions (those holding the evidence);
+types are ``locomo-<category>``. Questions without evidence are skipped.
 
 Usage::
 
@@ -32,11 +39,13 @@ import gzip
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,14 +67,15 @@ def load(path: str) -> list[dict[str, Any]]:
     with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
         data = json.load(fh)
     if not isinstance(data, list):
-        raise SystemExit(f"{path}: expected a JSON list of LongMemEval records")
+        raise SystemExit(f"{path}: expected a JSON list of LongMemEval or LoCoMo records")
     return data
 
 
 def parse_date(s: str) -> datetime:
-    for fmt in ("%Y/%m/%d (%a) %H:%M", "%Y/%m/%d %H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+    for fmt in ("%Y/%m/%d (%a) %H:%M", "%Y/%m/%d %H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d",
+                "%I:%M %p on %d %B, %Y", "%I:%M %p on %d %b, %Y"):  # fmt: skip  (the last two: LoCoMo)
         try:
-            return datetime.strptime(s, fmt).replace(tzinfo=UTC)
+            return datetime.strptime(s.strip(), fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
     return datetime(1970, 1, 1, tzinfo=UTC)
@@ -87,57 +97,142 @@ def metrics(ranked: Sequence[Any], gold: set[Any]) -> dict[str, float]:
     }
 
 
-def run_question(rec: dict[str, Any], embedder: Any, workdir: Path, *, all_turns: bool = False) -> dict[str, Any]:
-    """Ingest one haystack into a fresh store; rank turns and sessions in every mode."""
-    order = sorted(
-        range(len(rec["haystack_sessions"])), key=lambda i: parse_date(rec["haystack_dates"][i])
-    )
+@dataclass
+class Turn:
+    role: str
+    content: str
+    unit: tuple[str, Any]  # (session id, turn index or LoCoMo dia_id)
+    indexed: bool  # stored in the memory (user turns only, unless all turns are)
+
+
+@dataclass
+class Probe:
+    qid: str
+    qtype: str
+    question: str
+    now: datetime  # relative dates in the question count from here
+    gold_turns: set[tuple[str, Any]]
+    gold_sessions: set[str]
+
+
+@dataclass
+class Haystack:
+    """One store's worth of data: sessions (date, turns) and the questions asked of it."""
+
+    key: str
+    sessions: list[tuple[str, datetime, list[Turn]]]
+    probes: list[Probe] = field(default_factory=list)
+
+
+def haystacks(records: list[dict[str, Any]], *, all_turns: bool = False) -> list[Haystack]:
+    """LongMemEval records (one haystack per question) or LoCoMo records (one per
+    conversation, all its questions), sessions in date order."""
+    if records and "conversation" in records[0] and "qa" in records[0]:
+        return [locomo_haystack(r, n) for n, r in enumerate(records)]
+    out = []
+    for rec in records:
+        if str(rec["question_id"]).endswith("_abs"):
+            continue
+        answer = {str(s) for s in rec["answer_session_ids"]}
+        sessions = []
+        gold: set[tuple[str, Any]] = set()
+        for sid, date, turns in zip(rec["haystack_session_ids"], rec["haystack_dates"],
+                                    rec["haystack_sessions"], strict=True):  # fmt: skip
+            sid = str(sid)
+            sessions.append((sid, parse_date(date), [
+                Turn(t["role"], t["content"], (sid, i), all_turns or t["role"] == "user")
+                for i, t in enumerate(turns)
+            ]))  # fmt: skip
+            if sid in answer:
+                gold |= {(sid, i) for i, t in enumerate(turns) if t["role"] == "user" and t.get("has_answer")}
+        sessions.sort(key=lambda s: s[1])
+        probe = Probe(rec["question_id"], rec["question_type"], rec["question"],
+                      parse_date(rec["question_date"]), gold, answer)  # fmt: skip
+        out.append(Haystack(rec["question_id"], sessions, [probe]))
+    return out
+
+
+_DIA_ID = re.compile(r"D\d+:\d+")
+
+
+def locomo_haystack(rec: dict[str, Any], n: int) -> Haystack:
+    """A LoCoMo conversation (``conversation``: ``speaker_a``, ``speaker_b``, ``session_N``
+    lists of ``{speaker, dia_id, text}`` and ``session_N_date_time``; ``qa``: ``question``,
+    ``category``, ``evidence`` dia_ids) as one haystack. Every turn is indexed, as
+    ``"<speaker>: <text>"`` (a shared photo's caption appended), the first speaker as the user;
+    the questions are asked as of the last session's date."""
+    conv = rec["conversation"]
+    sample = str(rec.get("sample_id", n))
+    first = conv.get("speaker_a")
+    sessions = []
+    for name, turns in conv.items():
+        if not re.fullmatch(r"session_\d+", name) or not isinstance(turns, list):
+            continue
+        sid = f"{sample}:{name}"
+        ts = []
+        for t in turns:
+            body = f"{t.get('speaker', '?')}: {t.get('text', '')}"
+            if t.get("blip_caption"):
+                body += f" [shares a photo: {t['blip_caption']}]"
+            ts.append(Turn("user" if t.get("speaker") == first else "assistant", body,
+                           (sid, str(t.get("dia_id"))), True))  # fmt: skip
+        sessions.append((sid, parse_date(str(conv.get(f"{name}_date_time", ""))), ts))
+    sessions.sort(key=lambda s: (s[1], int(s[0].rsplit("_", 1)[1])))
+    where = {t.unit[1]: t.unit for _, _, ts in sessions for t in ts}
+    now = max((d for _, d, _ in sessions), default=datetime(1970, 1, 1, tzinfo=UTC))
+    h = Haystack(f"locomo:{sample}", sessions)
+    for i, qa in enumerate(rec.get("qa", [])):
+        # Evidence is a list of dia_ids, sometimes several in one string ("D1:3; D2:5").
+        ids = _DIA_ID.findall(" ".join(map(str, qa.get("evidence") or [])))
+        gold = {where[d] for d in ids if d in where}
+        if gold:
+            h.probes.append(Probe(f"{sample}:{i}", f"locomo-{qa.get('category', '?')}", str(qa["question"]),
+                                  now, gold, {u[0] for u in gold}))  # fmt: skip
+    return h
+
+
+def run_haystack(h: Haystack, embedder: Any, workdir: Path, *, all_turns: bool = False) -> list[dict[str, Any]]:
+    """Ingest one haystack into a fresh store; rank turns and sessions in every mode, for
+    each of its questions."""
     msgs: list[dict[str, Any]] = []
-    units: list[tuple[str, int]] = []
-    for i in order:
-        sid = str(rec["haystack_session_ids"][i])
-        base = parse_date(rec["haystack_dates"][i])
-        for t, turn in enumerate(rec["haystack_sessions"][i]):
-            if turn["role"] != "user" and not all_turns:
+    units: list[tuple[str, Any]] = []
+    for sid, base, turns in h.sessions:
+        for t, turn in enumerate(turns):
+            if not turn.indexed:
                 continue
             msgs.append(
-                {"content": turn["content"], "role": turn["role"], "session_id": sid,
+                {"content": turn.content, "role": turn.role, "session_id": sid,
                  "created_at": base + timedelta(seconds=t), "metadata": {"turn": t}}
             )
-            units.append((sid, t))
-    answer_sessions = {str(s) for s in rec["answer_session_ids"]}
-    gold_turn = {
-        (str(rec["haystack_session_ids"][i]), t)
-        for i in range(len(rec["haystack_sessions"]))
-        if str(rec["haystack_session_ids"][i]) in answer_sessions
-        for t, turn in enumerate(rec["haystack_sessions"][i])
-        if turn["role"] == "user" and turn.get("has_answer")
-    }
+            units.append(turn.unit)
     t0 = time.perf_counter()
-    store = workdir / rec["question_id"]
-    mem = MemoryManager.open(store, embedder=embedder, background_embed=False)
+    mem = MemoryManager.open(workdir / re.sub(r"[^\w.-]", "_", h.key), embedder=embedder, background_embed=False)
+    rows = []
     try:
         stored = mem.recall.append_many(msgs)
         unit_of = {m.id: u for m, u in zip(stored, units, strict=True)}
         t1 = time.perf_counter()
         mem.embed_pending()
         t2 = time.perf_counter()
-        out: dict[str, Any] = {"ingest_s": t1 - t0, "embed_s": t2 - t1, "turn": {}, "session": {}}
-        now = parse_date(rec["question_date"])  # relative dates in questions count from here
-        for mode in MODES:
-            q0 = time.perf_counter()
-            role = "user" if all_turns else None
-            hits = mem.search_recall(rec["question"], k=DEPTH, mode=mode, role=role, now=now)
-            turn_rank = [unit_of[h.id] for h in hits]
-            sessions = mem.search_sessions(rec["question"], k=DEPTH, mode=mode, now=now)
-            out.setdefault("search_s", {})[mode] = time.perf_counter() - q0
-            session_rank = [s.session_id for s in sessions]
-            if gold_turn:
-                out["turn"][mode] = metrics(turn_rank, gold_turn)
-            out["session"][mode] = metrics(session_rank, answer_sessions)
+        # A LongMemEval store holds user turns only unless --all-turns; then, and on LoCoMo
+        # (every turn a unit), turns are ranked among user turns / all turns.
+        role = "user" if all_turns and not h.key.startswith("locomo:") else None
+        for p in h.probes:
+            out: dict[str, Any] = {"qtype": p.qtype, "ingest_s": (t1 - t0) / len(h.probes),
+                                   "embed_s": (t2 - t1) / len(h.probes), "turn": {}, "session": {}}  # fmt: skip
+            for mode in MODES:
+                q0 = time.perf_counter()
+                hits = mem.search_recall(p.question, k=DEPTH, mode=mode, role=role, now=p.now)
+                turn_rank = [unit_of[x.id] for x in hits]
+                sessions = mem.search_sessions(p.question, k=DEPTH, mode=mode, now=p.now)
+                out.setdefault("search_s", {})[mode] = time.perf_counter() - q0
+                if p.gold_turns:
+                    out["turn"][mode] = metrics(turn_rank, p.gold_turns)
+                out["session"][mode] = metrics([s.session_id for s in sessions], p.gold_sessions)
+            rows.append(out)
     finally:
         mem.close()
-    return out
+    return rows
 
 
 def summarise(rows: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -175,9 +270,9 @@ def print_table(table: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("data", nargs="?", default=DEFAULT_DATA, help="LongMemEval-format JSON(.gz)")
-    ap.add_argument("--limit", type=int, default=0, help="only the first N questions")
-    ap.add_argument("--stride", type=int, default=1, help="every STRIDE-th question (a spread subset)")
+    ap.add_argument("data", nargs="?", default=DEFAULT_DATA, help="LongMemEval or LoCoMo JSON(.gz)")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N haystacks (LongMemEval: questions)")
+    ap.add_argument("--stride", type=int, default=1, help="every STRIDE-th haystack (a spread subset)")
     ap.add_argument("--cache", default=str(Path.home() / ".cache/rlm-memory/bench-embeddings.sqlite"))
     ap.add_argument("--no-cache", action="store_true", help="embed everything afresh")
     ap.add_argument("--threads", type=int, default=1, help="embedding threads")
@@ -188,10 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
-    records = [r for r in load(args.data) if not str(r["question_id"]).endswith("_abs")]
-    records = records[:: max(1, args.stride)]
+    stacks = haystacks(load(args.data), all_turns=args.all_turns)
+    stacks = stacks[:: max(1, args.stride)]
     if args.limit:
-        records = records[: args.limit]
+        stacks = stacks[: args.limit]
+    n_questions = sum(len(h.probes) for h in stacks)
     base: Any = SentenceTransformerEmbedder(threads=args.threads)
     if args.encoder != "torch":
         from memory.vectors.onnx import OnnxEmbedder
@@ -201,18 +297,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[tuple[str, dict[str, Any]]] = []
     totals: dict[str, float] = defaultdict(float)
     with tempfile.TemporaryDirectory(prefix="rlmem-bench-") as tmp:
-        for n, rec in enumerate(records, 1):
-            r = run_question(rec, embedder, Path(tmp), all_turns=args.all_turns)
-            rows.append((rec["question_type"], r))
-            totals["ingest_s"] += r["ingest_s"]
-            totals["embed_s"] += r["embed_s"]
-            for mode, s in r["search_s"].items():
-                totals[f"search_{mode}_s"] += s
-            print(f"\r{n}/{len(records)} questions", end="", file=sys.stderr, flush=True)
+        for n, h in enumerate(stacks, 1):
+            for r in run_haystack(h, embedder, Path(tmp), all_turns=args.all_turns):
+                rows.append((r["qtype"], r))
+                totals["ingest_s"] += r["ingest_s"]
+                totals["embed_s"] += r["embed_s"]
+                for mode, s in r["search_s"].items():
+                    totals[f"search_{mode}_s"] += s
+            print(f"\r{n}/{len(stacks)} haystacks", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     table = summarise(rows)
     wall = time.perf_counter() - t_start
-    print(f"data: {args.data}  questions: {len(records)} (abstention questions skipped)")
+    print(f"data: {args.data}  questions: {n_questions} in {len(stacks)} haystacks "
+          "(LongMemEval abstention questions and LoCoMo questions without evidence skipped)")
     if isinstance(embedder, CachedEmbedder):
         print(
             f"embeddings: {embedder.name}, disk cache {args.cache}: "
@@ -226,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     if args.json:
-        Path(args.json).write_text(json.dumps({"data": args.data, "questions": len(records),
+        Path(args.json).write_text(json.dumps({"data": args.data, "questions": n_questions,
                                                "seconds": wall, "table": table}, indent=1))
     return 0
 

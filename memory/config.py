@@ -92,7 +92,7 @@ class MemoryConfig:
     recall_passages: bool = True
     background_embed: bool = True
     busy_timeout_s: float = 30.0
-    text_weight: float = 0.5
+    text_weight: float | None = None  # None: each tier's own (messages 0.4, chunks 0.5)
     fusion: str = "convex"
     fusion_depth: int = 0
     exact_search_max: int = 50_000

@@ -32,9 +32,13 @@ from typing import Any, Literal
 from memory.errors import ValidationError
 
 RECALL_DEPTH = 200
+# Recall message search leans towards vectors (by passages) and weighs a relative date in the
+# query more than the archival tier does; chosen on held-apart questions (docs/benchmarks.md).
+RECALL_TEXT_WEIGHT = 0.4
+RECALL_TIME_WEIGHT = 3.0
 
 __all__ = [
-    "MODES", "RECALL_DEPTH", "Candidates", "FusionConfig", "check_mode", "hybrid_rank", "merge_candidates",
+    "MODES", "RECALL_DEPTH", "RECALL_TEXT_WEIGHT", "RECALL_TIME_WEIGHT", "Candidates", "FusionConfig", "check_mode", "hybrid_rank", "merge_candidates",
     "pool_groups", "rrf",
 ]
 
@@ -65,7 +69,8 @@ class FusionConfig:
     rewards what both methods agree on; ``softmax``, their weighted log-sum-exp (temperature
     one standard deviation), also lets an item that one method scores far above the rest
     rank high. Recall message search uses ``softmax`` (its vectors, by passages, are often
-    sure of an item BM25 misses), archival chunk search ``mean``. Session search fuses each
+    sure of an item BM25 misses) with BM25 at ``RECALL_TEXT_WEIGHT`` and the time bonus at
+    ``RECALL_TIME_WEIGHT``, archival chunk search ``mean``. Session search fuses each
     message's scores with ``session_combine`` and ``session_text_weight`` before pooling
     them per session. The recall settings were chosen on held-apart questions, see
     docs/benchmarks.md.

@@ -34,7 +34,14 @@ from memory.archival.store import ArchivalStore
 from memory.config import MemoryConfig
 from memory.db import Database
 from memory.errors import ValidationError
-from memory.fusion import RECALL_DEPTH, Candidates, FusionConfig, merge_candidates
+from memory.fusion import (
+    RECALL_DEPTH,
+    RECALL_TEXT_WEIGHT,
+    RECALL_TIME_WEIGHT,
+    Candidates,
+    FusionConfig,
+    merge_candidates,
+)
 from memory.recall.hybrid import RecallSearch
 from memory.recall.log import RecallLog
 from memory.text.query import RecallFilter
@@ -86,6 +93,10 @@ class _LazyChroma:
         return getattr(self._client, name)
 
 
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
 def _private_file(path: Path) -> None:
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -101,10 +112,13 @@ class MemoryManager:
         self.db = db
         self.agent_id = agent_id
         self._embedder = embedder
-        base = FusionConfig(method=config.fusion, text_weight=config.text_weight)  # type: ignore[arg-type]
-        # fusion_depth 0 keeps each tier's own default depth.
-        archival_fusion = replace(base, depth=config.fusion_depth or base.depth)
-        recall_fusion = replace(base, depth=config.fusion_depth or RECALL_DEPTH, combine="softmax")
+        base = FusionConfig(method=config.fusion)  # type: ignore[arg-type]
+        # fusion_depth 0 and text_weight None keep each tier's own defaults.
+        archival_fusion = replace(base, depth=config.fusion_depth or base.depth,
+                                  text_weight=_or(config.text_weight, base.text_weight))  # fmt: skip
+        recall_fusion = replace(base, depth=config.fusion_depth or RECALL_DEPTH, combine="softmax",
+                                text_weight=_or(config.text_weight, RECALL_TEXT_WEIGHT),
+                                time_weight=RECALL_TIME_WEIGHT)  # fmt: skip
         lock = None if config.chroma_host else config.chroma_path / ".rlmem-write.lock"
         self._chroma = _LazyChroma(config)
         self.queue = EmbeddingQueue(db, exact_max=config.exact_search_max)

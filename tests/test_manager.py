@@ -41,6 +41,16 @@ def test_config_precedence_arguments_env_toml(tmp_path: Path) -> None:
     assert MemoryConfig.load(cfg, embed_device="cuda").embed_threads == 4
 
 
+def test_text_weight_unset_keeps_each_tiers_own(tmp_path: Path) -> None:
+    from memory.fusion import RECALL_TEXT_WEIGHT
+
+    with MemoryManager.open(tmp_path / "w", embed_backend="hash", background_embed=False) as mem:
+        assert mem.recall_search.fusion.text_weight == RECALL_TEXT_WEIGHT
+        assert mem.archival.fusion.text_weight == 0.5
+    with MemoryManager.open(tmp_path / "w", embed_backend="hash", background_embed=False, text_weight=0.7) as mem:
+        assert mem.recall_search.fusion.text_weight == mem.archival.fusion.text_weight == 0.7
+
+
 def test_config_errors_name_their_origin(tmp_path: Path) -> None:
     (tmp_path / "rlmem.toml").write_text("embed_threads = 2\nbad line here\n")
     with pytest.raises(ConfigError, match=r"rlmem\.toml, line 2"):

@@ -128,7 +128,7 @@ def test_retrieval_quality_with_minilm(tmp_path: Path, minilm: SentenceTransform
 def test_relative_time_expressions() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from memory.text.temporal import parse_relative, time_prior
+    from memory.text.temporal import TimeSpan, parse_relative, time_prior
 
     now = datetime(2024, 6, 15, 12, tzinfo=UTC)  # a Saturday
     assert parse_relative("what did I buy 10 days ago?", now) == (now - timedelta(days=10), timedelta(days=3))
@@ -143,6 +143,20 @@ def test_relative_time_expressions() -> None:
     tgt = (now, timedelta(days=2))
     assert time_prior(now, tgt) == 1.0 and time_prior(now - timedelta(days=1), tgt) == 0.5
     assert time_prior(now - timedelta(days=5), tgt) == 0.0
+    # The weekend before now (today is a Saturday: the one a week back), and stretches ending now.
+    weekend = parse_relative("which bike did I fix the past weekend?", now)
+    assert weekend is not None and weekend[0] == datetime(2024, 6, 9, tzinfo=UTC)  # Sat 8 - Sun 9
+    assert parse_relative("what did I do last weekend", now) == weekend
+    month = parse_relative("How many dinner parties have I attended in the past month?", now)
+    assert isinstance(month, TimeSpan) and month.end == now and (now - month.start).days == 30
+    weeks = parse_relative("how often did I bake over the last two weeks", now)
+    assert weeks == TimeSpan(now - timedelta(days=14), now, timedelta(days=3.5))
+    this_year = parse_relative("How many weddings have I attended this year?", now)
+    assert this_year is not None and this_year[0] == datetime(2024, 1, 1, tzinfo=UTC)
+    assert parse_relative("in the past, I liked jazz", now) is None
+    assert time_prior(now - timedelta(days=10), weeks) == 1.0  # anywhere inside: full bonus
+    assert time_prior(now - timedelta(days=14 + 1.75), weeks) == 0.5
+    assert time_prior(now - timedelta(days=20), weeks) == 0.0
 
 
 def test_hybrid_search_favours_the_time_the_query_names(tmp_path: Path) -> None:
@@ -164,6 +178,8 @@ def test_hybrid_search_favours_the_time_the_query_names(tmp_path: Path) -> None:
         assert mem.search_recall(q, k=1, now=now)[0].text == "I cooked curry for my friend"
         q = "what did I cook for my friend about 40 days ago"
         assert mem.search_recall(q, k=1, now=now)[0].text == "I cooked lasagna for my friend"
+        q = "what have I cooked for my friend in the past week?"
+        assert mem.search_recall(q, k=1, now=now)[0].text == "I cooked curry for my friend"
         # Without a time expression nothing changes; text mode ignores time.
         assert len(mem.search_recall("cooked friend", k=3, now=now)) == 3
 
@@ -234,3 +250,23 @@ def test_snippet_marks_content_words_and_shows_the_densest_part() -> None:
     text = "the report " + "filler " * 200 + "the quarterly report is due on Friday " + "tail " * 200
     snip = make_snippet(text, rx)
     assert "[quarterly] [report] is [due] on Friday" in snip and snip.startswith("…")
+
+
+def test_names_in_the_query_weigh_more_in_recall_text_search(tmp_path: Path) -> None:
+    from memory.text.fts import NAME_WEIGHT, names, phrase_counts
+    from memory.vectors.embeddings import HashEmbedder
+
+    q = "Which gift did I get for Emma's party? I think Lake Tahoe. I'm not sure"
+    assert names(q) == {"emma", "s", "lake", "tahoe"}  # "Which" and "I'm" start sentences; "I" is no name
+    counts = phrase_counts(q, name_weight=NAME_WEIGHT)
+    assert counts["emma"] == NAME_WEIGHT and counts["gift"] == 1 and phrase_counts(q)["emma"] == 1
+    with MemoryManager.open(tmp_path / "m", embedder=HashEmbedder(64), background_embed=False) as mem:
+        mem.recall.append_many([{"content": "Emma loved the scarf."}, {"content": "A gift for a party."}])
+
+        def emma_score(query: str) -> float:
+            return next(h.score for h in mem.search_recall(query, k=2, mode="text") if "Emma" in h.text)
+
+        # The same words, the name capitalised or not: only the name's share grows.
+        assert emma_score("a scarf for Emma") - emma_score("a scarf") == pytest.approx(
+            NAME_WEIGHT * (emma_score("a scarf for emma") - emma_score("a scarf"))
+        )

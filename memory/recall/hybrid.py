@@ -24,7 +24,16 @@ from sqlalchemy.engine import Connection
 
 from memory.db import id_lists
 from memory.errors import ValidationError
-from memory.fusion import RECALL_DEPTH, Candidates, FusionConfig, Ranked, check_mode, pool_groups
+from memory.fusion import (
+    RECALL_DEPTH,
+    RECALL_TEXT_WEIGHT,
+    RECALL_TIME_WEIGHT,
+    Candidates,
+    FusionConfig,
+    Ranked,
+    check_mode,
+    pool_groups,
+)
 from memory.recall.log import RecallLog
 from memory.recall.schema import TABLE
 from memory.text import chunking
@@ -55,7 +64,9 @@ class RecallSearch:
         self.recall = recall
         self.index = index if embed else None
         self.queue = queue
-        self.fusion = fusion or FusionConfig(depth=RECALL_DEPTH, combine="softmax")
+        self.fusion = fusion or FusionConfig(
+            depth=RECALL_DEPTH, combine="softmax", text_weight=RECALL_TEXT_WEIGHT, time_weight=RECALL_TIME_WEIGHT
+        )
         if self.index is not None:
             # A message is embedded sentence by sentence and scored by its best passage
             # (docs/benchmarks.md: turn-level MRR 0.73 -> 0.79 on LongMemEval).
@@ -137,8 +148,9 @@ class RecallSearch:
     ) -> list[SearchHit]:
         """Ranked messages for ``query``; ``mode`` is hybrid, vector or text.
 
-        In hybrid mode a relative time expression in the query ("a week ago") favours
-        messages from that time, counted back from ``now`` (default: the current time).
+        In hybrid mode a relative time expression in the query ("a week ago", "in the past
+        month") favours messages from that time, counted back from ``now`` (default: the
+        current time).
         ``where`` and the keyword filters (``RecallFilter``'s fields) narrow the messages.
         """
         if not isinstance(k, int) or k < 1 or not isinstance(offset, int) or offset < 0:

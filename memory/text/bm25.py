@@ -62,7 +62,7 @@ class Scorer:
     """BM25 of documents for a query's phrases, given the collection's statistics."""
 
     def __init__(
-        self, phrases: Mapping[str, int], df: Mapping[str, float], n_docs: int, avg_len: float
+        self, phrases: Mapping[str, float], df: Mapping[str, float], n_docs: int, avg_len: float
     ) -> None:
         self.n = max(1, n_docs)
         self.avg = avg_len if avg_len > 0 else 1.0

@@ -51,11 +51,13 @@ from memory.text.patterns import compile_pattern, required_literal
 from memory.text.query import Filters, fts5_quote, fts_phrases
 
 __all__ = [
+    "NAME_WEIGHT",
     "RESCORE_DEPTH",
     "FtsSource",
     "bounded_fts_ids",
     "grep_ids",
     "make_snippet",
+    "names",
     "phrase_counts",
     "search_ids",
     "snippet_pattern",
@@ -90,12 +92,36 @@ class FtsSource:
 RESCORE_DEPTH = 50
 
 
-def phrase_counts(query: str) -> Counter[str]:
+# How much more a name in the query counts in the recall re-scoring (``phrase_counts``).
+NAME_WEIGHT = 1.5
+_CAPITALISED = regex.compile(r"\b\p{Lu}[\w'’-]*")
+_SENTENCE_END = regex.compile(r"(?:^|[.!?:]\s*)$")
+_PRONOUN_I = frozenset({"i", "i'm", "i've", "i'd", "i'll", "i’m", "i’ve", "i’d", "i’ll"})
+
+
+def names(query: str) -> set[str]:
+    """Tokens of the query's capitalised words that do not start a sentence (``I`` aside):
+    the names of people, places, products and titles it mentions."""
+    out: set[str] = set()
+    for m in _CAPITALISED.finditer(query):
+        if m.group().lower() in _PRONOUN_I or _SENTENCE_END.search(query[: m.start()]):
+            continue
+        out.update(bm25.tokens(m.group()))
+    return out
+
+
+def phrase_counts(query: str, *, name_weight: float = 1.0) -> Counter[str]:
     """The words the re-scoring counts: the tokens of the query's phrases (``fts_phrases``),
     each as often as it occurs in the query. Bag of words, as plain BM25 scores: ``I'm``
-    selects candidates as a phrase but scores as its two words."""
+    selects candidates as a phrase but scores as its two words. With ``name_weight``, the
+    tokens of ``names`` count that many times more (recall search: ``NAME_WEIGHT``, chosen on
+    held-apart questions, docs/benchmarks.md)."""
     keep = set(fts_phrases(query))
-    return Counter(t for c in query.replace("\x00", " ").split() if c in keep for t in bm25.tokens(c))
+    counts = Counter(t for c in query.replace("\x00", " ").split() if c in keep for t in bm25.tokens(c))
+    if name_weight != 1.0:
+        for t in names(query) & counts.keys():
+            counts[t] *= name_weight  # type: ignore[assignment]
+    return counts
 
 
 def search_ids(
@@ -114,7 +140,7 @@ def search_ids(
     return bounded_fts_ids(
         conn, dialect, fts_phrases(query), source, filters.sql(), filters.params,
         k=k, offset=offset, common_docs=common_docs, max_candidates=max_candidates,
-        score_phrases=phrase_counts(query),
+        score_phrases=phrase_counts(query, name_weight=NAME_WEIGHT),
     )
 
 
@@ -131,7 +157,7 @@ def bounded_fts_ids(
     common_docs: int,
     max_candidates: int,
     score_frequent: bool = False,
-    score_phrases: Mapping[str, int] | None = None,
+    score_phrases: Mapping[str, float] | None = None,
 ) -> list[tuple[int, float]]:
     """``(id, score)`` of the best matches of the OR-ed ``phrases``, best first, at a cost
     bounded as the module docstring says. ``where`` is an ``AND ...`` fragment over
@@ -213,7 +239,7 @@ def bounded_fts_ids(
 def _sqlite_fts_ids(
     conn: Connection, phrases: Sequence[str], source: FtsSource, where: str,
     where_params: Mapping[str, Any], *, k: int, offset: int, common_docs: int,
-    max_candidates: int, score_phrases: Mapping[str, int],
+    max_candidates: int, score_phrases: Mapping[str, float],
 ) -> list[tuple[int, float]]:
     """FTS5 finds the candidates (bounded as the module docstring says); exact BM25 over every
     phrase (``memory.text.bm25``) ranks the best ``RESCORE_DEPTH`` of them."""
@@ -294,9 +320,7 @@ def _sqlite_fts_ids(
 # Words marked in a snippet only when the query has nothing else: "[The] report [is] due"
 # shows noise, not why the message matched.
 _SNIPPET_STOP = frozenset(
-    "a an and are as at be been but by can could did do does for from had has have how i if in into is it"
-    " its me my no not of on or our so than that the their them then there these they this to was we were"
-    " what when where which who whom why will with would you your".split()
+    ["a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "so", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "was", "we", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you", "your"]
 )
 _SNIPPET_SCAN = 2000  # matches looked at when choosing the excerpt
 

@@ -1,0 +1,95 @@
+"""bench/retrieval.py on both formats it reads: LongMemEval records and a LoCoMo-format file
+(the layout of ``locomo10.json``), with the real store and embedding model."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import retrieval
+
+LOCOMO = [{
+    "sample_id": "conv-7",
+    "conversation": {
+        "speaker_a": "Caroline", "speaker_b": "Melanie",
+        "session_1_date_time": "1:56 pm on 8 May, 2023",
+        "session_1": [
+            {"speaker": "Caroline", "dia_id": "D1:1", "text": "I went to a support group yesterday."},
+            {"speaker": "Melanie", "dia_id": "D1:2", "text": "That sounds brave. I painted a sunrise over the lake.",
+             "img_url": ["http://example.invalid/x.jpg"], "blip_caption": "a painting of a sunrise"},
+            {"speaker": "Caroline", "dia_id": "D1:3", "text": "Lovely! I want to be a counselor one day."},
+        ],
+        "session_2_date_time": "10:37 am on 27 June, 2023",
+        "session_2": [
+            {"speaker": "Caroline", "dia_id": "D2:1", "text": "I am researching adoption agencies now."},
+            {"speaker": "Melanie", "dia_id": "D2:2", "text": "My kids loved the camping trip."},
+        ],
+    },
+    "qa": [
+        {"question": "Who painted a sunrise?", "answer": "Melanie", "evidence": ["D1:2"], "category": 4},
+        {"question": "What career and family plans does Caroline have?", "answer": "counseling, adoption",
+         "evidence": ["D1:3; D2:1"], "category": 1},
+        {"question": "What is Caroline's favourite car?", "adversarial_answer": "not mentioned", "category": 5,
+         "evidence": []},
+    ],
+}]  # fmt: skip
+
+
+def test_locomo_file_is_read_as_one_haystack_per_conversation(tmp_path: Path) -> None:
+    path = tmp_path / "locomo.json.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        json.dump(LOCOMO, fh)
+    [h] = retrieval.haystacks(retrieval.load(str(path)))
+    assert [s[0] for s in h.sessions] == ["conv-7:session_1", "conv-7:session_2"]
+    assert h.sessions[1][1].isoformat() == "2023-06-27T10:37:00+00:00"
+    turn = h.sessions[0][2][1]
+    assert turn.content == "Melanie: That sounds brave. I painted a sunrise over the lake. [shares a photo: a painting of a sunrise]"
+    assert (turn.role, turn.unit, turn.indexed) == ("assistant", ("conv-7:session_1", "D1:2"), True)
+    # The question without evidence is skipped; "D1:3; D2:1" is two evidence turns.
+    assert [p.qtype for p in h.probes] == ["locomo-4", "locomo-1"]
+    assert h.probes[1].gold_turns == {("conv-7:session_1", "D1:3"), ("conv-7:session_2", "D2:1")}
+    assert h.probes[1].gold_sessions == {"conv-7:session_1", "conv-7:session_2"}
+    assert h.probes[0].now == h.sessions[1][1]
+
+
+@pytest.fixture(scope="module")
+def embedder():  # type: ignore[no-untyped-def]
+    from memory.vectors.embeddings import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder()
+
+
+@pytest.mark.parametrize("fmt", ["locomo", "longmemeval"])
+def test_run_haystack_scores_every_mode(tmp_path: Path, fmt: str, embedder) -> None:  # type: ignore[no-untyped-def]
+    if fmt == "locomo":
+        h = retrieval.haystacks(LOCOMO)[0]
+    else:
+        [h] = retrieval.haystacks([{
+            "question_id": "q1", "question_type": "single-session-user",
+            "question": "Which city did I move to?", "question_date": "2023/05/01 (Mon) 10:00",
+            "haystack_session_ids": ["s_a", "answer_1"],
+            "haystack_dates": ["2023/03/05 (Sun) 18:30", "2023/01/02 (Mon) 09:00"],
+            "haystack_sessions": [
+                [{"role": "user", "content": "My favourite tea is oolong."}],
+                [{"role": "user", "content": "Hi there, quick question first."},
+                 {"role": "assistant", "content": "Sure."},
+                 {"role": "user", "content": "I finally moved to Lisbon this March.", "has_answer": True}],
+            ],
+            "answer_session_ids": ["answer_1"],
+        }])  # fmt: skip
+        assert [s[0] for s in h.sessions] == ["answer_1", "s_a"]  # date order
+        assert h.probes[0].gold_turns == {("answer_1", 2)}
+    rows = retrieval.run_haystack(h, embedder, tmp_path)
+    assert len(rows) == len(h.probes)
+    for row in rows:
+        for level in ("turn", "session"):
+            assert set(row[level]) == set(retrieval.MODES)
+            assert row[level]["hybrid"]["recall_any@10"] == 1.0  # a handful of turns: all found
+    assert rows[0]["turn"]["text"]["mrr"] == 1.0  # its rare words name the turn
+    table = retrieval.summarise([(r["qtype"], r) for r in rows])
+    assert table["turn"]["overall"]["n"] == len(h.probes)
