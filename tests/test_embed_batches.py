@@ -37,7 +37,7 @@ def _store(path: Path, emb: Recording) -> MemoryManager:
 def test_a_batch_embeds_its_passages_shortest_first_in_slices(tmp_path: Path) -> None:
     emb = Recording()
     with _store(tmp_path / "s", emb) as mem:
-        words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+        words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
         rows = [{"content": ". ".join(" ".join(words[: 3 + (i * j) % 8]) + f" n{i}" for j in range(1 + i % 4)) + "."}
                 for i in range(300)]
         mem.recall.append_many(rows)
