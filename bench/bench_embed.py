@@ -3,7 +3,8 @@
 Usage::
 
     .venv/bin/python bench/bench_embed.py cold [--runs 11] [--messages 5000] [--chunks 2000] [--old DIR]
-    .venv/bin/python bench/bench_embed.py throughput [--chunks 1000] [--turns 2000] [--rounds 2]
+    .venv/bin/python bench/bench_embed.py throughput [--chunks 1000] [--turns 2000] [--encoders fp32,int8]
+        [--scale 10000,100000] [--threads 1] [--old DIR]
 
 ``cold``: builds a store (``--messages`` recall messages, ``--chunks`` archival chunks, all
 embedded; the vectors are written by a hash embedder under the real model's name, which
@@ -12,15 +13,20 @@ process ``--runs`` times, alternating commands so machine load hits them alike: 
 pass``, bare sentence-transformers load + encode of one query, ``rlmem search`` in text,
 vector and hybrid mode, and the same three with the code of ``--old`` (a checkout of the code
 before this change; default: a ``git worktree`` of ``main``'s merge base, made in a
-temporary directory). Prints p50/p95 and the ratio to ``python -c pass``.
+temporary directory). Prints p50/p95 and the ratio to ``python -c pass``. The timed commands
+run without ``PYTHONDONTWRITEBYTECODE`` (with it, every start compiles every module again).
 
 ``throughput``: ``--chunks`` archival chunks (256-token chunks cut from the LongMemEval dev
-haystacks, real text) and ``--turns`` user turns of the same haystacks split into recall
-passages, embedded by bare ``SentenceTransformer.encode`` (batch 64, 1 thread) and by each
-ONNX encoder (1 thread), alternating ``--rounds`` times; items per second and the ratio to
-bare encode. Then a full ``ArchivalStore.ingest`` of the chunks (SQL, ONNX, Chroma) against
-the bare encode of the same chunks. Larger sizes: the rate is flat in the size (batches are
-independent), so 10K and 100K are extrapolated from the measured sample, and said so.
+haystacks, real text) and ``--turns`` user turns of the same haystacks. Bare
+``SentenceTransformer.encode`` (batch 64) embeds the chunks, and the turns' recall passages,
+before and after the store runs (their mean is the baseline); each store run is a fresh
+process doing the whole path, with this code and with ``--old``, for each of ``--encoders``:
+``ArchivalStore.ingest`` of a file of the chunks (chunking, SQL, queue, the encoder, Chroma),
+and ``embed_pending`` of the turns appended as recall messages. ``--threads`` applies to all.
+Chunks per second (passages per second for recall) and the ratio to bare encode, one run.
+``--scale``: the store path alone (a hash encoder under the model's name) at larger sizes, to
+extrapolate them: embedding is the measured rate times the count, plus that cost; printed as
+such, not measured with the model.
 """
 
 from __future__ import annotations
@@ -120,7 +126,12 @@ def cold(args: argparse.Namespace) -> None:
     _build_store(store, args.messages, args.chunks)
     old, old_tmp = _old_tree(args.old)
     py = sys.executable
-    new_env = {**os.environ, "PYTHONPATH": str(ROOT), "RLMEM_STORE": str(store)}
+    # Without .pyc files every cold start compiles its modules again: PYTHONDONTWRITEBYTECODE
+    # (set in some sandboxes) would measure the compiler, not a user's shell.
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if "PYTHONDONTWRITEBYTECODE" in os.environ:
+        print("(PYTHONDONTWRITEBYTECODE unset for the timed commands)")
+    new_env = {**clean, "PYTHONPATH": str(ROOT), "RLMEM_STORE": str(store)}
     old_env = {**new_env, "PYTHONPATH": str(old)}
     q = "what did I say about my new job and the commute?"
     bare = ("from sentence_transformers import SentenceTransformer as S; import torch; torch.set_num_threads(1); "
@@ -165,7 +176,7 @@ import sys, time, json
 from pathlib import Path
 from memory.manager import MemoryManager
 from memory.vectors.onnx import OnnxEmbedder
-enc = OnnxEmbedder(threads=1, quantize=sys.argv[3] == "int8")
+enc = OnnxEmbedder(threads=int(sys.argv[4]), quantize=sys.argv[3] == "int8")
 enc.embed(["warm up"] * 8)  # the graph made and loaded before the clock starts, in both codes
 mem = MemoryManager.open(Path(sys.argv[2]), embedder=enc, background_embed=False)
 t0 = time.perf_counter()
@@ -179,7 +190,7 @@ import sys, time, json
 from pathlib import Path
 from memory.manager import MemoryManager
 from memory.vectors.onnx import OnnxEmbedder
-enc = OnnxEmbedder(threads=1, quantize=sys.argv[3] == "int8")
+enc = OnnxEmbedder(threads=int(sys.argv[4]), quantize=sys.argv[3] == "int8")
 enc.embed(["warm up"] * 8)
 rows = json.loads(Path(sys.argv[1]).read_text())
 mem = MemoryManager.open(Path(sys.argv[2]), embedder=enc, background_embed=False)
@@ -195,6 +206,7 @@ mem.close()
 def _child(code: str, tree: Path, *argv: str) -> tuple[int, float]:
     """Run ``code`` with the package of ``tree`` in a fresh process; its (items, seconds)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "ANONYMIZED_TELEMETRY": "False", "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     out = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{tree}: {out.stderr[-2000:]}")
@@ -205,7 +217,7 @@ def _child(code: str, tree: Path, *argv: str) -> tuple[int, float]:
 def throughput(args: argparse.Namespace) -> None:
     """Bare ``SentenceTransformer.encode`` against the whole store path (chunking, SQL, queue,
     the ONNX encoder, Chroma) of this code and of ``--old``, for archival ingest and recall
-    embedding, each in a fresh process, one thread each, the same texts, one run."""
+    embedding, each in a fresh process, the same threads, the same texts, one run."""
     from memory.text.chunking import chunk_text, passages
     from memory.vectors.embeddings import SentenceTransformerEmbedder
 
@@ -214,12 +226,13 @@ def throughput(args: argparse.Namespace) -> None:
     chunks = [c.text for c in chunk_text(body, chunk_tokens=256, overlap=32) if c.text][: args.chunks]
     turns = texts[: args.turns]
     pieces = [p for t in turns for p in passages(t)]
-    st = SentenceTransformerEmbedder(threads=1, batch_size=64)
+    st = SentenceTransformerEmbedder(threads=args.threads, batch_size=64)
     bare = lambda xs: st.model.encode(xs, batch_size=64, normalize_embeddings=True, show_progress_bar=False)  # noqa: E731
     bare(["warm up"])
     old, old_tmp = _old_tree(args.old)
     encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
-    print(f"cpu count {os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}; old code: {old}; one thread each")
+    print(f"cpu count {os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}; old code: {old}; "
+          f"{args.threads} thread(s) each")
     with tempfile.TemporaryDirectory(prefix="rlmem-tp-") as tmp:
         doc = Path(tmp) / "doc.md"
         doc.write_text("\n\n".join(chunks), encoding="utf-8")
@@ -233,7 +246,8 @@ def throughput(args: argparse.Namespace) -> None:
             b0 = _rate(bare, items)
             for enc in encoders:
                 for who, tree in (("new", ROOT), ("old", old)):
-                    n, secs = _child(code, tree, str(src), str(Path(tmp) / f"{label[:3]}-{who}-{enc}"), enc)
+                    n, secs = _child(code, tree, str(src), str(Path(tmp) / f"{label[:3]}-{who}-{enc}"), enc,
+                                     str(args.threads))
                     per = n / secs if unit == "chunks" else len(items) / secs  # recall: n counts messages
                     results[f"{enc} {who} ({n} items)"] = per
             b1 = _rate(bare, items)
@@ -284,6 +298,7 @@ def main() -> None:
     t.add_argument("--encoders", default="fp32,int8", help="fp32, int8 (needs the onnx package once)")
     t.add_argument("--scale", default="10000", help="chunk counts for the store path without the model")
     t.add_argument("--old", default=None, help="a checkout of the code before this change")
+    t.add_argument("--threads", type=int, default=1, help="threads of bare encode and of the encoders alike")
     args = ap.parse_args()
     cold(args) if args.what == "cold" else throughput(args)
 
