@@ -89,3 +89,26 @@ def test_a_batch_spans_several_slices(tmp_path: Path) -> None:
     # A fast encoder: after the first small batch, batches are as large as allowed (256),
     # not one model call's worth.
     assert sizes[0] == 16 and max(sizes) == 256 and len(sizes) <= 12
+
+
+class Other(HashEmbedder):
+    """Other vectors under another name: a change of encoder."""
+
+    @property
+    def name(self) -> str:
+        return "hash:other"
+
+
+def test_ingest_after_a_change_of_encoder_re_embeds_the_old_chunks_with_progress(tmp_path: Path) -> None:
+    with MemoryManager.open(tmp_path / "s", embedder=HashEmbedder(64), background_embed=False) as mem:
+        mem.archival.insert_many([f"old chunk {i} about zebras" for i in range(40)])
+        mem.embed_pending()
+    doc = tmp_path / "new.md"
+    doc.write_text("A new note about the vault and its key.\n", encoding="utf-8")
+    seen: list[tuple[int, int]] = []
+    with MemoryManager.open(tmp_path / "s", embedder=Other(64), background_embed=False) as mem:
+        assert mem.queue.stale("archival") == 40
+        mem.archival.ingest(doc, progress=lambda d, t: seen.append((d, t)))
+        assert mem.queue.stale("archival") == 0 and mem.queue.pending("archival") == 0
+        assert seen[-1] == (41, 41)  # the progress counts the old chunks too
+        assert mem.search_archival("zebras", k=3, mode="vector")
