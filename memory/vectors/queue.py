@@ -399,8 +399,8 @@ class EmbeddingQueue:
             # An item is written only whole: one with a passage left unembedded stays queued.
             fresh = {i: np.stack(vs) if src.split else vs[0] for i, vs in parts.items()
                      if all(v is not None for v in vs)}
-            if len(fresh) < len(todo):
-                left = {i for i, _ in todo if i not in fresh}
+            left = {i for i, vs in parts.items() if any(v is None for v in vs)}
+            if left:
                 items = [it for it in items if it[0] not in left]
                 seqs = {i: s for i, s in seqs.items() if i not in left}
         if have and src.split:
