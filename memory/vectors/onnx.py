@@ -41,7 +41,8 @@ import numpy as np
 
 from memory.errors import ConfigError
 from memory.vectors.embeddings import _check_texts, default_model_path
-from memory.vectors.onnx_graphs import export_onnx, optimized_graph, pad, quantize, session
+from memory.vectors.onnx_graphs import export_onnx, optimized_graph, pooled, quantize, session
+from memory.vectors.onnx_graphs import tokenizer as load_tokenizer
 
 __all__ = ["OnnxEmbedder", "export_onnx", "int8_graph", "onnx_available", "onnx_cache_dir", "optimized_graph"]
 
@@ -76,15 +77,6 @@ def _cache_key(model_path: Path) -> str:
     st = w.stat()
     raw = f"{_EXPORT_VERSION}|{w.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     return f"{model_path.name}-{hashlib.sha256(raw.encode()).hexdigest()[:16]}"
-
-
-def _max_seq_length(model_path: Path) -> int:
-    cfg = model_path / "sentence_bert_config.json"
-    if cfg.is_file():
-        n = json.loads(cfg.read_text()).get("max_seq_length")
-        if isinstance(n, int) and n > 0:
-            return n
-    return 256
 
 
 def int8_graph(fp32: OnnxEmbedder) -> Path:
@@ -162,12 +154,7 @@ class OnnxEmbedder:
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            from tokenizers import Tokenizer
-
-            tok = Tokenizer.from_file(str(self.model_path / "tokenizer.json"))
-            tok.enable_truncation(max_length=_max_seq_length(self.model_path))
-            tok.no_padding()
-            self._tokenizer = tok
+            self._tokenizer = load_tokenizer(self.model_path)
         return self._tokenizer
 
     def _ensure_graph(self) -> Path:
@@ -250,18 +237,9 @@ class OnnxEmbedder:
 
     def embed_array(self, texts: Sequence[str]) -> Any:
         """The vectors as one ``(len(texts), dim)`` float32 array."""
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
         sess = self._open(quick=len(texts) <= QUERY_TEXTS)
         if sess is None:
             return np.asarray(self._fallback.embed(list(texts)), dtype=np.float32)
-        encs = self.tokenizer.encode_batch([t[: self.max_chars] for t in texts])
-        order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
-        out = np.empty((len(encs), self.dim), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            part = order[start : start + self.batch_size]
-            feeds = pad([encs[i].ids for i in part])
-            hidden = sess.run(None, feeds)[0]
-            m = feeds["attention_mask"][..., None].astype(np.float32)
-            vec = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
-            vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
-            out[part] = vec
-        return out
+        return pooled(sess, self.tokenizer, [t[: self.max_chars] for t in texts], self.batch_size)

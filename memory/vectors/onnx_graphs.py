@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -35,7 +36,7 @@ import numpy as np
 
 from memory.errors import ConfigError
 
-__all__ = ["export_onnx", "optimized_graph", "pad", "quantize", "session"]
+__all__ = ["export_onnx", "optimized_graph", "pad", "pooled", "quantize", "session", "tokenizer"]
 
 log = logging.getLogger(__name__)
 SAMPLE = [
@@ -133,13 +134,46 @@ def _without_onnx_package() -> Any:
 def _check_export(graph: Path, model_path: Path) -> None:
     """The graph's vectors against sentence-transformers' own, for the same sample."""
     from memory.vectors.embeddings import SentenceTransformerEmbedder
-    from memory.vectors.onnx import OnnxEmbedder
 
-    got = np.asarray(OnnxEmbedder(model_path, graph=graph).embed(SAMPLE))
+    got = pooled(session(graph, None, ["CPUExecutionProvider"]), tokenizer(model_path), SAMPLE, 32)
     want = np.asarray(SentenceTransformerEmbedder(model_path, threads=None).embed(SAMPLE))
     cos = (got * want).sum(1)
     if float(cos.min()) < 0.9999:
         raise ConfigError(f"the ONNX export of {model_path} disagrees with the model (cosine {cos.min():.5f})")
+
+
+def tokenizer(model_path: Path) -> Any:
+    """The model's fast tokenizer, truncating at its ``max_seq_length``, without padding."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+    n = 256
+    cfg = model_path / "sentence_bert_config.json"
+    if cfg.is_file():
+        got = json.loads(cfg.read_text()).get("max_seq_length")
+        n = got if isinstance(got, int) and got > 0 else n
+    tok.enable_truncation(max_length=n)
+    tok.no_padding()
+    return tok
+
+
+def pooled(sess: Any, tok: Any, texts: Sequence[str], batch_size: int) -> Any:
+    """Mean-pooled, normalised vectors of ``texts`` as one float32 array, in batches sorted by
+    token length (short texts are not padded to the length of long ones)."""
+    encs = tok.encode_batch(list(texts))
+    order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
+    out: Any = None
+    for start in range(0, len(order), batch_size):
+        part = order[start : start + batch_size]
+        feeds = pad([encs[i].ids for i in part])
+        hidden = sess.run(None, feeds)[0]
+        m = feeds["attention_mask"][..., None].astype(np.float32)
+        vec = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+        vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+        if out is None:
+            out = np.empty((len(encs), vec.shape[1]), dtype=np.float32)
+        out[part] = vec
+    return out
 
 
 def quantize(fp32: Path, out: Path) -> None:
