@@ -3,7 +3,8 @@
 Usage::
 
     .venv/bin/python bench/bench_embed.py cold [--runs 11] [--messages 5000] [--chunks 2000] [--old DIR]
-    .venv/bin/python bench/bench_embed.py throughput [--chunks 1000] [--turns 2000] [--rounds 2]
+    .venv/bin/python bench/bench_embed.py throughput [--chunks 1000] [--turns 2000] [--encoders fp32,int8]
+        [--scale 10000,100000] [--threads 1] [--old DIR]
 
 ``cold``: builds a store (``--messages`` recall messages, ``--chunks`` archival chunks, all
 embedded; the vectors are written by a hash embedder under the real model's name, which
@@ -12,15 +13,20 @@ process ``--runs`` times, alternating commands so machine load hits them alike: 
 pass``, bare sentence-transformers load + encode of one query, ``rlmem search`` in text,
 vector and hybrid mode, and the same three with the code of ``--old`` (a checkout of the code
 before this change; default: a ``git worktree`` of ``main``'s merge base, made in a
-temporary directory). Prints p50/p95 and the ratio to ``python -c pass``.
+temporary directory). Prints p50/p95 and the ratio to ``python -c pass``. The timed commands
+run without ``PYTHONDONTWRITEBYTECODE`` (with it, every start compiles every module again).
 
 ``throughput``: ``--chunks`` archival chunks (256-token chunks cut from the LongMemEval dev
-haystacks, real text) and ``--turns`` user turns of the same haystacks split into recall
-passages, embedded by bare ``SentenceTransformer.encode`` (batch 64, 1 thread) and by each
-ONNX encoder (1 thread), alternating ``--rounds`` times; items per second and the ratio to
-bare encode. Then a full ``ArchivalStore.ingest`` of the chunks (SQL, ONNX, Chroma) against
-the bare encode of the same chunks. Larger sizes: the rate is flat in the size (batches are
-independent), so 10K and 100K are extrapolated from the measured sample, and said so.
+haystacks, real text) and ``--turns`` user turns of the same haystacks. Bare
+``SentenceTransformer.encode`` (batch 64) embeds the chunks, and the turns' recall passages,
+before and after the store runs (their mean is the baseline); each store run is a fresh
+process doing the whole path, with this code and with ``--old``, for each of ``--encoders``:
+``ArchivalStore.ingest`` of a file of the chunks (chunking, SQL, queue, the encoder, Chroma),
+and ``embed_pending`` of the turns appended as recall messages. ``--threads`` applies to all.
+Chunks per second (passages per second for recall) and the ratio to bare encode, one run.
+``--scale``: the store path alone (a hash encoder under the model's name) at larger sizes, to
+extrapolate them: embedding is the measured rate times the count, plus that cost; printed as
+such, not measured with the model.
 """
 
 from __future__ import annotations
@@ -120,7 +126,12 @@ def cold(args: argparse.Namespace) -> None:
     _build_store(store, args.messages, args.chunks)
     old, old_tmp = _old_tree(args.old)
     py = sys.executable
-    new_env = {**os.environ, "PYTHONPATH": str(ROOT), "RLMEM_STORE": str(store)}
+    # Without .pyc files every cold start compiles its modules again: PYTHONDONTWRITEBYTECODE
+    # (set in some sandboxes) would measure the compiler, not a user's shell.
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if "PYTHONDONTWRITEBYTECODE" in os.environ:
+        print("(PYTHONDONTWRITEBYTECODE unset for the timed commands)")
+    new_env = {**clean, "PYTHONPATH": str(ROOT), "RLMEM_STORE": str(store)}
     old_env = {**new_env, "PYTHONPATH": str(old)}
     q = "what did I say about my new job and the commute?"
     bare = ("from sentence_transformers import SentenceTransformer as S; import torch; torch.set_num_threads(1); "
@@ -160,57 +171,116 @@ def _rate(fn: Any, texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - t0)
 
 
+_INGEST = """
+import sys, time, json
+from pathlib import Path
+from memory.manager import MemoryManager
+from memory.vectors.onnx import OnnxEmbedder
+enc = OnnxEmbedder(threads=int(sys.argv[4]), quantize=sys.argv[3] == "int8")
+enc.embed(["warm up"] * 8)  # the graph made and loaded before the clock starts, in both codes
+mem = MemoryManager.open(Path(sys.argv[2]), embedder=enc, background_embed=False)
+t0 = time.perf_counter()
+s = mem.archival.ingest(Path(sys.argv[1]), progress=False)
+print(json.dumps([s.chunks, time.perf_counter() - t0]))
+mem.close()
+"""
+
+_RECALL = """
+import sys, time, json
+from pathlib import Path
+from memory.manager import MemoryManager
+from memory.vectors.onnx import OnnxEmbedder
+enc = OnnxEmbedder(threads=int(sys.argv[4]), quantize=sys.argv[3] == "int8")
+enc.embed(["warm up"] * 8)
+rows = json.loads(Path(sys.argv[1]).read_text())
+mem = MemoryManager.open(Path(sys.argv[2]), embedder=enc, background_embed=False)
+for i in range(0, len(rows), 2000):
+    mem.recall.append_many(rows[i : i + 2000])
+t0 = time.perf_counter()
+n = mem.embed_pending(tiers=["recall"])
+print(json.dumps([n, time.perf_counter() - t0]))
+mem.close()
+"""
+
+
+def _child(code: str, tree: Path, *argv: str) -> tuple[int, float]:
+    """Run ``code`` with the package of ``tree`` in a fresh process; its (items, seconds)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "ANONYMIZED_TELEMETRY": "False", "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    out = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{tree}: {out.stderr[-2000:]}")
+    n, secs = json.loads(out.stdout.strip().splitlines()[-1])
+    return int(n), float(secs)
+
+
 def throughput(args: argparse.Namespace) -> None:
+    """Bare ``SentenceTransformer.encode`` against the whole store path (chunking, SQL, queue,
+    the ONNX encoder, Chroma) of this code and of ``--old``, for archival ingest and recall
+    embedding, each in a fresh process, the same threads, the same texts, one run."""
     from memory.text.chunking import chunk_text, passages
     from memory.vectors.embeddings import SentenceTransformerEmbedder
-    from memory.vectors.onnx import OnnxEmbedder
 
     texts = _haystack_texts()
     body = "\n\n".join(texts[: args.chunks * 6])
     chunks = [c.text for c in chunk_text(body, chunk_tokens=256, overlap=32) if c.text][: args.chunks]
-    turns = [p for t in texts[: args.turns] for p in passages(t)]
-    st = SentenceTransformerEmbedder(threads=1, batch_size=64)
-    encoders: dict[str, Any] = {"bare SentenceTransformer.encode": lambda xs: st.model.encode(
-        xs, batch_size=64, normalize_embeddings=True, show_progress_bar=False)}
-    onnx = OnnxEmbedder(threads=1)
-    encoders["onnx fp32 (length-sorted batches of 32)"] = onnx.embed_array
-    for b in (8, 64):
-        e = OnnxEmbedder(threads=1, batch_size=b)
-        encoders[f"onnx fp32 (batches of {b})"] = e.embed_array
-    try:
-        from memory.vectors.onnx import int8_graph
-
-        i8 = OnnxEmbedder(threads=1, graph=int8_graph(onnx))
-        encoders["onnx int8 (dynamic, per channel)"] = i8.embed_array
-    except Exception as exc:  # needs the onnx package
-        print(f"(int8 not measured: {exc})")
-    for fn in encoders.values():
-        fn(["warm up"])
-    for label, items in (("archival chunks (256 tokens)", chunks), ("recall passages", turns)):
-        rates: dict[str, list[float]] = {k: [] for k in encoders}
-        for _ in range(args.rounds):
-            for k, fn in encoders.items():
-                rates[k].append(_rate(fn, items))
-        base = statistics.median(rates["bare SentenceTransformer.encode"])
-        print(f"\n{label}: {len(items)} texts, {args.rounds} rounds, load avg {os.getloadavg()[0]:.2f}")
-        for k, rs in rates.items():
-            r = statistics.median(rs)
-            print(f"  {k:42} {r:8.1f}/s  {r / base:5.2f}x   10K: {1e4 / r / 60:6.1f} min  100K: {1e5 / r / 60:6.1f} min")
-    # The whole ingest path (chunking, SQL, ONNX, Chroma) against bare encode of its chunks.
-    with tempfile.TemporaryDirectory(prefix="rlmem-ingest-") as tmp:
-        from memory.manager import MemoryManager
-
+    turns = texts[: args.turns]
+    pieces = [p for t in turns for p in passages(t)]
+    st = SentenceTransformerEmbedder(threads=args.threads, batch_size=64)
+    bare = lambda xs: st.model.encode(xs, batch_size=64, normalize_embeddings=True, show_progress_bar=False)  # noqa: E731
+    bare(["warm up"])
+    old, old_tmp = _old_tree(args.old)
+    encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
+    print(f"cpu count {os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}; old code: {old}; "
+          f"{args.threads} thread(s) each")
+    with tempfile.TemporaryDirectory(prefix="rlmem-tp-") as tmp:
         doc = Path(tmp) / "doc.md"
         doc.write_text("\n\n".join(chunks), encoding="utf-8")
-        mem = MemoryManager.open(Path(tmp) / "s", embedder=onnx, background_embed=False)
+        rows = Path(tmp) / "rows.json"
+        rows.write_text(json.dumps([{"content": t, "session_id": f"s{i // 20}"} for i, t in enumerate(turns)]))
+        for label, items, code, src, unit in (
+            ("archival ingest", chunks, _INGEST, doc, "chunks"),
+            ("recall embedding", pieces, _RECALL, rows, "passages"),
+        ):
+            results: dict[str, float] = {}
+            b0 = _rate(bare, items)
+            for enc in encoders:
+                for who, tree in (("new", ROOT), ("old", old)):
+                    n, secs = _child(code, tree, str(src), str(Path(tmp) / f"{label[:3]}-{who}-{enc}"), enc,
+                                     str(args.threads))
+                    per = n / secs if unit == "chunks" else len(items) / secs  # recall: n counts messages
+                    results[f"{enc} {who} ({n} items)"] = per
+            b1 = _rate(bare, items)
+            base = (b0 + b1) / 2  # bare measured before and after the store runs
+            print(f"\n{label}: {len(items)} {unit}" + (f" of {len(turns)} user turns" if unit == "passages" else "")
+                  + f"; load avg {os.getloadavg()[0]:.2f}")
+            print(f"  {'bare SentenceTransformer.encode':34} {base:8.1f} {unit}/s  1.00x  (before {b0:.1f}, after {b1:.1f})")
+            for k, r in results.items():
+                print(f"  {k:34} {r:8.1f} {unit}/s  {r / base:5.2f}x")
+        if args.scale:
+            _scale(args, chunks, Path(tmp))
+    if old_tmp is not None:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
+        old_tmp.cleanup()
+
+
+def _scale(args: argparse.Namespace, chunks: list[str], tmp: Path) -> None:
+    """The store path's own cost (chunking, SQL, queue, Chroma) at larger sizes, with a hash
+    encoder under the model's name: what embedding at the measured rate adds to it is
+    extrapolated, not measured."""
+    from memory.manager import MemoryManager
+    from memory.vectors.onnx import OnnxEmbedder
+
+    print("\nstore path without the model (hash vectors), to extrapolate larger ingests:")
+    for n in (int(x) for x in args.scale.split(",")):
+        doc = tmp / f"scale-{n}.md"
+        doc.write_text("\n\n".join(f"{chunks[i % len(chunks)]} (copy {i})" for i in range(n)), encoding="utf-8")
+        mem = MemoryManager.open(tmp / f"scale-{n}", embedder=_Named(OnnxEmbedder().name), background_embed=False)
         t0 = time.perf_counter()
-        summary = mem.archival.ingest(doc, progress=False)
-        ingest_s = time.perf_counter() - t0
+        s = mem.archival.ingest(doc, progress=False)
+        secs = time.perf_counter() - t0
         mem.close()
-        bare = _rate(encoders["bare SentenceTransformer.encode"], [c for c in chunks[: summary.chunks]])
-        r = summary.chunks / ingest_s
-        print(f"\nrlmem ingest (onnx fp32, SQL + Chroma): {summary.chunks} chunks, {r:.1f}/s; bare encode of "
-              f"the same chunks {bare:.1f}/s: {r / bare:.2f}x")
+        print(f"  {s.chunks} chunks: {secs:.1f} s, {1e3 * secs / max(s.chunks, 1):.2f} ms a chunk")
 
 
 def main() -> None:
@@ -225,7 +295,10 @@ def main() -> None:
     t = sub.add_parser("throughput")
     t.add_argument("--chunks", type=int, default=1000)
     t.add_argument("--turns", type=int, default=2000)
-    t.add_argument("--rounds", type=int, default=2)
+    t.add_argument("--encoders", default="fp32,int8", help="fp32, int8 (needs the onnx package once)")
+    t.add_argument("--scale", default="10000", help="chunk counts for the store path without the model")
+    t.add_argument("--old", default=None, help="a checkout of the code before this change")
+    t.add_argument("--threads", type=int, default=1, help="threads of bare encode and of the encoders alike")
     args = ap.parse_args()
     cold(args) if args.what == "cold" else throughput(args)
 

@@ -311,3 +311,39 @@ def test_a_cold_hybrid_search_imports_neither_torch_nor_chromadb(tmp_path: Path)
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "0 the deploy key lives in vault zebra []", out.stderr
+
+
+def test_the_optimised_graph_is_saved_once_checked_and_remade_when_its_source_changes(
+    both: tuple[OnnxEmbedder, SentenceTransformerEmbedder], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    from memory.vectors.onnx_graphs import optimized_graph
+
+    onnx, _ = both
+    onnx.load()
+    emb = OnnxEmbedder(cache_dir=tmp_path)
+    emb.graph_path.parent.mkdir(parents=True)
+    shutil.copy(onnx.graph_path, emb.graph_path)  # no export needed
+    small, many = SAMPLE[:2], SAMPLE[:12]
+    a = np.asarray(emb.embed(small))
+    assert emb._quick is not None and emb._session is None  # a query: the quick session only
+    b = np.asarray(emb.embed(many))
+    assert emb._session is not None and emb._quick is None  # batches: the prepacked one from then on
+    opt = optimized_graph(emb.graph_path)
+    assert emb._run == (opt, True) and opt.with_name("model.onnx.data").is_file()
+    want = np.asarray(onnx.embed(many))  # the graph loaded the ordinary way (not this cache)
+    assert float((b * want).sum(1).min()) > 0.99999 and float((a * want[:2]).sum(1).min()) > 0.99999
+    made = opt.stat().st_mtime_ns
+    assert optimized_graph(emb.graph_path) == opt and opt.stat().st_mtime_ns == made  # made once
+    assert not [p for p in opt.parent.parent.iterdir() if p.name.startswith(".opt-")]  # no leftovers
+    os.utime(emb.graph_path, ns=(made + 10**9, made + 10**9))  # the source changed: made again
+    assert optimized_graph(emb.graph_path) != opt
+    # A damaged saved graph is not used: the plain graph is, with a warning.
+    again = OnnxEmbedder(cache_dir=tmp_path)
+    data = optimized_graph(again.graph_path).with_name("model.onnx.data")
+    data.write_bytes(data.read_bytes()[:1000])
+    with caplog.at_level(logging.WARNING):
+        c = np.asarray(again.embed(small))
+    assert "does not load" in caplog.text and again._run == (again.graph_path, False)
+    assert float((c * want[:2]).sum(1).min()) > 0.99999

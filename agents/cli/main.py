@@ -88,6 +88,15 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked for (reading the package metadata costs every
+    command tens of milliseconds otherwise)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        sys.stdout.write(f"rlmem {_version()}\n")
+        parser.exit()
+
+
 def _command_word(argv: Sequence[str]) -> str | None:
     """The first word of ``argv`` that is neither an option nor ``--store``'s value."""
     skip = False
@@ -117,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rlmem", description="Hybrid memory for long-lived LLM agents.", epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter, parents=[_common(False)],
     )  # fmt: skip
-    parser.add_argument("--version", action="version", version=f"rlmem {_version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def cmd(name: str, help: str, **kw: Any) -> argparse.ArgumentParser:

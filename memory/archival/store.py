@@ -230,6 +230,8 @@ class ArchivalStore:
         return IngestSummary(n_files, n_chunks, skipped, dups, time.perf_counter() - t0, tuple(problems))
 
     def _embed_with_progress(self, progress: bool | Progress, stop: threading.Event | None) -> None:
+        if TIER in self.queue.sources:  # chunks another encoder embedded: with the new ones
+            self.queue.enqueue_stale(TIER)
         if not callable(progress):
             bar: Any = None
             if progress:

@@ -39,7 +39,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import filelock
 import numpy as np
 
 from memory.db import disk_full_message, is_disk_full
@@ -208,6 +207,8 @@ class VectorIndex:
             self.lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # filelock takes flock(2) on POSIX (the lock dies with its process) and the
             # Windows equivalent elsewhere.
+            import filelock
+
             with filelock.FileLock(self.lock_path):
                 yield
 

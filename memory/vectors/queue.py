@@ -28,9 +28,14 @@ Rules this module keeps:
   process then never imports chromadb to search. Filtered queries, bigger tiers, stores with
   vectors older than the copies, and a process that has Chroma open or has spent about as
   long on exact queries as opening Chroma costs (``VectorIndex.query``) ask Chroma.
-* Draining goes a batch at a time, and a batch is sized to take about ``batch_s`` seconds
-  at the rate measured so far, so a stop request (``stop``) is honoured within about that
-  long; ``progress(done, total)`` is called after every batch.
+* Draining goes a batch at a time (one read, one Chroma upsert, one write), a batch sized to
+  take about ``TXN_SLICES`` times ``batch_s`` seconds at the rate measured so far, so the
+  fixed cost of a batch is spread over many texts; ``progress(done, total)`` follows every
+  batch. Inside a batch the texts (an item's passages) are embedded shortest first, in
+  slices of about ``batch_s`` seconds of work (sized by characters, at the measured rate),
+  so each model call pads its texts to a similar length. ``stop`` is looked at between
+  slices: a stop request is honoured within about ``batch_s``, the items whose every text
+  is embedded are written, the rest stay queued.
 """
 
 from __future__ import annotations
@@ -48,7 +53,10 @@ from sqlalchemy.engine import Connection
 from memory.db import Database, Migration, id_lists
 from memory.vectors.index import Meta, VectorIndex
 
-__all__ = ["COPY_DTYPE", "EXACT_MAX", "MIGRATIONS", "QUEUE_TABLE", "VECTORS_TABLE", "EmbeddingQueue", "Progress", "QueueSource", "where_sql"]
+__all__ = [
+    "COPY_DTYPE", "EXACT_MAX", "MIGRATIONS", "QUEUE_TABLE", "TXN_SLICES", "VECTORS_TABLE", "EmbeddingQueue", "Progress",
+    "QueueSource", "where_sql",
+]
 
 QUEUE_TABLE = "rlmem_embed_queue"
 VECTORS_TABLE = "rlmem_vectors"
@@ -56,6 +64,8 @@ Progress = Callable[[int, int], None]
 # Up to this many items per tier, an unfiltered vector query is answered exactly from the SQL
 # copies (a matrix product), which is faster than opening Chroma in a fresh process.
 EXACT_MAX = 50_000
+# A batch (one transaction) holds about this many slices of ``batch_s`` seconds of embedding.
+TXN_SLICES = 4
 
 
 def _v1_queue(conn: Connection, dialect: str) -> None:
@@ -139,6 +149,8 @@ class EmbeddingQueue:
         # One drainer at a time per process, so the worker and embed_pending() never embed
         # the same rows twice.
         self._drain_lock = threading.Lock()
+        # The embedder's measured speed, which sizes the slices; a first guess until then.
+        self._chars_per_s = 4000.0
 
     def register(self, tier: str, source: QueueSource) -> None:
         self.sources[tier] = source
@@ -380,12 +392,15 @@ class EmbeddingQueue:
                 out.update(int(r[0]) for r in rows)
         return out
 
-    def drain_batch(self, tier: str, batch: int) -> int:
-        """Embed and upsert up to ``batch`` queued items of ``tier``; returns how many."""
+    def drain_batch(self, tier: str, batch: int, *, stop: threading.Event | None = None,
+                    slice_s: float = 1.0) -> int:
+        """Embed and upsert up to ``batch`` queued items of ``tier``; returns how many were
+        done (fewer when ``stop`` was set meanwhile: see the module notes)."""
         with self._drain_lock:
-            return self._drain_batch(tier, batch)
+            return self._drain_batch(tier, batch, stop, slice_s)
 
-    def _drain_batch(self, tier: str, batch: int) -> int:
+    def _drain_batch(self, tier: str, batch: int, stop: threading.Event | None = None,
+                     slice_s: float = 1.0) -> int:
         src = self.sources[tier]
         embedder = src.index.embedder
         model = src.model
@@ -407,10 +422,17 @@ class EmbeddingQueue:
         fresh: dict[int, Any] = {}
         if todo:
             pieces = [(i, p) for i, t in todo for p in src.pieces(t)]
-            made = np.asarray(embedder.embed([p for _, p in pieces]), dtype=np.float32)
+            made = self._embed(embedder, [p for _, p in pieces], stop, slice_s)
+            parts: dict[int, list[Any]] = {}
             for (i, _), v in zip(pieces, made, strict=True):
-                fresh.setdefault(i, []).append(v)
-            fresh = {i: np.stack(vs) if src.split else vs[0] for i, vs in fresh.items()}
+                parts.setdefault(i, []).append(v)
+            # An item is written only whole: one with a passage left unembedded stays queued.
+            fresh = {i: np.stack(vs) if src.split else vs[0] for i, vs in parts.items()
+                     if all(v is not None for v in vs)}
+            left = {i for i, vs in parts.items() if any(v is None for v in vs)}
+            if left:
+                items = [it for it in items if it[0] not in left]
+                seqs = {i: s for i, s in seqs.items() if i not in left}
         if have and src.split:
             dim = embedder.dim
             have = {i: v.reshape(-1, dim) for i, v in have.items()}
@@ -437,11 +459,34 @@ class EmbeddingQueue:
                         for i, v in fresh.items()
                     ],
                 )
-            conn.execute(
-                text(f"DELETE FROM {QUEUE_TABLE} WHERE tier = :t AND item_id = :i AND seq = :s"),
-                [{"t": tier, "i": i, "s": s} for i, s in seqs.items()],
-            )
-        return len(rows)
+            if seqs:
+                conn.execute(
+                    text(f"DELETE FROM {QUEUE_TABLE} WHERE tier = :t AND item_id = :i AND seq = :s"),
+                    [{"t": tier, "i": i, "s": s} for i, s in seqs.items()],
+                )
+        return len(seqs)
+
+    def _embed(self, embedder: Any, texts: list[str], stop: threading.Event | None, slice_s: float) -> list[Any]:
+        """``texts``' vectors, shortest first, in slices of about ``slice_s`` seconds; the texts
+        not reached when ``stop`` was set are None (see the module notes)."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[Any] = [None] * len(texts)
+        pos = 0
+        while pos < len(order) and not (pos and stop is not None and stop.is_set()):
+            budget = max(self._chars_per_s * slice_s, 1.0)
+            end, chars = pos, 0
+            while end < len(order) and (end == pos or chars + len(texts[order[end]]) <= budget):
+                chars += len(texts[order[end]])
+                end += 1
+            part = order[pos:end]
+            t0 = time.perf_counter()
+            made = np.asarray(embedder.embed([texts[i] for i in part]), dtype=np.float32)
+            dt = max(time.perf_counter() - t0, 1e-3)
+            self._chars_per_s = max(chars, len(part)) / dt
+            for i, v in zip(part, made, strict=True):
+                out[i] = v
+            pos = end
+        return out
 
     def drain(
         self,
@@ -466,12 +511,12 @@ class EmbeddingQueue:
             size = min(batch, 16)  # small until the rate is known
             while not (stop is not None and stop.is_set()):
                 t0 = time.perf_counter()
-                n = self.drain_batch(t, size)
+                n = self.drain_batch(t, size, stop=stop, slice_s=batch_s)
                 if n == 0:
                     break
                 done += n
                 rate = n / max(time.perf_counter() - t0, 1e-3)
-                size = max(1, min(batch, int(rate * batch_s)))
+                size = max(1, min(batch, int(rate * batch_s * TXN_SLICES)))
                 if progress is not None:
                     progress(done, max(queued, done))
         return done
