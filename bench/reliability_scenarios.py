@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from reliability.disk import queued
+from reliability.disk import queued, stored_messages
 from reliability.harness import ROOT
 from reliability.served import Served, WriteLock, cli, cli_env, cli_json
 
@@ -65,19 +65,10 @@ def crashed(status: int | None, err: str) -> bool:
     return status in (134, 139, -6, -11) or "Traceback" in err or "terminate called" in err
 
 
-def _messages(store: Path) -> dict[int, str]:
-    db = Database.open(store / "memory.db", read_only=True)
-    try:
-        with db.read() as conn:
-            return {int(i): str(c) for i, c in conn.exec_driver_sql("SELECT id, content FROM recall_messages").all()}
-    finally:
-        db.close()
-
-
 def _check_acked(row: Row, store: Path, acked: dict[int, str], *, count: bool = True) -> None:
     """Every acknowledged message with its text, each text stored as often as it was
     acknowledged (no more); the store's integrity check."""
-    rows = _messages(store)
+    rows = stored_messages(store)
     row.acked += len(acked) if count else 0
     for i, text in acked.items():
         if i not in rows:
@@ -119,7 +110,7 @@ def kill_reindex(work: Path, attempts: int, seed: int) -> Row:
     row = Row("kill `rlmem reindex`")
     env = {**_env(), "RLMEM_RECALL_PASSAGES": "false"}
     store = _filled(work / "kill-reindex", env)
-    want = _messages(store)
+    want = stored_messages(store)
     rng = random.Random(seed)
     at_reset = 0
     for a in range(attempts):
@@ -170,7 +161,7 @@ def reindex_live(work: Path, attempts: int, seed: int) -> Row:
     row = Row("reindex under a live `rlmem serve`")
     env = {**_env(), "RLMEM_RECALL_PASSAGES": "false"}
     store = _filled(work / "reindex-live", env)
-    acked = _messages(store)
+    acked = stored_messages(store)
     token = cli_json("token", "show", "--store", str(store))["token"]
     searches = partial = 0
     with Served(store, env=env) as server, httpx.Client(base_url=server.url, timeout=60, trust_env=False,
@@ -244,7 +235,7 @@ def import_race(work: Path, attempts: int, seed: int) -> Row:
             if p.returncode != 0:
                 row.bad("crashes" if crashed(p.returncode, err) else "unclear", f"import exit {p.returncode}: {err}")
         row.attempts += 1
-        rows = [t for t in _messages(store).values() if t.startswith(f"race {a} line ")]
+        rows = [t for t in stored_messages(store).values() if t.startswith(f"race {a} line ")]
         row.acked += per
         lost = per - len(set(rows))
         if lost:
@@ -269,7 +260,7 @@ def readers(work: Path, attempts: int, seed: int) -> Row:
     committed = 50
     store = _fresh_store(work, "readers", [("default", f"s{i % 3}", f"committed message {i} about the deploy key")
                                            for i in range(committed)])
-    acked = _messages(store)
+    acked = stored_messages(store)
     env = cli_env(RLMEM_BUSY_TIMEOUT_S="30")
     worst = 0.0
     with WriteLock(store, work) as lock:
@@ -299,17 +290,10 @@ def readers(work: Path, attempts: int, seed: int) -> Row:
 
 
 def _served_store(work: Path, name: str) -> tuple[Path, dict[str, str]]:
-    from reliability.test_served_store import ALICE_TEXT, BOB_BLOCK, BOB_SECRET
+    from reliability.test_served_store import fill_served_store
 
     store = work / name
-    assert cli("init", str(store)).returncode == 0
-    with MemoryManager.open(store, embedder=HashEmbedder(), background_embed=False, embed_recall=False) as m:
-        m.recall.append(f"{ALICE_TEXT}; the deploy key is private", agent_id="alice", session_id="a1")
-        m.recall.append(f"the deploy key is {BOB_SECRET}", agent_id="bob", session_id="b1")
-        m.recall.append("bob's second message", agent_id="bob", session_id="b1")
-        m.blocks("alice").create("notes", "alice notes", limit=500)
-        m.blocks("bob").create("notes", BOB_BLOCK, limit=500)
-        m.archival.insert("The shared handbook says hello.", tags=("docs",))
+    fill_served_store(store)
     tokens = {"admin": cli_json("token", "show", "--store", str(store))["token"]}
     tokens["alice"] = cli_json("token", "create", "--agent", "alice", "--store", str(store))["token"]
     tokens["alice_ro"] = cli_json("token", "create", "--agent", "alice", "--read-only", "--store", str(store))["token"]
@@ -343,7 +327,7 @@ def rebinding_csrf(work: Path, attempts: int, seed: int) -> Row:
 
     row = Row("DNS rebinding and CSRF requests")
     store, tokens = _served_store(work, "rebinding")
-    acked = _messages(store)
+    acked = stored_messages(store)
     hosts = ["evil.example", "evil.example:{port}", "localhost.evil.example", "127.0.0.1.nip.io:{port}",
              "LOCALHOST.attacker.test"]
     reads = [("POST", "/grep", {"pattern": "deploy key"}), ("POST", "/search", {"query": "deploy key", "mode": "text"}),
@@ -375,7 +359,7 @@ def rebinding_csrf(work: Path, attempts: int, seed: int) -> Row:
                                  headers={"Content-Type": "text/plain", "Origin": "http://evil.example"})
                     if r is not None and r.status_code < 400:
                         row.bad("breaches", f"cross-site PUT /blocks/notes -> {r.status_code}")
-    rows = _messages(store)
+    rows = stored_messages(store)
     if any("csrf" in t for t in rows.values()):
         row.bad("breaches", "a cross-site write was stored")
     _check_acked(row, store, acked)
@@ -391,7 +375,7 @@ def token_matrix(work: Path, attempts: int, seed: int) -> Row:
 
     row = Row("scoped-token matrix (A's token vs B's memory)")
     store, tokens = _served_store(work, "tokens")
-    acked = _messages(store)
+    acked = stored_messages(store)
     leaks = (BOB_SECRET, BOB_BLOCK, "second message")
 
     def client(server: Served, who: str, header: str | None) -> httpx.Client:
@@ -452,7 +436,7 @@ def mcp_hostile(work: Path, attempts: int, seed: int) -> Row:
 
     row = Row("MCP hostile arguments, deadline per call")
     store = _fresh_store(work, "mcp", [("default", "s1", "My favourite colour is teal.")])
-    acked = _messages(store)
+    acked = stored_messages(store)
     argv = [sys.executable, "-m", "agents.cli.main", "mcp", "--store", str(store)]
     rng = random.Random(seed)
     errors = [0, 0]

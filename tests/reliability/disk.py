@@ -66,7 +66,8 @@ def fill(path: Path) -> None:
         os.close(fd)
 
 
-def _stored(store: Path) -> dict[int, str]:
+def stored_messages(store: Path) -> dict[int, str]:
+    """Every recall message of the store, id to text (read-only)."""
     db = Database.open(store / "memory.db", read_only=True)
     try:
         with db.read() as conn:
@@ -123,7 +124,7 @@ def http_on_full_disk(disk: Path, *, before: int = 20, on_full: int = 10) -> Ful
         out.after = r.status_code
         if r.status_code == 201:
             out.acked[r.json()["id"]] = "after space returned"
-    out.stored = _stored(store)
+    out.stored = stored_messages(store)
     db = Database.open(store / "memory.db", read_only=True)
     try:
         out.integrity = db.integrity_check()

@@ -27,9 +27,8 @@ BOB_BLOCK = "bob-block-secret-91c2"
 ALICE_TEXT = "alice likes teal"
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("served") / "store"
+def fill_served_store(path: Path) -> None:
+    """A new store holding two agents' messages and blocks and one archival chunk."""
     assert cli("init", str(path)).returncode == 0
     with MemoryManager.open(path, embedder=HashEmbedder(), background_embed=False, embed_recall=False) as m:
         m.recall.append(f"{ALICE_TEXT}; the deploy key is private", agent_id="alice", session_id="a1")
@@ -38,6 +37,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         m.blocks("alice").create("notes", "alice notes", limit=500)
         m.blocks("bob").create("notes", BOB_BLOCK, limit=500)
         m.archival.insert("The shared handbook says hello.", tags=("docs",))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("served") / "store"
+    fill_served_store(path)
     return path
 
 
