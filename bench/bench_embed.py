@@ -46,7 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-DATA = "/work/shared/data/longmemeval_s_dev100.json.gz"
+DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "longmemeval_s_dev100.json.gz")  # ../shared/data
 
 
 class _Named:

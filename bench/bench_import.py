@@ -2,7 +2,7 @@
 
 Usage::
 
-    git -C /work/main worktree add /tmp/imp-base 2001c9d    # the code before streaming import
+    git worktree add /tmp/imp-base 2001c9d    # the code before streaming import
     .venv/bin/python bench/bench_import.py --baseline /tmp/imp-base [--sizes 100000,1000000]
 
 For each size, two inputs are generated once (``tests/transcript_gen.py``, seeded): a JSON-lines

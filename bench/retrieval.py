@@ -56,7 +56,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 from memory.manager import MemoryManager
 from memory.vectors.embeddings import CachedEmbedder, SentenceTransformerEmbedder
 
-DEFAULT_DATA = "/work/shared/data/longmemeval_s_dev100.json.gz"
+DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "longmemeval_s_dev100.json.gz")  # ../shared/data
 MODES = ("text", "vector", "hybrid")
 METRICS = ("recall_any@5", "recall_any@10", "recall_all@5", "ndcg@10", "mrr")
 DEPTH = 50  # ranked units kept per query
