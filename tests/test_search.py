@@ -270,3 +270,21 @@ def test_names_in_the_query_weigh_more_in_recall_text_search(tmp_path: Path) -> 
         assert emma_score("a scarf for Emma") - emma_score("a scarf") == pytest.approx(
             NAME_WEIGHT * (emma_score("a scarf for emma") - emma_score("a scarf"))
         )
+
+
+def test_sentence_starts_are_read_as_the_anchored_rule_reads_them() -> None:
+    import regex
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from memory.text.fts import starts_sentence
+
+    rule = regex.compile(r"(?:^|[.!?:]\s*)$")  # what "starts a sentence" means, read on the prefix
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.text(alphabet=st.sampled_from(list("aB .!?:\n\t\u00a0\u2003x")), max_size=30))
+    def same(q: str) -> None:
+        for i in range(len(q) + 1):
+            assert starts_sentence(q, i) == bool(rule.search(q[:i])), (q, i)
+
+    same()

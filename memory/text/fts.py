@@ -95,8 +95,20 @@ RESCORE_DEPTH = 50
 # How much more a name in the query counts in the recall re-scoring (``phrase_counts``).
 NAME_WEIGHT = 1.5
 _CAPITALISED = regex.compile(r"\b\p{Lu}[\w'’-]*")
-_SENTENCE_END = regex.compile(r"(?:^|[.!?:]\s*)$")
+_SPACE = regex.compile(r"\s")
 _PRONOUN_I = frozenset({"i", "i'm", "i've", "i'd", "i'll", "i’m", "i’ve", "i’d", "i’ll"})
+
+
+def starts_sentence(query: str, at: int) -> bool:
+    """Whether the word at ``at`` starts a sentence: nothing before it (or one line break), or
+    ``.``, ``!``, ``?`` or ``:`` and then only white space. Looked at backwards from ``at``
+    over the white space alone, so a long query costs one pass, not one per word."""
+    j = at
+    while j and _SPACE.match(query, j - 1):
+        j -= 1
+    if j == 0:
+        return query[:at] in ("", "\n")
+    return query[j - 1] in ".!?:"
 
 
 def names(query: str) -> set[str]:
@@ -104,7 +116,7 @@ def names(query: str) -> set[str]:
     the names of people, places, products and titles it mentions."""
     out: set[str] = set()
     for m in _CAPITALISED.finditer(query):
-        if m.group().lower() in _PRONOUN_I or _SENTENCE_END.search(query[: m.start()]):
+        if m.group().lower() in _PRONOUN_I or starts_sentence(query, m.start()):
             continue
         out.update(bm25.tokens(m.group()))
     return out
