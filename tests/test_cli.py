@@ -183,6 +183,20 @@ def test_text_search_starts_without_torch(store: Path) -> None:
     assert "[cold] start check" in proc.stdout
 
 
+def test_log_starts_without_numpy_or_the_vector_store(store: Path) -> None:
+    code = (
+        "import json, sys\n"
+        "from agents.cli.main import main\n"
+        f"rc = main(['--store', {str(store)!r}, 'log', 'a cold start', '-q'])\n"
+        "heavy = [m for m in ('numpy', 'torch', 'chromadb', 'onnxruntime') if m in sys.modules]\n"
+        "print(json.dumps({'rc': rc, 'heavy': heavy}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"rc": 0, "heavy": []}
+
+
 def test_help_and_module_entry_point() -> None:
     proc = subprocess.run([sys.executable, "-m", "agents.cli.main", "--help"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)

@@ -39,8 +39,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-
 from memory.db import disk_full_message, is_disk_full
 from memory.errors import ConfigError, DiskFullError, IndexError_
 from memory.vectors.embeddings import Embedder
@@ -124,6 +122,7 @@ class _ChromaEF:
         self._embedder = embedder
 
     def __call__(self, input: Sequence[str]) -> list[Any]:
+        import numpy as np
         return [np.asarray(v, dtype=np.float32) for v in self._embedder.embed(list(input))]
 
     def embed_query(self, input: Sequence[str]) -> list[Any]:
@@ -290,6 +289,7 @@ class VectorIndex:
     def upsert(self, ids: Sequence[int], vectors: Sequence[Any], metas: Sequence[Meta]) -> None:
         """Write each item's vector, or (an index with ``parts``) its passages' vectors: a
         ``(passages, dim)`` matrix per item. Passages an item no longer has are deleted."""
+        import numpy as np
         if not ids:
             return
         if not self.parts:
@@ -345,6 +345,7 @@ class VectorIndex:
     ) -> list[tuple[int, float]]:
         """``(id, cosine similarity)`` of the ``k`` nearest items, best first (an item with
         several passages: its best passage's)."""
+        import numpy as np
         if k <= 0:
             return []
         # A fresh process answers from the SQL copies while that is cheaper than opening
@@ -421,6 +422,7 @@ class VectorIndex:
     def similarities(self, vector: Sequence[float], ids: Sequence[int]) -> dict[int, float]:
         """Cosine similarity of ``vector`` to each id's vector in Chroma (ids without one are
         absent). ``EmbeddingQueue.similarities`` reads the SQL copies first."""
+        import numpy as np
         if not ids:
             return {}
         res = self._guarded(

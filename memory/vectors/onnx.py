@@ -37,8 +37,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from memory.errors import ConfigError
 from memory.vectors.embeddings import _check_texts, default_model_path
 from memory.vectors.onnx_graphs import export_onnx, optimized_graph, pooled, quantize, session
@@ -237,6 +235,7 @@ class OnnxEmbedder:
 
     def embed_array(self, texts: Sequence[str]) -> Any:
         """The vectors as one ``(len(texts), dim)`` float32 array."""
+        import numpy as np
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
         sess = self._open(quick=len(texts) <= QUERY_TEXTS)

@@ -32,8 +32,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from memory.errors import ConfigError
 
 __all__ = ["export_onnx", "optimized_graph", "pad", "pooled", "quantize", "session", "tokenizer"]
@@ -133,6 +131,8 @@ def _without_onnx_package() -> Any:
 
 def _check_export(graph: Path, model_path: Path) -> None:
     """The graph's vectors against sentence-transformers' own, for the same sample."""
+    import numpy as np
+
     from memory.vectors.embeddings import SentenceTransformerEmbedder
 
     got = pooled(session(graph, None, ["CPUExecutionProvider"]), tokenizer(model_path), SAMPLE, 32)
@@ -160,6 +160,7 @@ def tokenizer(model_path: Path) -> Any:
 def pooled(sess: Any, tok: Any, texts: Sequence[str], batch_size: int) -> Any:
     """Mean-pooled, normalised vectors of ``texts`` as one float32 array, in batches sorted by
     token length (short texts are not padded to the length of long ones)."""
+    import numpy as np
     encs = tok.encode_batch(list(texts))
     order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
     out: Any = None
@@ -237,6 +238,7 @@ def session(graph: Path, threads: int | None, providers: Sequence[str], *, optim
 
 def optimized_graph(graph: Path) -> Path:
     """onnxruntime's optimised form of ``graph`` for the CPU, made once (see the module notes)."""
+    import numpy as np
     final = _opt_dir(graph)
     if (final / "model.onnx").is_file() and (final / "model.onnx.data").is_file():
         return final / "model.onnx"
@@ -259,6 +261,7 @@ def optimized_graph(graph: Path) -> Path:
 
 def pad(rows: Sequence[Sequence[int]]) -> dict[str, Any]:
     """The model's inputs for rows of token ids: one batch, padded to the longest row."""
+    import numpy as np
     width = max(len(r) for r in rows)
     ids = np.zeros((len(rows), width), dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)

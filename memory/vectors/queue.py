@@ -44,14 +44,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from memory.db import Database, Migration, id_lists
 from memory.vectors.index import Meta, VectorIndex
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "COPY_DTYPE", "EXACT_MAX", "MIGRATIONS", "QUEUE_TABLE", "TXN_SLICES", "VECTORS_TABLE", "EmbeddingQueue", "Progress",
@@ -99,14 +101,15 @@ MIGRATIONS = [
     Migration(3, "vector copies: element type", _v3_dtype),
 ]
 COPY_DTYPE = "float16"  # what new copies are written as
-_DTYPES = {"float16": np.float16, "float32": np.float32}
+_DTYPES = ("float16", "float32")  # the element types a stored copy may have
 
 
 def _decode(blob: Any, dtype: str | None, dim: int) -> np.ndarray | None:
     """A stored copy as a float32 array (passages end to end); None when it cannot be one."""
-    kind = _DTYPES.get(dtype or "float32")
+    import numpy as np
+    kind = dtype or "float32"
     data = bytes(blob)
-    if kind is None or not data or len(data) % (np.dtype(kind).itemsize * dim):
+    if kind not in _DTYPES or not data or len(data) % (np.dtype(kind).itemsize * dim):
         return None
     return np.frombuffer(data, dtype=kind).astype(np.float32)
 
@@ -197,6 +200,7 @@ class EmbeddingQueue:
         with passages: its best passage), or None when the copies cannot answer alone: the
         tier has more than ``limit`` items (default ``exact_max``), or an item that is not
         queued has no copy (vectors written before copies were kept: Chroma has them)."""
+        import numpy as np
         src = self.sources[tier]
         q = np.asarray(vector, dtype=np.float32)
         cond = f" AND {src.where}" if src.where else ""
@@ -347,6 +351,7 @@ class EmbeddingQueue:
         """Cosine similarity of ``vector`` to each id's vector (ids without one are absent):
         from the SQL copies, and from Chroma for ids that have no copy and are not queued
         (vectors of a store written before copies were kept)."""
+        import numpy as np
         if not ids:
             return {}
         src = self.sources[tier]
@@ -401,6 +406,7 @@ class EmbeddingQueue:
 
     def _drain_batch(self, tier: str, batch: int, stop: threading.Event | None = None,
                      slice_s: float = 1.0) -> int:
+        import numpy as np
         src = self.sources[tier]
         embedder = src.index.embedder
         model = src.model
@@ -469,6 +475,7 @@ class EmbeddingQueue:
     def _embed(self, embedder: Any, texts: list[str], stop: threading.Event | None, slice_s: float) -> list[Any]:
         """``texts``' vectors, shortest first, in slices of about ``slice_s`` seconds; the texts
         not reached when ``stop`` was set are None (see the module notes)."""
+        import numpy as np
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: list[Any] = [None] * len(texts)
         pos = 0
