@@ -208,13 +208,13 @@ class Database:
 
     def _disk_full(self, exc: BaseException) -> str | None:
         """The disk-full message for a failed write, or None when space was not the cause."""
-        msg = str(getattr(exc, "orig", exc)).lower()
+        msg = str(getattr(exc, "orig", exc))
         if self.dialect == "sqlite":
-            full = "database or disk is full" in msg
-            if full or "disk i/o error" in msg:
+            full = _says_full(msg)
+            if full or "disk i/o error" in msg.lower():
                 return _full_disk(self.url, always=full)
             return None
-        if "no space left on device" in msg or "disk full" in msg:
+        if _says_full(msg):
             return f"the disk of the database server ({redact_url(self.url)}) is full: free some space and retry"
         return None
 
@@ -349,9 +349,19 @@ def disk_full_message(folder: str | Path, free: int | None = None) -> str:
     return f"the disk holding {folder} is full ({free:,} bytes free): free some space and retry"
 
 
+# What SQLite ("database or disk is full"), the OS (ENOSPC's text) and PostgreSQL (SQLSTATE
+# 53100, "disk full") say when there is no room: the one list both checks below read.
+_FULL_TEXTS = ("database or disk is full", "no space left on device", "disk full")
+
+
+def _says_full(text: str) -> bool:
+    low = text.lower()
+    return any(t in low for t in _FULL_TEXTS)
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` or an error it was raised from says the disk is full (``ENOSPC``,
-    ``EDQUOT``, SQLite's "database or disk is full", "no space left on device")."""
+    ``EDQUOT``, or one of ``_FULL_TEXTS``)."""
     import errno
 
     seen: set[int] = set()
@@ -362,8 +372,7 @@ def is_disk_full(exc: BaseException) -> bool:
             return True
         if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        text = str(cur).lower()
-        if "database or disk is full" in text or "no space left on device" in text:
+        if _says_full(str(cur)):
             return True
         cur = cur.__cause__ or cur.__context__
     return False

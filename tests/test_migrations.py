@@ -1,4 +1,5 @@
-"""Schema migrations of the recall and blocks components: fresh databases and upgrades."""
+"""Schema migrations of the recall and blocks components: fresh databases and upgrades; how the
+database reads a full disk."""
 
 from __future__ import annotations
 
@@ -90,3 +91,24 @@ def test_a_newer_schema_is_refused(db: Database) -> None:
     db.migrate("recall", [*recall_schema.MIGRATIONS, Migration(len(recall_schema.MIGRATIONS) + 1, "from the future", noop)])
     with pytest.raises(MigrationError, match="newer"):
         RecallLog(db)
+
+
+def test_the_write_path_and_is_disk_full_read_one_list_of_full_disk_texts(tmp_path: Path) -> None:
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from memory.db import is_disk_full
+
+    d = Database.open(str(tmp_path / "memory.db"))
+    try:
+        for said in ("database or disk is full", "[Errno 28] No space left on device"):
+            exc = OperationalError("INSERT ...", {}, sqlite3.OperationalError(said))
+            assert is_disk_full(exc), said
+            assert "is full" in (d._disk_full(exc) or ""), said  # the write path agrees
+        other = OperationalError("INSERT ...", {}, sqlite3.OperationalError("no such table: x"))
+        assert not is_disk_full(other) and d._disk_full(other) is None
+    finally:
+        d.close()
+    # PostgreSQL's SQLSTATE 53100 text, from a served database: the HTTP layer reads it as full too
+    assert is_disk_full(RuntimeError('could not extend file "base/16384/2619": disk full'))
