@@ -182,3 +182,25 @@ def test_odd_bytes_nul_and_huge_messages(tmp_path: Path, mem: MemoryManager) -> 
     assert summary.messages == 2
     first, second = mem.recall.session("import-odd")
     assert first.content == "caf\ufffd  ok" and len(second.content) == len(big)
+
+
+def test_each_file_format_is_found_once(tmp_path: Path, mem: MemoryManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.integrations import reading, transcripts
+
+    named = _write(tmp_path / f"{SID}.jsonl", _claude_code_events())
+    folder = tmp_path / "chats"
+    folder.mkdir()
+    _write(folder / "chat.jsonl", [{"role": "user", "content": "my cat is called Miso"}])
+    assert [[(p.name, n, f) for p, n, f in g] for g in transcripts.check_paths([named, folder])] == [
+        [(named.name, True, "claude-code")], [("chat.jsonl", False, None)]]
+    seen: list[str] = []
+
+    def counted(path: str | Path) -> str:  # the real detection, counted per file
+        seen.append(Path(path).name)
+        return detect_format(path)
+
+    monkeypatch.setattr(reading, "detect_format", counted)
+    monkeypatch.setattr(transcripts, "detect_format", counted)
+    out = transcripts.import_paths(mem, [named, folder], agent_id="cc")
+    assert [(s.format, s.messages) for s in out] == [("claude-code", 5), ("jsonl", 1)]
+    assert sorted(seen) == sorted([named.name, "chat.jsonl"])  # a named file is not detected twice

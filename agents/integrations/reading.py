@@ -225,16 +225,21 @@ def _expand(paths: Iterable[str | Path]) -> list[tuple[Path, bool]]:
     return list(out.items())
 
 
-def check_paths(paths: Iterable[str | Path], format: str | None = None) -> list[list[tuple[Path, bool]]]:
+def check_paths(
+    paths: Iterable[str | Path], format: str | None = None
+) -> list[list[tuple[Path, bool, str | None]]]:
     """The files to import, grouped by session, after checking that every file the caller
     named is of its format (``ValidationError`` otherwise; reads only until a first record).
 
+    Each file comes as ``(path, named, format)``: the format a named file was checked as
+    (``format``, else detected), None for a file found in a directory (detected when read).
     A Claude Code session file and the ``<session>/subagents/*.jsonl`` beside it form one group.
     """
     from agents.integrations.claude_code_reader import is_claude_code_record
 
-    groups: dict[tuple[Path, str], list[tuple[Path, bool]]] = {}
+    groups: dict[tuple[Path, str], list[tuple[Path, bool, str | None]]] = {}
     for p, named in _expand(paths):
+        fmt: str | None = None
         if named:
             fmt = format or detect_format(p)
             check_format(fmt)
@@ -245,5 +250,5 @@ def check_paths(paths: Iterable[str | Path], format: str | None = None) -> list[
                 read_file(p, fmt)  # raises, with the reason of the first bad line
         sub = p.parent.name == "subagents"
         key = (p.parent.parent.parent, p.parent.parent.name) if sub else (p.parent, p.stem)
-        groups.setdefault(key, []).append((p, named))
+        groups.setdefault(key, []).append((p, named, fmt))
     return list(groups.values())

@@ -202,12 +202,12 @@ def import_paths(
     groups = check_paths(paths, format)
     tally = None
     if progress is not None:
-        tally = _Tally(sum(_size(p) for g in groups for p, _n in g), progress)
+        tally = _Tally(sum(_size(p) for g in groups for p, _n, _f in g), progress)
     out: list[ImportSummary] = []
     for group in groups:
         sources = []
-        for p, named in group:
-            reading = Reading(str(p), format or detect_format(p))
+        for p, named, checked in group:  # a named file's format was found by check_paths
+            reading = Reading(str(p), checked or format or detect_format(p))
             sources.append(_Source(_summary(reading), reading, iter_file(p, reading), named))
         if tally is not None:
             tally.group()
