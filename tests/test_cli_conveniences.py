@@ -1,10 +1,14 @@
 """Small things a new user meets first: ``--version``, a mistyped command, model settings that
-need not be typed on every call, trajectory short ids, and a server that cuts the prompt."""
+need not be typed on every call, trajectory short ids, a server that cuts the prompt, empty
+input, limits, numbers and hints as the commands print them."""
 
 from __future__ import annotations
 
 import io
+import json
+import re
 import warnings
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +169,105 @@ def test_agent_takes_the_rlm_names_for_its_models(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="needs a model"):
         Agent.open("a", a.memory)
     a.memory.close()
+
+
+def test_ingest_counts_what_a_folder_left_out_by_extension(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.org").write_text("* TODO the quarterly report is due on the 14th\n")
+    (notes / "NOTES").write_text("the printer is on floor 3\n")
+    (notes / "plan.md").write_text("# Plan\nship it\n")
+    code, out, err = run("ingest", str(notes), "--store", str(store))
+    assert code == 0 and out.startswith("ingested 1 file,") and "2 files skipped" in out
+    assert "left out for their extension: no extension (1), .org (1)" in err or \
+        "left out for their extension: .org (1), no extension (1)" in err, err
+    assert "--ext .org" in err and "read when named" in err
+    code, out, _ = run("ingest", str(notes), "--store", str(store), "--json")
+    data = json.loads(out)
+    assert data["by_extension"] == {".org": 1, "": 1} and data["seconds"] == round(data["seconds"], 3)
+    code, out, err = run("ingest", str(notes), "--ext", ".org", "--store", str(store))
+    assert code == 0 and "left out for their extension: no extension (1) (a file without" in err, err
+    code, out, err = run("ingest", str(notes / "NOTES"), "--store", str(store))
+    assert code == 0 and out.startswith("ingested 1 file,") and "left out" not in err  # named: read
+
+
+def test_blocks_set_with_settings_is_all_or_nothing(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    s = ("--store", str(store))
+
+    def block() -> dict[str, Any]:
+        return json.loads(run("blocks", "show", "human", "--json", *s)[1])  # type: ignore[no-any-return]
+
+    assert run("blocks", "set", "human", "Name: Ada B", "--limit", "50", *s)[0] == 0
+    assert run("blocks", "set", "human", "Name: Ada", "--limit", "40", *s)[0] == 0  # a limit given is kept
+    assert (block()["value"], block()["limit"]) == ("Name: Ada", 40)
+    edits = len(json.loads(run("blocks", "history", "human", "--json", *s)[1]))
+    code, _, err = run("blocks", "set", "human", "Name: Ada Byron", "--limit", "5", *s)
+    assert code == 2 and "limit of 5" in err
+    assert (block()["value"], block()["limit"]) == ("Name: Ada", 40)  # neither the value nor the limit
+    assert run("blocks", "edit", "human", "--read-only", *s)[0] == 0
+    code, _, err = run("blocks", "set", "human", "x", "--limit", "100", *s)
+    assert code == 2 and "read-only" in err
+    assert (block()["value"], block()["limit"], block()["read_only"]) == ("Name: Ada", 40, True)
+    assert len(json.loads(run("blocks", "history", "human", "--json", *s)[1])) == edits + 1  # the edit only
+    assert run("blocks", "set", "human", "x", "--limit", "100", "--writable", *s)[0] == 0
+    assert (block()["value"], block()["limit"], block()["read_only"]) == ("x", 100, False)
+
+
+def test_grep_limit_counts_every_tier_and_help_gives_the_defaults(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    s = ("--store", str(store))
+    for i in range(3):
+        assert run("log", f"the quarterly report, draft {i}", *s)[0] == 0
+    (tmp_path / "r.md").write_text("the quarterly report is due on the 14th\n")
+    assert run("ingest", str(tmp_path / "r.md"), *s)[0] == 0
+    code, out, _ = run("grep", "report", "--limit", "3", "--json", *s)
+    assert code == 0 and len(json.loads(out)) == 3  # default tier: all, the limit over both
+    code, out, _ = run("grep", "report", "--limit", "4", "--json", *s)
+    assert sorted({h["tier"] for h in json.loads(out)}) == ["archival", "recall"]
+    assert run("grep", "report", "--limit", "2", *s)[1].count("\n") == 2
+    for command, texts in (("grep", ("which tiers (default: all)", "over all tiers together (default: 100)")),
+                           ("search", ("which tiers (default: all)", "number of results (default: 10)",
+                                       "default: hybrid"))):
+        helped = io.StringIO()
+        with pytest.raises(SystemExit), redirect_stdout(helped):
+            main([command, "--help"])
+        flat = " ".join(helped.getvalue().split())
+        assert all(t in flat for t in texts), (command, flat)
+
+
+def test_empty_input_is_refused_alike_and_stores_nothing(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    s = ("--store", str(store))
+    for argv, name in ((("log", ""), "TEXT"), (("log", "  \n"), "TEXT"), (("search", ""), "QUERY"),
+                       (("search", " ", "--mode", "text"), "QUERY"), (("grep", ""), "PATTERN")):
+        code, out, err = run(*argv, *s)
+        assert code == 2 and f"{name} must be a non-empty string" in err and out == "", argv
+    assert json.loads(run("stats", "--json", *s)[1])["messages"] == 0
+
+
+def test_a_bad_pattern_names_the_flag_for_plain_text(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    assert run("log", "call f(x) then g(y)", "--store", str(store))[0] == 0
+    code, _, err = run("grep", "f(x", "--store", str(store))
+    assert code == 2 and "invalid regular expression" in err and "rlmem grep -F" in err and "literal" in err
+    code, out, _ = run("grep", "f(x", "-F", "--json", "--store", str(store))
+    assert code == 0 and json.loads(out)[0]["match"] == "f(x"
+
+
+def test_numbers_print_rounded(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    s = ("--store", str(store))
+    for text in ("the deploy key rotates every 90 days", "lunch on Friday", "the key is in the vault"):
+        assert run("log", text, *s)[0] == 0
+    (tmp_path / "k.md").write_text("the deploy key lives in vault zebra\n")
+    code, out, _ = run("ingest", str(tmp_path / "k.md"), *s)
+    assert code == 0 and re.fullmatch(r"ingested 1 file, 1 chunk \(0 duplicate chunks left out, 0 files skipped\) "
+                                      r"in \d+\.\d s\n", out), out
+    code, out, _ = run("reindex", *s)
+    assert code == 0 and out.strip() == "reindexed: recall 3, archival 1"
+    for mode in ("text", "hybrid", "vector"):
+        code, out, _ = run("search", "deploy key", "--mode", mode, *s)
+        scores = re.findall(r"^\[(?:recall|archival) \d+\] (\S+) ", out, re.M)
+        assert code == 0 and scores and all(re.fullmatch(r"-?\d+\.\d{3}", x) for x in scores), (mode, out)

@@ -149,7 +149,7 @@ def test_search_without_wait_answers_now_and_reports_the_backlog(store: Path) ->
     assert time.monotonic() - t0 < 60
     people = subprocess.run([sys.executable, "-m", "agents.cli.main", "--store", str(store), "search", "zebra"],
                             env=_env(), capture_output=True, text=True, timeout=120)
-    assert people.returncode == 0 and "20,000 item(s) are not embedded yet" in people.stderr
+    assert people.returncode == 0 and "20,000 items are not embedded yet" in people.stderr
     assert "--wait" in people.stderr
 
 

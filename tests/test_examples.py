@@ -78,3 +78,13 @@ def test_docs_python_blocks_run(page: Path, tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(tmp_path),
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, f"{page.name}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+def test_the_quickstart_runs_twice(tmp_path: Path) -> None:
+    """Setup code is run again as it is: the second run opens what the first created."""
+    code = "\n\n".join(python_blocks((ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8")))
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(tmp_path),
+                           capture_output=True, text=True, timeout=240) for _ in range(2)]
+    for proc in runs:
+        assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "Green tea, you said." in runs[1].stdout

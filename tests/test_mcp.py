@@ -111,3 +111,32 @@ def test_agent_scope_limits_blocks_and_recall(store: Path) -> None:
     resources, grep = anyio.run(_session, _params("--store", str(store), "--agent", "nobody"), scenario)
     assert resources == []
     assert json.loads(grep.content[0].text)["matches"] == []
+
+
+def test_printed_config_with_a_local_model_serves_deep_recall_and_literal_grep(
+    store: Path, fake_openai: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agents.cli.main import main
+
+    fake_openai.add('```repl\nFINAL("teal")\n```')
+    argv = ["mcp", "--store", str(store), "--print-config", "--base-url", fake_openai.base_url, "--model", "local"]
+    assert main(argv) == 0
+    entry = json.loads(capsys.readouterr().out)["mcpServers"]["rlm-memory"]
+    assert entry["args"][-4:] == ["--model", "local", "--base-url", fake_openai.base_url]
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}
+    env |= {"ANONYMIZED_TELEMETRY": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    params = StdioServerParameters(command=entry["command"], args=entry["args"], env=env, cwd=str(REPO))
+
+    async def scenario(s: ClientSession) -> Any:
+        tools = {t.name: t for t in (await s.list_tools()).tools}
+        literal = await s.call_tool("memory_grep", {"pattern": "10:00 on", "literal": True})
+        regex = await s.call_tool("memory_grep", {"pattern": "10:00 (on"})
+        answer = await s.call_tool("deep_recall", {"question": "What is my favourite colour?"})
+        return tools, literal, regex, answer
+
+    tools, literal, regex, answer = anyio.run(_session, params, scenario)
+    assert "literal" in tools["memory_grep"].input_schema["properties"]
+    assert json.loads(literal.content[0].text)["matches"][0]["match"] == "10:00 on"
+    assert regex.is_error and "memory_grep literal: true" in regex.content[0].text
+    assert not answer.is_error and "teal" in answer.content[0].text
+    assert fake_openai.calls >= 1 and fake_openai.bodies()[0]["model"] == "local"

@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=None, help="tokens shared by neighbouring chunks")
     p.add_argument("--tag", action="append", default=[], dest="tags", help="tag every chunk (repeatable)")
     p.add_argument("--ext", action="append", default=None, dest="exts", metavar="EXT",
-                   help="ingest files with this extension (repeatable, e.g. --ext .org; default: common text and code)")
+                   help="in folders, also ingest files with this extension (repeatable, e.g. --ext .org; "
+                        "added to the defaults: common text and code; a file named is read whatever its extension)")
     p.add_argument("--follow-symlinks", action="store_true",
                    help="follow symbolic links that lead out of a folder (default: skip and report them)")
     p.add_argument("--no-progress", action="store_true", help="no progress line (as --quiet)")
@@ -167,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("search", "search memory (full text, vector, or both)")
     p.add_argument("query")
-    p.add_argument("--mode", choices=["text", "vector", "hybrid"], default=_d("search", "mode"))
+    p.add_argument("--mode", choices=["text", "vector", "hybrid"], default=_d("search", "mode"),
+                   help="full text (BM25), vector (cosine) or both (default: %(default)s; its scores "
+                        "are standardised: 0 is an average candidate, below it negative)")
     p.add_argument("--tier", choices=TIERS, default=_d("search", "tier"),
                    help="which tiers (default: %(default)s)")
     p.add_argument("-k", type=int, default=_d("search", "k"), help="number of results (default: %(default)s)")

@@ -220,8 +220,10 @@ def cmd_ingest(ctx: CliContext, args: argparse.Namespace) -> int:
         kw["overlap"] = args.overlap
     if args.tags:
         kw["tags"] = list(args.tags)
-    if args.exts:
-        kw["exts"] = list(args.exts)
+    if args.exts:  # added to the extensions read by default
+        from memory.text.chunking import DEFAULT_EXTS
+
+        kw["exts"] = sorted(DEFAULT_EXTS | {e if e.startswith(".") else f".{e}" for e in args.exts})
     paths = [Path(p).expanduser() for p in args.paths]
     summary = run_embedding(
         lambda stop, progress: mem.archival.ingest(paths, progress=progress, stop=stop,
@@ -237,6 +239,12 @@ def cmd_ingest(ctx: CliContext, args: argparse.Namespace) -> int:
                   f"{counted(summary.skipped, 'file')} skipped) in {summary.seconds:.1f} s")
         for path, reason in summary.problems:
             ctx.warn(f"skipped {path}: {reason}")
+        if summary.by_extension and not ctx.quiet:
+            kinds = ", ".join(f"{ext or 'no extension'} ({n})" for ext, n in summary.by_extension[:8])
+            exts = [ext for ext, _n in summary.by_extension if ext]
+            hints = ([f"--ext {exts[0]} ingests those too"] if exts else []) + (
+                ["a file without one is read when named"] if len(exts) < len(summary.by_extension) else [])
+            ctx.warn(f"left out for their extension: {kinds} ({'; '.join(hints)})")
 
     ctx.emit(data, human)
     return 1 if summary.problems else 0
@@ -316,7 +324,7 @@ def _pending_note(ctx: CliContext, mem: Any, args: argparse.Namespace, tiers: tu
         ctx.embed_queued(mem, tiers, label="embedding before the search")
         pending = count()
     if pending and not (ctx.quiet or ctx.json):
-        ctx.warn(f"{pending:,} item(s) are not embedded yet: found by full text only "
+        ctx.warn(f"{pending:,} {'item is' if pending == 1 else 'items are'} not embedded yet: found by full text only "
                  "(`rlmem search --wait` embeds them first; `rlmem reindex` in the background)")
     return pending
 

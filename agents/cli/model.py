@@ -270,8 +270,11 @@ def _mcp_config(store: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     script = shutil.which("rlmem")
     command, head = (script, []) if script else (sys.executable, ["-m", "agents.cli.main"])
-    tail = ["mcp", "--store", str(store)] + (["--agent", args.agent] if args.agent else []) \
-        + (["--model", args.model] if args.model else [])
+    tail = ["mcp", "--store", str(store)]
+    for flag, value in (("--agent", args.agent), ("--model", args.model), ("--sub-model", args.sub_model),
+                        ("--base-url", args.base_url)):
+        if value:  # the model flags given here, so the client's server offers deep_recall too
+            tail += [flag, value]
     return {"mcpServers": {"rlm-memory": {"command": command, "args": head + tail}}}
 
 

@@ -209,7 +209,9 @@ class Chunk:
 @dataclass(frozen=True)
 class IngestSummary:
     """What ``ingest`` did; ``problems`` names each file left out for a reason worth telling
-    (a link leaving the folder, a special or binary file, a bad name, an unreadable file)."""
+    (a link leaving the folder, a special or binary file, a bad name, an unreadable file);
+    ``by_extension`` counts the files found in folders and left out for their extension, as
+    ``(extension, files)`` pairs ("" for none), most first."""
 
     files: int
     chunks: int
@@ -217,10 +219,13 @@ class IngestSummary:
     duplicates: int
     seconds: float
     problems: tuple[tuple[str, str], ...] = ()
+    by_extension: tuple[tuple[str, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["problems"] = [{"path": p, "reason": r} for p, r in self.problems]
+        d["by_extension"] = dict(self.by_extension)
+        d["seconds"] = round(self.seconds, 3)
         return d
 
 

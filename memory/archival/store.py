@@ -18,6 +18,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,6 +181,7 @@ class ArchivalStore:
         found = list(walk_files(plist, exts or DEFAULT_EXTS, follow_symlinks=follow_symlinks))
         problems = [(str(f).encode("utf-8", "backslashreplace").decode(), r) for f, r, listed in found if r and listed]
         files = [f for f, r, _ in found if r is None]
+        left_out = Counter(f.suffix.lower() for f, r, listed in found if r and not listed)
         tag_t = check_tags(tags)
         n_files = n_chunks = dups = 0
         skipped = len(found) - len(files)
@@ -227,7 +229,8 @@ class ArchivalStore:
         flush()
         if embed and self.index is not None:
             self._embed_with_progress(progress, stop)
-        return IngestSummary(n_files, n_chunks, skipped, dups, time.perf_counter() - t0, tuple(problems))
+        return IngestSummary(n_files, n_chunks, skipped, dups, time.perf_counter() - t0, tuple(problems),
+                             tuple(left_out.most_common()))
 
     def _embed_with_progress(self, progress: bool | Progress, stop: threading.Event | None) -> None:
         if TIER in self.queue.sources:  # chunks another encoder embedded: with the new ones

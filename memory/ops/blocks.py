@@ -8,7 +8,8 @@ Rules this module keeps:
   ``rethink``; the default limit unless one is given), so a fresh store needs no setup;
   ``replace``, ``edit`` and ``delete`` need the block to exist.
 * ``set`` with settings on an existing block changes them too (``update_meta``), in the same
-  call: a given ``limit`` is never silently ignored.
+  call: a given ``limit`` is never silently ignored, and a value over the new limit (or a
+  read-only block left locked) is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from memory.blocks import Block, BlockEdit
+from memory.errors import BlockLimitError, ReadOnlyBlockError
 from memory.ops.schema import BlockLimit, HistoryLimit, Line
 from memory.ops.values import DEFAULTS as D
 from memory.ops.values import OpContext
@@ -83,6 +85,12 @@ def blocks_set(
     block, created = wm.get_or_create(label, value, actor=ctx.actor, **settings)
     if created:
         return block  # type: ignore[no-any-return]
+    # The value and the settings go in together or not at all: what would fail is refused
+    # before the first of the writes below.
+    if len(value) > (limit if limit is not None else block.limit):
+        raise BlockLimitError(label, limit if limit is not None else block.limit, len(value))
+    if block.read_only and read_only is not False:
+        raise ReadOnlyBlockError(label)
     if settings:
         # A raised limit must hold before a longer value is written; a lowered one after.
         if limit is not None and limit >= len(value):
