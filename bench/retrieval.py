@@ -191,9 +191,9 @@ def locomo_haystack(rec: dict[str, Any], n: int) -> Haystack:
     return h
 
 
-def run_haystack(h: Haystack, embedder: Any, workdir: Path, *, all_turns: bool = False) -> list[dict[str, Any]]:
-    """Ingest one haystack into a fresh store; rank turns and sessions in every mode, for
-    each of its questions."""
+def messages_of(h: Haystack) -> tuple[list[dict[str, Any]], list[tuple[str, Any]]]:
+    """The recall messages a haystack is stored as (its indexed turns, the n-th turn of a
+    session n seconds after the session's date), and each one's unit."""
     msgs: list[dict[str, Any]] = []
     units: list[tuple[str, Any]] = []
     for sid, base, turns in h.sessions:
@@ -205,8 +205,30 @@ def run_haystack(h: Haystack, embedder: Any, workdir: Path, *, all_turns: bool =
                  "created_at": base + timedelta(seconds=t), "metadata": {"turn": t}}
             )
             units.append(turn.unit)
+    return msgs, units
+
+
+def store_name(h: Haystack) -> str:
+    return re.sub(r"[^\w.-]", "_", h.key)
+
+
+def make_embedder(encoder: str, threads: int, cache: str | None) -> Any:
+    """The benchmark's embedder: sentence-transformers (torch) or the ONNX graph (fp32, int8),
+    behind the disk cache unless ``cache`` is None."""
+    base: Any = SentenceTransformerEmbedder(threads=threads)
+    if encoder != "torch":
+        from memory.vectors.onnx import OnnxEmbedder
+
+        base = OnnxEmbedder(threads=threads, quantize=encoder == "onnx-int8")
+    return base if cache is None else CachedEmbedder(base, cache)
+
+
+def run_haystack(h: Haystack, embedder: Any, workdir: Path, *, all_turns: bool = False) -> list[dict[str, Any]]:
+    """Ingest one haystack into a fresh store; rank turns and sessions in every mode, for
+    each of its questions."""
+    msgs, units = messages_of(h)
     t0 = time.perf_counter()
-    mem = MemoryManager.open(workdir / re.sub(r"[^\w.-]", "_", h.key), embedder=embedder, background_embed=False)
+    mem = MemoryManager.open(workdir / store_name(h), embedder=embedder, background_embed=False)
     rows = []
     try:
         stored = mem.recall.append_many(msgs)
@@ -235,7 +257,7 @@ def run_haystack(h: Haystack, embedder: Any, workdir: Path, *, all_turns: bool =
     return rows
 
 
-def summarise(rows: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+def summarise(rows: list[tuple[str, dict[str, Any]]], modes: Sequence[str] = MODES) -> dict[str, Any]:
     table: dict[str, Any] = {}
     for level in ("turn", "session"):
         groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -246,23 +268,23 @@ def summarise(rows: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         table[level] = {
             g: {
                 "n": len(rs),
-                **{m: {k: sum(x[m][k] for x in rs) / len(rs) for k in METRICS} for m in MODES},
+                **{m: {k: sum(x[m][k] for x in rs) / len(rs) for k in METRICS} for m in modes},
             }
             for g, rs in groups.items()
         }
     return table
 
 
-def print_table(table: dict[str, Any]) -> None:
+def print_table(table: dict[str, Any], modes: Sequence[str] = MODES) -> None:
     for level, groups in table.items():
         print(f"\n== {level} level ==")
         print(f"{'group':28s} {'n':>3s} {'method':7s} " + " ".join(f"{m:>13s}" for m in METRICS))
         for g in ["overall", *sorted(k for k in groups if k != "overall")]:
             row = groups[g]
-            for mode in MODES:
+            for mode in modes:
                 vals = " ".join(f"{row[mode][m]:13.3f}" for m in METRICS)
                 flag = ""
-                if mode == "hybrid":
+                if mode == "hybrid" and "text" in row and "vector" in row:
                     lose = [m for m in METRICS if row["hybrid"][m] + 1e-9 < max(row["text"][m], row["vector"][m])]
                     flag = "  < single on " + ",".join(lose) if lose else "  >= both"
                 print(f"{g:28s} {row['n']:3d} {mode:7s} {vals}{flag}")
@@ -288,12 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit:
         stacks = stacks[: args.limit]
     n_questions = sum(len(h.probes) for h in stacks)
-    base: Any = SentenceTransformerEmbedder(threads=args.threads)
-    if args.encoder != "torch":
-        from memory.vectors.onnx import OnnxEmbedder
-
-        base = OnnxEmbedder(threads=args.threads, quantize=args.encoder == "onnx-int8")
-    embedder: Any = base if args.no_cache else CachedEmbedder(base, args.cache)
+    embedder = make_embedder(args.encoder, args.threads, None if args.no_cache else args.cache)
     rows: list[tuple[str, dict[str, Any]]] = []
     totals: dict[str, float] = defaultdict(float)
     with tempfile.TemporaryDirectory(prefix="rlmem-bench-") as tmp:

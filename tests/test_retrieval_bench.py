@@ -93,3 +93,55 @@ def test_run_haystack_scores_every_mode(tmp_path: Path, fmt: str, embedder) -> N
     assert rows[0]["turn"]["text"]["mrr"] == 1.0  # its rare words name the turn
     table = retrieval.summarise([(r["qtype"], r) for r in rows])
     assert table["turn"]["overall"]["n"] == len(h.probes)
+
+
+
+def test_fusion_replay_ranks_as_recall_search_does(tmp_path: Path) -> None:
+    """bench/fusion_replay.py re-fuses dumped candidate lists; with recall search's own
+    settings it ranks turns and sessions exactly as ``search_recall`` and ``search_sessions``
+    do (a relative date in a question, and more messages than either leg returns, included),
+    so its figures are bench/retrieval.py's hybrid figures; other settings change the ranking."""
+    from dataclasses import replace
+
+    import fusion_replay
+
+    from memory.manager import MemoryManager
+    from memory.vectors.embeddings import HashEmbedder
+
+    words = ["garden", "tomatoes", "basil", "train", "Tokyo", "lemon", "cake", "party", "battery", "phone",
+             "charger", "podcasts", "commute", "hotel", "rooftop", "pool", "bake", "trip", "tips", "colleagues"]
+    sessions = []
+    for n in range(8):  # 8 sessions of 30 turns: 240 messages, more than either leg's 200
+        turns = [{"role": "user", "content": f"I {w} and {words[(j * 7 + n) % len(words)]} with {words[(j + n) % len(words)]} today."}
+                 for j, w in enumerate((words * 2)[n : n + 30])]
+        sessions.append((f"s{n}", f"2023/04/{1 + 3 * n:02d} (Sat) 10:00", turns))
+    sessions[4][2][3]["has_answer"] = True
+    records = [{
+        "question_id": f"q{q}", "question_type": "single-session-preference", "question": question,
+        "question_date": "2023/05/01 (Mon) 10:00",
+        "haystack_session_ids": [s[0] for s in sessions], "haystack_dates": [s[1] for s in sessions],
+        "haystack_sessions": [s[2] for s in sessions], "answer_session_ids": ["s4"],
+    } for q, question in enumerate(["What cake did I bake two weeks ago for the party?",
+                                    "Any tips for my commute and my phone battery?"])]  # fmt: skip
+    embedder = HashEmbedder(64)
+    cfg = fusion_replay.default_fusion()
+    for h in retrieval.haystacks(records):
+        [q] = json.loads(json.dumps(fusion_replay.dump_haystack(h, embedder, tmp_path / "replay")))
+        msgs, units = retrieval.messages_of(h)
+        assert len(msgs) == 240
+        with MemoryManager.open(tmp_path / h.key, embedder=embedder, background_embed=False) as mem:
+            unit_of = {m.id: u for m, u in zip(mem.recall.append_many(msgs), units, strict=True)}
+            mem.embed_pending()
+            p = h.probes[0]
+            turns = [unit_of[x.id] for x in mem.search_recall(p.question, k=retrieval.DEPTH, now=p.now)]
+            found = [s.session_id for s in mem.search_sessions(p.question, k=retrieval.DEPTH, now=p.now)]
+        assert fusion_replay.ranked(q, cfg, "turn") == turns
+        assert fusion_replay.ranked(q, cfg, "session") == found
+        assert fusion_replay.ranked(q, replace(cfg, text_weight=0.9), "turn") != turns
+        assert fusion_replay.ranked(q, replace(cfg, session_text_weight=0.9), "session") != found
+        # Only the first question names a relative date.
+        no_time = fusion_replay.ranked(q, replace(cfg, time_weight=0.0), "turn")
+        assert (no_time != turns) == (h.key == "q0")
+        got = fusion_replay.score([q], cfg)["turn"]["overall"]["hybrid"]
+        [row] = retrieval.run_haystack(h, embedder, tmp_path / "bench")
+        assert got == row["turn"]["hybrid"]

@@ -43,9 +43,16 @@ from memory.types import Message, SearchHit, SessionHit
 from memory.vectors.index import Meta, VectorIndex
 from memory.vectors.queue import EmbeddingQueue, QueueSource
 
-__all__ = ["TIER", "RecallSearch"]
+__all__ = ["TIER", "RecallSearch", "default_fusion"]
 
 TIER = "recall"
+
+
+def default_fusion() -> FusionConfig:
+    """Recall search's fusion settings (chosen on held-apart questions, docs/benchmarks.md)."""
+    return FusionConfig(
+        depth=RECALL_DEPTH, combine="softmax", text_weight=RECALL_TEXT_WEIGHT, time_weight=RECALL_TIME_WEIGHT
+    )
 
 
 class RecallSearch:
@@ -64,9 +71,7 @@ class RecallSearch:
         self.recall = recall
         self.index = index if embed else None
         self.queue = queue
-        self.fusion = fusion or FusionConfig(
-            depth=RECALL_DEPTH, combine="softmax", text_weight=RECALL_TEXT_WEIGHT, time_weight=RECALL_TIME_WEIGHT
-        )
+        self.fusion = fusion or default_fusion()
         if self.index is not None:
             # A message is embedded sentence by sentence and scored by its best passage
             # (docs/benchmarks.md: turn-level MRR 0.73 -> 0.79 on LongMemEval).
