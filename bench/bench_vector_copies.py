@@ -2,7 +2,7 @@
 
 Usage::
 
-    git -C /work/main worktree add /tmp/imp-base 2001c9d    # the code with float32 copies
+    git worktree add /tmp/imp-base 2001c9d    # the code with float32 copies
     .venv/bin/python bench/bench_vector_copies.py --baseline /tmp/imp-base [--messages 10000]
 
 A JSON-lines chat of ``--messages`` messages in LongMemEval's shape (``tests/transcript_gen.py``:
