@@ -23,7 +23,7 @@ types are ``locomo-<category>``. Questions without evidence are skipped.
 Usage::
 
     .venv/bin/python bench/retrieval.py [DATA.json(.gz)] [--limit N] [--all-turns] [--json OUT]
-        [--encoder torch|onnx|onnx-int8]
+        [--encoder torch|onnx|onnx-int8] [--model all-MiniLM-L6-v2|all-mpnet-base-v2]
 
 Embeddings are cached on disk keyed by model and SHA-256 of the text
 (``--cache``, default ``~/.cache/rlm-memory/bench-embeddings.sqlite``), so only the first run
@@ -278,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="embedding threads")
     ap.add_argument("--encoder", choices=["torch", "onnx", "onnx-int8"], default="torch",
                     help="sentence-transformers (torch), or the ONNX graph in fp32 or int8")
+    ap.add_argument("--model", default="all-MiniLM-L6-v2",
+                    help="encoder (embed_model): all-MiniLM-L6-v2 or all-mpnet-base-v2 (the mpnet extra)")
     ap.add_argument("--all-turns", action="store_true", help="index assistant turns too")
     ap.add_argument("--json", help="write the summary table here")
     args = ap.parse_args(argv)
@@ -288,11 +290,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit:
         stacks = stacks[: args.limit]
     n_questions = sum(len(h.probes) for h in stacks)
-    base: Any = SentenceTransformerEmbedder(threads=args.threads)
+    from memory.vectors.models import DEFAULT_MODEL, canonical, model_dir
+
+    model_path = None if canonical(args.model) == DEFAULT_MODEL else model_dir(args.model)
+    base: Any = SentenceTransformerEmbedder(model_path, threads=args.threads)
     if args.encoder != "torch":
         from memory.vectors.onnx import OnnxEmbedder
 
-        base = OnnxEmbedder(threads=args.threads, quantize=args.encoder == "onnx-int8")
+        base = OnnxEmbedder(model_path, threads=args.threads, quantize=args.encoder == "onnx-int8")
     embedder: Any = base if args.no_cache else CachedEmbedder(base, args.cache)
     rows: list[tuple[str, dict[str, Any]]] = []
     totals: dict[str, float] = defaultdict(float)
