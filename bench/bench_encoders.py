@@ -38,12 +38,14 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from memory.manager import MemoryManager
+from memory.text import chunking
 
 ROOT = Path(__file__).resolve().parent.parent
 COLD = """
 import sys, time
 t0 = time.perf_counter()
 from memory.manager import MemoryManager
+from memory.text import chunking
 with MemoryManager.open(sys.argv[1], background_embed=False) as m:
     hits = m.search(sys.argv[2], k=5, mode="hybrid")
 print(time.perf_counter() - t0, "torch" in sys.modules, len(hits))
@@ -74,7 +76,7 @@ def ingest(store: Path, model: str, backend: str, turns: list[str], chunks: list
         t0 = time.perf_counter()
         mem.embed_pending()
         t1 = time.perf_counter()
-        passages = mem.recall.index.count() if mem.recall.index is not None else 0  # type: ignore[attr-defined]
+        passages = sum(len(chunking.passages(t)) for t in turns)  # what the queue embeds
         mem.archival.insert_many(chunks)
         t2 = time.perf_counter()
         mem.embed_pending()

