@@ -14,8 +14,9 @@ For each model, alternating the models at every step so machine load hits them a
 * cold query: a new process opens the store (its ``rlmem.toml`` names the model) and runs
   one hybrid ``search``, ``--runs`` times; the process's wall time (p50), and whether it
   imported torch;
-* warm query: in one process, ``--queries`` distinct hybrid searches after a first one;
-  the median per query.
+* warm query: in one process holding both stores, ``--queries`` distinct hybrid searches
+  after a first one, the models alternated at every query; the median per query, and the
+  median time to embed one query text on its own.
 
 The one-time costs (unpacking the mpnet parts, the ONNX export) are paid before timing.
 """
@@ -84,15 +85,28 @@ def ingest(store: Path, model: str, backend: str, turns: list[str], chunks: list
     return {"passages": passages, "passages_s": passages / (t1 - t0), "chunks_s": len(chunks) / (t3 - t2)}
 
 
-def warm(store: Path, questions: list[str]) -> float:
-    with MemoryManager.open(store, background_embed=False) as mem:
-        mem.search("a first query", k=5, mode="hybrid")
-        times = []
+def warm(stores: dict[str, Path], questions: list[str]) -> dict[str, tuple[float, float]]:
+    """Median hybrid search and median query embedding per model, the models alternated at
+    every query (the embedding of a text the search did not embed: no cached vector)."""
+    mems = {m: MemoryManager.open(p, background_embed=False) for m, p in stores.items()}
+    try:
+        for mem in mems.values():
+            mem.search("a first query", k=5, mode="hybrid")
+        search: dict[str, list[float]] = {m: [] for m in mems}
+        embed: dict[str, list[float]] = {m: [] for m in mems}
         for q in questions:
-            t0 = time.perf_counter()
-            mem.search(q, k=5, mode="hybrid")
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+            for m, mem in mems.items():
+                t0 = time.perf_counter()
+                mem.search(q, k=5, mode="hybrid")
+                t1 = time.perf_counter()
+                mem.embedder.embed([q + " (again)"])
+                t2 = time.perf_counter()
+                search[m].append(t1 - t0)
+                embed[m].append(t2 - t1)
+        return {m: (statistics.median(search[m]), statistics.median(embed[m])) for m in mems}
+    finally:
+        for mem in mems.values():
+            mem.close()
 
 
 def main() -> int:
@@ -130,22 +144,23 @@ def main() -> int:
                 res[m].setdefault("cold_s", []).append(wall)
                 res[m].setdefault("torch", []).append(float(torch == "True"))
                 print(f"cold {m}: {wall:.2f} s (in-process {float(inner):.2f} s, torch imported: {torch})", flush=True)
-        for m in models:
-            res[m]["warm_s"] = [warm(Path(tmp) / f"{m}-0", questions[: args.queries])]
+        for m, (search_s, embed_s) in warm({m: Path(tmp) / f"{m}-0" for m in models}, questions[: args.queries]).items():
+            res[m]["warm_s"], res[m]["embed_s"] = [search_s], [embed_s]
     print(f"\nload {os.getloadavg()[0]:.2f}")
     base = models[0]
     row = {m: {"passages_s": statistics.mean(res[m]["passages_s"]), "chunks_s": statistics.mean(res[m]["chunks_s"]),
                "cold_s": statistics.median(res[m]["cold_s"]), "warm_s": res[m]["warm_s"][0],
-               "torch": max(res[m]["torch"])} for m in models}
-    print(f"{'model':22s} {'passages/s':>11s} {'chunks/s':>9s} {'cold p50 s':>11s} {'warm/query s':>13s} torch")
+               "embed_s": res[m]["embed_s"][0], "torch": max(res[m]["torch"])} for m in models}
+    print(f"{'model':22s} {'passages/s':>11s} {'chunks/s':>9s} {'cold p50 s':>11s} {'warm search s':>14s} "
+          f"{'query embed s':>14s} torch")
     for m in models:
         r = row[m]
-        print(f"{m:22s} {r['passages_s']:11.1f} {r['chunks_s']:9.2f} {r['cold_s']:11.2f} {r['warm_s']:13.3f} "
-              f"{'yes' if r['torch'] else 'no'}")
+        print(f"{m:22s} {r['passages_s']:11.1f} {r['chunks_s']:9.2f} {r['cold_s']:11.2f} {r['warm_s']:14.3f} "
+              f"{r['embed_s']:14.4f} {'yes' if r['torch'] else 'no'}")
         if m != base:
             b = row[base]
             print(f"{'  ratio to ' + base:22s} {r['passages_s'] / b['passages_s']:11.3f} {r['chunks_s'] / b['chunks_s']:9.3f} "
-                  f"{r['cold_s'] / b['cold_s']:11.2f} {r['warm_s'] / b['warm_s']:13.2f}")
+                  f"{r['cold_s'] / b['cold_s']:11.2f} {r['warm_s'] / b['warm_s']:14.2f} {r['embed_s'] / b['embed_s']:14.2f}")
     return 0
 
 
