@@ -24,7 +24,7 @@ process doing the whole path, with this code and with ``--old``, for each of ``-
 ``ArchivalStore.ingest`` of a file of the chunks (chunking, SQL, queue, the encoder, Chroma),
 and ``embed_pending`` of the turns appended as recall messages. ``--threads`` applies to all.
 Chunks per second (passages per second for recall) and the ratio to bare encode, one run.
-``--scale``: the store path alone (a hash encoder under the model's name) at larger sizes, to
+``RLMEM_BENCH_DATA``: another path to the dev haystacks. ``--scale``: the store path alone (a hash encoder under the model's name) at larger sizes, to
 extrapolate them: embedding is the measured rate times the count, plus that cost; printed as
 such, not measured with the model.
 """
@@ -64,7 +64,7 @@ class _Named:
 
 
 def _haystack_texts() -> list[str]:
-    with gzip.open(DATA, "rt", encoding="utf-8") as fh:
+    with gzip.open(os.environ.get("RLMEM_BENCH_DATA") or DATA, "rt", encoding="utf-8") as fh:
         data = json.load(fh)
     out: list[str] = []
     for rec in data:
