@@ -244,8 +244,11 @@ def throughput(args: argparse.Namespace) -> None:
         ):
             results: dict[str, float] = {}
             b0 = _rate(bare, items)
-            for enc in encoders:
-                for who, tree in (("new", ROOT), ("old", old)):
+            for e, enc in enumerate(encoders):
+                pair = [("new", ROOT), ("old", old)]
+                # ABBA: the order of new and old alternates, so a load that drifts during the
+                # run favours neither.
+                for who, tree in pair if (e + (unit == "passages")) % 2 == 0 else pair[::-1]:
                     n, secs = _child(code, tree, str(src), str(Path(tmp) / f"{label[:3]}-{who}-{enc}"), enc,
                                      str(args.threads))
                     per = n / secs if unit == "chunks" else len(items) / secs  # recall: n counts messages

@@ -40,7 +40,7 @@ def torch_vectors() -> np.ndarray:
 
 
 def _cache(tmp_path: Path, export: Path, **kw: object) -> OnnxEmbedder:
-    emb = OnnxEmbedder(cache_dir=tmp_path, **kw)  # type: ignore[arg-type]
+    emb = OnnxEmbedder(cache_dir=tmp_path, **{"fused": True, **kw})  # type: ignore[arg-type]
     emb.graph_path.parent.mkdir(parents=True, exist_ok=True)
     if not emb.graph_path.with_name("model.onnx").is_file():
         shutil.copy2(export, emb.graph_path.with_name("model.onnx"))  # no export needed
@@ -101,7 +101,8 @@ def test_the_int8_copy_is_quantised_from_the_fused_graph_and_remade_when_damaged
     assert int8.is_file() and "QAttention" in _ops(int8)
     assert q.name.endswith("+int8-fused") and float((got * torch_vectors).sum(1).min()) > 0.95
     int8.write_bytes(int8.read_bytes()[:5000])  # damaged: made again, never another graph's vectors
-    again = OnnxEmbedder(cache_dir=tmp_path, quantize=True)
+    again = OnnxEmbedder(cache_dir=tmp_path, quantize=True, fused=True)
+    assert not OnnxEmbedder(cache_dir=tmp_path).fused and not OnnxEmbedder(cache_dir=tmp_path, quantize=True).fused
     with caplog.at_level(logging.WARNING):
         redo = np.asarray(again.embed(TEXTS))
     assert "making it again" in caplog.text and "QAttention" in _ops(int8)

@@ -5,7 +5,7 @@ Rules this module keeps:
 * ``embed_backend``: ``auto`` (the default) runs the packaged model with onnxruntime when it
   and ``tokenizers`` are installed, else with torch; ``onnx`` and ``torch`` force one. Both
   write the same vectors (``memory.vectors.onnx`` checks it), so the choice never makes a
-  store re-embed. ``onnx-int8`` runs an int8 copy of the BERT-fused graph (faster, other vectors: a
+  store re-embed. ``onnx-int8`` runs an int8 copy of the graph (faster, other vectors: a
   store re-embeds into collections of their own). ``hash`` is the dependency-free ``HashEmbedder`` (not a semantic model:
   for tests and demos of the plumbing; its vectors carry their own name).
 * ``embed_device``: ``auto`` (the default) uses a CUDA GPU when one is visible, else the CPU;

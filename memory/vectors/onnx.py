@@ -11,16 +11,18 @@ Rules this module keeps:
   ``SentenceTransformerEmbedder`` writes (checked), so both carry ``st:<model dir>`` and a
   store switches between them without re-embedding. Anything that changes the vectors
   (quantisation) must carry another name.
-* ``fused=True`` (the default) runs onnxruntime's BERT fusions of the graph
-  (``onnx_graphs.bert_fused``: checked to write the fp32 graph's vectors, so the name stays);
-  the int8 copy is quantised from it. If the fused graph cannot be made, or its cached file
-  does not load, the fp32 embedder runs the plain export instead, with a warning; the int8
-  one removes the damaged file and makes it again (another graph would write other vectors
-  under its name).
+* ``fused=True`` runs onnxruntime's BERT fusions of the graph (``onnx_graphs.bert_fused``),
+  checked to write the plain graph's vectors, so an fp32 embedder keeps its name; with
+  ``quantize`` it runs the int8 copy quantised from the fused graph (``QAttention``), whose
+  vectors differ from the plain graph's int8 copy: it is named ``st:<dir>+int8-fused``. Off
+  by default: measured on one and two threads, neither was reliably faster over the whole
+  store path (docs/benchmarks.md). If the fused graph cannot be made, or its cached file does
+  not load, the fp32 embedder runs the plain export instead, with a warning; the int8 one
+  removes the damaged file and makes it again (another graph would write other vectors under
+  its name).
 * ``quantize=True`` runs the int8 copy (dynamic quantisation of the matrix products, per
   channel; needs the ``onnx`` package, the ``int8`` extra). Its vectors differ (cosine about
-  0.99), so it is named ``st:<dir>+int8-fused`` (``st:<dir>+int8`` for the copy of the
-  plain graph, ``fused=False``, whose vectors differ from it again): a store keeps them in collections of their own and
+  0.99), so it is named ``st:<dir>+int8``: a store keeps them in collections of their own and
   re-embeds when the encoder changes.
 * After the one-time export, embedding imports only numpy, onnxruntime and tokenizers: a cold
   process never loads torch. Texts are embedded in batches sorted by length, so short texts
@@ -96,7 +98,7 @@ def _cache_key(model_path: Path) -> str:
 
 def int8_graph(fp32: OnnxEmbedder) -> Path:
     """The int8 graph next to ``fp32``'s (made once; needs the ``onnx`` package)."""
-    q = OnnxEmbedder(fp32.model_path, cache_dir=fp32.cache_dir, quantize=True, fused=fp32.fused)
+    q = OnnxEmbedder(fp32.model_path, cache_dir=fp32.cache_dir, quantize=True)
     return q._ensure_graph()
 
 
@@ -119,7 +121,7 @@ class OnnxEmbedder:
         max_chars: int = 8192,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         quantize: bool = False,
-        fused: bool = True,
+        fused: bool = False,
     ) -> None:
         path = Path(model_path).expanduser() if model_path is not None else default_model_path()
         if not path.is_dir() or not (path / "tokenizer.json").is_file():

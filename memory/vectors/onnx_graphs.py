@@ -17,7 +17,7 @@ Rules this module keeps:
   onnxruntime version and the graph file's size and time, written to a temporary file and
   renamed into place. It is checked before it is kept: its vectors for the sample must have
   cosine >= 0.99999 with the graph it came from (itself checked against the torch model), so
-  it writes the same vectors. The int8 copy is quantised from it (the fused ``Attention``
+  it writes the same vectors. An int8 copy can be quantised from it (the fused ``Attention``
   becomes ``QAttention``).
 * On the CPU, onnxruntime's optimised form of a graph (its fusions, ``ORT_ENABLE_EXTENDED``:
   nothing tied to this CPU's instruction set) is saved once next to the graph, its weights in
@@ -198,7 +198,10 @@ def fused_path(graph: Path, *, int8: bool = False) -> Path:
 
 def bert_fused(graph: Path, out: Path, *, heads: int, hidden: int) -> None:
     """onnxruntime's BERT fusions of ``graph`` into ``out``, checked (see the module notes)."""
-    from onnxruntime.transformers.optimizer import optimize_model
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+    except ImportError as exc:  # it imports the onnx package
+        raise ConfigError(f"onnxruntime's BERT fusions need the onnx package: pip install 'rlm-memory[int8]' ({exc})") from exc
 
     fd, tmp_name = tempfile.mkstemp(prefix=".bert-", suffix=".onnx", dir=out.parent)
     os.close(fd)
