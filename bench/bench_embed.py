@@ -24,7 +24,7 @@ process doing the whole path, with this code and with ``--old``, for each of ``-
 ``ArchivalStore.ingest`` of a file of the chunks (chunking, SQL, queue, the encoder, Chroma),
 and ``embed_pending`` of the turns appended as recall messages. ``--threads`` applies to all.
 Chunks per second (passages per second for recall) and the ratio to bare encode, one run.
-``--scale``: the store path alone (a hash encoder under the model's name) at larger sizes, to
+``RLMEM_BENCH_DATA``: another path to the dev haystacks. ``--scale``: the store path alone (a hash encoder under the model's name) at larger sizes, to
 extrapolate them: embedding is the measured rate times the count, plus that cost; printed as
 such, not measured with the model.
 """
@@ -64,7 +64,7 @@ class _Named:
 
 
 def _haystack_texts() -> list[str]:
-    with gzip.open(DATA, "rt", encoding="utf-8") as fh:
+    with gzip.open(os.environ.get("RLMEM_BENCH_DATA") or DATA, "rt", encoding="utf-8") as fh:
         data = json.load(fh)
     out: list[str] = []
     for rec in data:
@@ -244,8 +244,11 @@ def throughput(args: argparse.Namespace) -> None:
         ):
             results: dict[str, float] = {}
             b0 = _rate(bare, items)
-            for enc in encoders:
-                for who, tree in (("new", ROOT), ("old", old)):
+            for e, enc in enumerate(encoders):
+                pair = [("new", ROOT), ("old", old)]
+                # ABBA: the order of new and old alternates, so a load that drifts during the
+                # run favours neither.
+                for who, tree in pair if (e + (unit == "passages")) % 2 == 0 else pair[::-1]:
                     n, secs = _child(code, tree, str(src), str(Path(tmp) / f"{label[:3]}-{who}-{enc}"), enc,
                                      str(args.threads))
                     per = n / secs if unit == "chunks" else len(items) / secs  # recall: n counts messages

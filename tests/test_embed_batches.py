@@ -112,3 +112,23 @@ def test_ingest_after_a_change_of_encoder_re_embeds_the_old_chunks_with_progress
         assert mem.queue.stale("archival") == 0 and mem.queue.pending("archival") == 0
         assert seen[-1] == (41, 41)  # the progress counts the old chunks too
         assert mem.search_archival("zebras", k=3, mode="vector")
+
+
+def test_a_drain_opens_chroma_while_its_first_batch_is_embedded(tmp_path: Path) -> None:
+    emb = Recording()
+    seen: list[bool] = []
+    with _store(tmp_path / "s", emb) as mem:
+        mem.recall.append_many([{"content": f"Message {i} about the vault, number {i}."} for i in range(50)])
+        index = mem.queue.sources["recall"].index
+        assert index._collection is None  # a fresh store: Chroma not opened yet
+        # After the model's first call, before the batch's first write: opening or open.
+        emb.on_call = lambda n: seen.append(
+            index._collection is not None or any(t.name == "rlmem-chroma-open" for t in threading.enumerate())
+        ) if n == 1 else None
+        assert mem.embed_pending(tiers=["recall"]) == 50
+        assert seen == [True]
+        assert index._collection is not None
+        assert not [t for t in threading.enumerate() if t.name == "rlmem-chroma-open"]  # joined
+        assert index.open_soon() is None  # already open: nothing started
+        hit = mem.search_recall("Message 17 about the vault, number 17.", k=1, mode="vector")
+        assert hit and hit[0].id == 18

@@ -196,6 +196,22 @@ class VectorIndex:
                 raise IndexError_(f"cannot open Chroma collection {self.name!r}: {exc}") from exc
         return self._collection
 
+    def open_soon(self) -> threading.Thread | None:
+        """Open the collection in a background thread: in a fresh process importing chromadb
+        and making its client takes seconds, which a drain spends embedding its first batch
+        meanwhile (the model runs without the GIL). Writes wait for it (the write lock);
+        an error is left for the write that needs the collection to report."""
+        if self._collection is not None:
+            return None
+
+        def run() -> None:
+            with contextlib.suppress(Exception), self._mutex:
+                _ = self.collection
+
+        th = threading.Thread(target=run, name="rlmem-chroma-open", daemon=True)
+        th.start()
+        return th
+
     @contextlib.contextmanager
     def write_lock(self) -> Iterator[None]:
         """Serialise index writes in this process and, for an embedded store, across processes."""

@@ -11,6 +11,15 @@ Rules this module keeps:
   ``SentenceTransformerEmbedder`` writes (checked), so both carry ``st:<model dir>`` and a
   store switches between them without re-embedding. Anything that changes the vectors
   (quantisation) must carry another name.
+* ``fused=True`` runs onnxruntime's BERT fusions of the graph (``onnx_graphs.bert_fused``),
+  checked to write the plain graph's vectors, so an fp32 embedder keeps its name; with
+  ``quantize`` it runs the int8 copy quantised from the fused graph (``QAttention``), whose
+  vectors differ from the plain graph's int8 copy: it is named ``st:<dir>+int8-fused``. Off
+  by default: measured on one and two threads, neither was reliably faster over the whole
+  store path (docs/benchmarks.md). If the fused graph cannot be made, or its cached file does
+  not load, the fp32 embedder runs the plain export instead, with a warning; the int8 one
+  removes the damaged file and makes it again (another graph would write other vectors under
+  its name).
 * ``quantize=True`` runs the int8 copy (dynamic quantisation of the matrix products, per
   channel; needs the ``onnx`` package, the ``int8`` extra). Its vectors differ (cosine about
   0.99), so it is named ``st:<dir>+int8``: a store keeps them in collections of their own and
@@ -39,7 +48,15 @@ from typing import Any
 
 from memory.errors import ConfigError
 from memory.vectors.embeddings import _check_texts, default_model_path
-from memory.vectors.onnx_graphs import export_onnx, optimized_graph, pooled, quantize, session
+from memory.vectors.onnx_graphs import (
+    bert_fused,
+    export_onnx,
+    fused_path,
+    optimized_graph,
+    pooled,
+    quantize,
+    session,
+)
 from memory.vectors.onnx_graphs import tokenizer as load_tokenizer
 
 __all__ = ["OnnxEmbedder", "export_onnx", "int8_graph", "onnx_available", "onnx_cache_dir", "optimized_graph"]
@@ -102,6 +119,7 @@ class OnnxEmbedder:
         max_chars: int = 8192,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         quantize: bool = False,
+        fused: bool = False,
     ) -> None:
         path = Path(model_path).expanduser() if model_path is not None else default_model_path()
         if not path.is_dir() or not (path / "tokenizer.json").is_file():
@@ -120,6 +138,7 @@ class OnnxEmbedder:
         self.providers = list(providers)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else onnx_cache_dir()
         self.quantize = quantize
+        self.fused = fused and graph is None
         self._graph = Path(graph) if graph is not None else None
         self._session: Any = None
         self._quick: Any = None
@@ -133,7 +152,9 @@ class OnnxEmbedder:
 
     @property
     def name(self) -> str:
-        return f"st:{self.model_path.name}" + ("+int8" if self.quantize else "")
+        if not self.quantize:
+            return f"st:{self.model_path.name}"
+        return f"st:{self.model_path.name}" + ("+int8-fused" if self.fused else "+int8")
 
     @property
     def dim(self) -> int:
@@ -144,7 +165,8 @@ class OnnxEmbedder:
 
     @property
     def graph_path(self) -> Path:
-        """The ONNX file this embedder runs (exported on first use when missing)."""
+        """The plain ONNX file of this embedder (exported on first use when missing); with
+        ``fused``, the file it runs is made from it (``_ensure_graph``)."""
         if self._graph is not None:
             return self._graph
         return self.cache_dir / _cache_key(self.model_path) / ("model.int8.onnx" if self.quantize else "model.onnx")
@@ -156,8 +178,9 @@ class OnnxEmbedder:
         return self._tokenizer
 
     def _ensure_graph(self) -> Path:
+        """The graph to run, made first when missing (export, BERT fusions, int8 copy)."""
         graph = self.graph_path
-        if graph.is_file():
+        if not self.fused and graph.is_file():
             return graph
         graph.parent.mkdir(parents=True, exist_ok=True)
         with open(graph.parent / ".export.lock", "a+") as fh:
@@ -166,6 +189,20 @@ class OnnxEmbedder:
             if not fp32.is_file():
                 log.info("exporting %s to ONNX (once) at %s", self.model_path, fp32)
                 export_onnx(self.model_path, fp32)
+            if self.fused:
+                fused = fused_path(fp32)
+                if not fused.is_file():
+                    try:
+                        cfg = json.loads((self.model_path / "config.json").read_text())
+                        bert_fused(fp32, fused, heads=int(cfg["num_attention_heads"]), hidden=int(cfg["hidden_size"]))
+                    except Exception as exc:
+                        if self.quantize:
+                            raise
+                        log.warning("no BERT-fused graph for %s (%s): running the plain graph", fp32, exc)
+                        return fp32
+                if not self.quantize:
+                    return fused
+                fp32, graph = fused, fused_path(fp32, int8=True)
             if self.quantize and not graph.is_file():
                 quantize(fp32, graph)
         return graph
@@ -201,20 +238,36 @@ class OnnxEmbedder:
                         self._run = (optimized_graph(graph), True)
                     except Exception as exc:  # e.g. a read-only cache: optimise at every start
                         log.warning("could not save onnxruntime's optimised graph next to %s: %s", graph, exc)
-            try:
-                sess = session(self._run[0], self.threads, self.providers, optimized=self._run[1], prepack=not quick)
-            except Exception as exc:
-                if not self._run[1]:
-                    raise
-                bad, self._run = self._run[0], (self._ensure_graph(), False)
-                log.warning("the optimised graph %s does not load (%s): using %s", bad, exc, self._run[0])
-                sess = session(self._run[0], self.threads, self.providers, prepack=not quick)
+            sess = self._load_session(quick)
             if quick:
                 self._quick = sess
             else:
                 self._session, self._quick = sess, None
             _ = self.tokenizer
             return sess
+
+    def _load_session(self, quick: bool) -> Any:
+        """A session of ``self._run``; a cached file that does not load is replaced by the
+        graph it was made from (see the module notes)."""
+        assert self._run is not None
+        try:
+            return session(self._run[0], self.threads, self.providers, optimized=self._run[1], prepack=not quick)
+        except Exception as exc:
+            if self._run[1]:
+                bad, self._run = self._run[0], (self._ensure_graph(), False)
+                log.warning("the optimised graph %s does not load (%s): using %s", bad, exc, self._run[0])
+                return self._load_session(quick)
+            if not self.fused or self._run[0] == self.graph_path:
+                raise
+            bad = self._run[0]
+            if self.quantize:  # made again: only this graph writes the vectors of this name
+                log.warning("the int8 graph %s does not load (%s): making it again", bad, exc)
+                bad.unlink(missing_ok=True)
+                self._run = (self._ensure_graph(), False)
+                return session(self._run[0], self.threads, self.providers, prepack=not quick)
+            log.warning("the BERT-fused graph %s does not load (%s): using %s", bad, exc, self.graph_path)
+            self._run = (self.graph_path, False)
+            return session(self._run[0], self.threads, self.providers, prepack=not quick)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         items = _check_texts(texts)

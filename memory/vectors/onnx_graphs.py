@@ -12,6 +12,15 @@ Rules this module keeps:
   >= 0.9999 with the torch model's, else it is discarded and the torch model is used.
 * The int8 copy (``quantize``: dynamic quantisation of the matrix products, per channel) is
   made once from the fp32 graph; it needs the ``onnx`` package (the ``int8`` extra).
+* ``bert_fused``: onnxruntime's BERT fusions of the fp32 graph (``onnxruntime.transformers``,
+  shipped in its wheel: each layer's attention one ``Attention`` node, the residual adds and
+  layer norms ``SkipLayerNormalization``, ``BiasGelu``, the embeddings
+  ``EmbedLayerNormalization``), made once next to the graph, in a file keyed by the
+  onnxruntime version and the graph file's size and time, written to a temporary file and
+  renamed into place. It is checked before it is kept: its vectors for the sample must have
+  cosine >= 0.99999 with the graph it came from (itself checked against the torch model), so
+  it writes the same vectors. An int8 copy can be quantised from it (the fused ``Attention``
+  becomes ``QAttention``).
 * On the CPU, onnxruntime's optimised form of a graph (its fusions, ``ORT_ENABLE_EXTENDED``:
   nothing tied to this CPU's instruction set) is saved once next to the graph, its weights in
   a ``.data`` file, in a directory keyed by the onnxruntime version and the graph file's size
@@ -36,7 +45,10 @@ from typing import Any
 
 from memory.errors import ConfigError
 
-__all__ = ["export_onnx", "inputs_of", "optimized_graph", "pad", "pooled", "quantize", "session", "tokenizer"]
+__all__ = [
+    "bert_fused", "export_onnx", "fused_path", "inputs_of", "optimized_graph", "pad", "pooled", "quantize", "session",
+    "tokenizer",
+]
 
 log = logging.getLogger(__name__)
 SAMPLE = [
@@ -175,15 +187,69 @@ def pooled(sess: Any, tok: Any, texts: Sequence[str], batch_size: int) -> Any:
     out: Any = None
     for start in range(0, len(order), batch_size):
         part = order[start : start + batch_size]
-        feeds = pad([encs[i].ids for i in part])
-        hidden = sess.run(None, inputs_of(sess, feeds))[0]
-        m = feeds["attention_mask"][..., None].astype(np.float32)
-        vec = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
-        vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+        vec = _pooled_rows(sess, [encs[i].ids for i in part])
         if out is None:
             out = np.empty((len(encs), vec.shape[1]), dtype=np.float32)
         out[part] = vec
     return out
+
+
+def fused_path(graph: Path, *, int8: bool = False) -> Path:
+    """Where the BERT-fused form of ``graph`` (and its int8 copy) is kept: keyed by the
+    onnxruntime version and ``graph``'s size and time, so it is re-made when either changes."""
+    import onnxruntime as ort
+
+    st = graph.stat()
+    raw = f"{graph.name}|{st.st_size}|{st.st_mtime_ns}"
+    key = f"{ort.__version__}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}"
+    return graph.with_name(f"model.bert-{key}" + (".int8" if int8 else "") + ".onnx")
+
+
+def bert_fused(graph: Path, out: Path, *, heads: int, hidden: int) -> None:
+    """onnxruntime's BERT fusions of ``graph`` into ``out``, checked (see the module notes)."""
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+    except ImportError as exc:  # it imports the onnx package
+        raise ConfigError(f"onnxruntime's BERT fusions need the onnx package: pip install 'rlm-memory[int8]' ({exc})") from exc
+
+    fd, tmp_name = tempfile.mkstemp(prefix=".bert-", suffix=".onnx", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        root = logging.getLogger()
+        was = root.disabled
+        root.disabled = True  # the optimiser's progress goes to the root logger
+        try:
+            with _quiet_warnings():
+                model = optimize_model(str(graph), model_type="bert", num_heads=heads, hidden_size=hidden,
+                                       opt_level=0, use_gpu=False)
+                model.save_model_to_file(str(tmp))
+        finally:
+            root.disabled = was
+        fused = model.get_fused_operator_statistics()
+        if not fused.get("Attention"):
+            raise ConfigError(f"onnxruntime's BERT fusions found no attention to fuse in {graph}")
+        tok_rows = [[101, *range(1000, 1000 + 9 * n), 102] for n in (1, 3, 30)]
+        a = _pooled_rows(session(graph, 1, ["CPUExecutionProvider"]), tok_rows)
+        b = _pooled_rows(session(tmp, 1, ["CPUExecutionProvider"]), tok_rows)
+        cos = float((a * b).sum(1).min())
+        if cos < 0.99999:
+            raise ConfigError(f"onnxruntime's BERT fusions of {graph} disagree with it (cosine {cos:.6f})")
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _pooled_rows(sess: Any, rows: Sequence[Sequence[int]]) -> Any:
+    """Mean-pooled, normalised vectors of rows of token ids, padded into one batch."""
+    import numpy as np
+
+    feeds = pad(rows)
+    hidden = sess.run(None, inputs_of(sess, feeds))[0]
+    m = feeds["attention_mask"][..., None].astype(np.float32)
+    vec = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+    return vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
 
 
 def quantize(fp32: Path, out: Path) -> None:
@@ -204,7 +270,8 @@ def quantize(fp32: Path, out: Path) -> None:
         try:
             with _quiet_warnings():
                 quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                                 reduce_range=True, op_types_to_quantize=["MatMul"])
+                                 reduce_range=True, op_types_to_quantize=["MatMul", "Attention"],
+                                 extra_options={"DefaultTensorType": 1})  # FLOAT: the fused ops' outputs
         finally:
             root.disabled = was
         os.replace(tmp, out)

@@ -514,6 +514,19 @@ class EmbeddingQueue:
         done = 0
         if progress is not None:
             progress(0, queued)
+        # Chroma opens while the first batch is embedded (``VectorIndex.open_soon``).
+        opening = [self.sources[t].index.open_soon() for t in tiers if self.pending(t)]
+        try:
+            done = self._drain(tiers, batch, stop, progress, batch_s, queued)
+        finally:
+            for th in opening:
+                if th is not None:
+                    th.join()
+        return done
+
+    def _drain(self, tiers: list[str], batch: int, stop: threading.Event | None, progress: Progress | None,
+               batch_s: float, queued: int) -> int:
+        done = 0
         for t in tiers:
             size = min(batch, 16)  # small until the rate is known
             while not (stop is not None and stop.is_set()):
