@@ -47,6 +47,7 @@ __all__ = [
     "Meta",
     "VectorIndex",
     "collection_name",
+    "import_numpy_first",
     "is_damaged",
     "item_of",
     "make_chroma_client",
@@ -203,6 +204,7 @@ class VectorIndex:
         an error is left for the write that needs the collection to report."""
         if self._collection is not None:
             return None
+        import_numpy_first()
 
         def run() -> None:
             with contextlib.suppress(Exception), self._mutex:
@@ -451,6 +453,14 @@ class VectorIndex:
         mat = np.asarray(embs, dtype=np.float32)
         sims = mat @ np.asarray(vector, dtype=np.float32)
         return {int(i): float(s) for i, s in zip(res["ids"], sims, strict=True)}
+
+
+def import_numpy_first() -> None:
+    """Import numpy (and ``numpy.typing``, which chromadb reaches for) in the calling thread,
+    before it starts a thread that may import it too. numpy is imported lazily (a command
+    such as ``rlmem log`` never needs it), and two threads importing it at once can each
+    find it half-made ("partially initialized module 'numpy._typing'")."""
+    import numpy.typing  # noqa: F401
 
 
 def collection_name(base: str, embedder: Embedder) -> str:

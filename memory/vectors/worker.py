@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 
+from memory.vectors.index import import_numpy_first
 from memory.vectors.queue import EmbeddingQueue
 
 __all__ = ["EmbeddingWorker"]
@@ -45,6 +46,7 @@ class EmbeddingWorker:
         self._idle = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rlmem-embed", daemon=True)
         queue.on_enqueue(self._wake.set)
+        import_numpy_first()  # the thread and this one would otherwise race to import it
         self._thread.start()
 
     def _run(self) -> None:
