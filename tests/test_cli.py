@@ -168,33 +168,31 @@ def test_ingest_and_hybrid_search_with_the_real_model(store: Path, tmp_path: Pat
 
 def test_text_search_starts_without_torch(store: Path) -> None:
     ok("log", "cold start check")
+    result, stdout = _heavy_modules_after(store, ["search", "cold", "--mode", "text"],
+                                          ("torch", "chromadb", "sentence_transformers"))
+    assert result == {"rc": 0, "heavy": []}
+    assert "[cold] start check" in stdout
+
+
+def _heavy_modules_after(store: Path, argv: list[str], modules: tuple[str, ...]) -> tuple[dict, str]:
+    """Run the CLI with ``argv`` in a fresh interpreter: its exit code, which of ``modules``
+    it imported, and its output."""
     code = (
         "import json, sys\n"
         "from agents.cli.main import main\n"
-        f"rc = main(['--store', {str(store)!r}, 'search', 'cold', '--mode', 'text'])\n"
-        "heavy = [m for m in ('torch', 'chromadb', 'sentence_transformers') if m in sys.modules]\n"
+        f"rc = main(['--store', {str(store)!r}, *{argv!r}])\n"
+        f"heavy = [m for m in {modules!r} if m in sys.modules]\n"
         "print(json.dumps({'rc': rc, 'heavy': heavy}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result == {"rc": 0, "heavy": []}
-    assert "[cold] start check" in proc.stdout
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stdout
 
 
 def test_log_starts_without_numpy_or_the_vector_store(store: Path) -> None:
-    code = (
-        "import json, sys\n"
-        "from agents.cli.main import main\n"
-        f"rc = main(['--store', {str(store)!r}, 'log', 'a cold start', '-q'])\n"
-        "heavy = [m for m in ('numpy', 'torch', 'chromadb', 'onnxruntime') if m in sys.modules]\n"
-        "print(json.dumps({'rc': rc, 'heavy': heavy}))\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"rc": 0, "heavy": []}
+    result, _ = _heavy_modules_after(store, ["log", "a cold start", "-q"], ("numpy", "torch", "chromadb", "onnxruntime"))
+    assert result == {"rc": 0, "heavy": []}
 
 
 def test_help_and_module_entry_point() -> None:

@@ -95,10 +95,7 @@ def export_onnx(model_path: Path, out: Path) -> None:
     mask[1, 5:] = 0  # a padded row, so the traced graph keeps the attention-mask path
     args = (dummy, mask, torch.zeros_like(dummy))[: len(names)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with _replacing(out, ".export-") as tmp:
         with _without_onnx_package(), torch.no_grad(), _quiet_warnings():
             torch.onnx.export(
                 _Hidden(model), args, str(tmp), input_names=names,
@@ -107,6 +104,17 @@ def export_onnx(model_path: Path, out: Path) -> None:
             )
         del model
         _check_export(tmp, model_path)
+
+
+@contextlib.contextmanager
+def _replacing(out: Path, prefix: str) -> Any:
+    """A temporary file beside ``out``, renamed onto it when the block ends without an error
+    and removed in every case: a graph is either whole at ``out`` or not there."""
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=".onnx", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
         os.replace(tmp, out)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -114,12 +122,20 @@ def export_onnx(model_path: Path, out: Path) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_warnings() -> Any:
+def _quiet_warnings(*, root_logger: bool = False) -> Any:
+    """Warnings off; with ``root_logger``, the root logger too (onnxruntime's optimiser and
+    quantiser write their progress and advice there)."""
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    root = logging.getLogger()
+    was = root.disabled
+    root.disabled = was or root_logger
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.disabled = was
 
 
 @contextlib.contextmanager
@@ -212,20 +228,11 @@ def bert_fused(graph: Path, out: Path, *, heads: int, hidden: int) -> None:
     except ImportError as exc:  # it imports the onnx package
         raise ConfigError(f"onnxruntime's BERT fusions need the onnx package: pip install 'rlm-memory[int8]' ({exc})") from exc
 
-    fd, tmp_name = tempfile.mkstemp(prefix=".bert-", suffix=".onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        root = logging.getLogger()
-        was = root.disabled
-        root.disabled = True  # the optimiser's progress goes to the root logger
-        try:
-            with _quiet_warnings():
-                model = optimize_model(str(graph), model_type="bert", num_heads=heads, hidden_size=hidden,
-                                       opt_level=0, use_gpu=False)
-                model.save_model_to_file(str(tmp))
-        finally:
-            root.disabled = was
+    with _replacing(out, ".bert-") as tmp:
+        with _quiet_warnings(root_logger=True):
+            model = optimize_model(str(graph), model_type="bert", num_heads=heads, hidden_size=hidden,
+                                   opt_level=0, use_gpu=False)
+            model.save_model_to_file(str(tmp))
         fused = model.get_fused_operator_statistics()
         if not fused.get("Attention"):
             raise ConfigError(f"onnxruntime's BERT fusions found no attention to fuse in {graph}")
@@ -235,10 +242,6 @@ def bert_fused(graph: Path, out: Path, *, heads: int, hidden: int) -> None:
         cos = float((a * b).sum(1).min())
         if cos < 0.99999:
             raise ConfigError(f"onnxruntime's BERT fusions of {graph} disagree with it (cosine {cos:.6f})")
-        os.replace(tmp, out)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _pooled_rows(sess: Any, rows: Sequence[Sequence[int]]) -> Any:
@@ -260,27 +263,13 @@ def quantize(fp32: Path, out: Path) -> None:
             "int8 embedding needs the onnx package: pip install 'rlm-memory[int8]' "
             "(or use embed_backend = onnx)"
         ) from exc
-    fd, tmp_name = tempfile.mkstemp(prefix=".quantize-", suffix=".onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        root = logging.getLogger()
-        was = root.disabled
-        root.disabled = True  # the quantiser's advice goes to the root logger
-        try:
-            with _quiet_warnings():
-                quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                                 reduce_range=True, op_types_to_quantize=["MatMul", "Attention"],
-                                 extra_options={"DefaultTensorType": 1})  # FLOAT: the fused ops' outputs
-        finally:
-            root.disabled = was
-        os.replace(tmp, out)
+        with _replacing(out, ".quantize-") as tmp, _quiet_warnings(root_logger=True):
+            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                             reduce_range=True, op_types_to_quantize=["MatMul", "Attention"],
+                             extra_options={"DefaultTensorType": 1})  # FLOAT: the fused ops' outputs
     except ImportError as exc:
         raise ConfigError(f"int8 embedding needs the onnx package: pip install 'rlm-memory[int8]' ({exc})") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
 
 def _opt_dir(graph: Path) -> Path:
     import onnxruntime as ort
