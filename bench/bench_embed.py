@@ -124,7 +124,7 @@ def cold(args: argparse.Namespace) -> None:
     tmp = tempfile.TemporaryDirectory(prefix="rlmem-bench-")
     store = Path(args.store) if args.store else Path(tmp.name) / "store"
     _build_store(store, args.messages, args.chunks)
-    old, old_tmp = _old_tree(args.old)
+    old, old_tmp = (None, None) if args.old == "none" else _old_tree(args.old)
     py = sys.executable
     # Without .pyc files every cold start compiles its modules again: PYTHONDONTWRITEBYTECODE
     # (set in some sandboxes) would measure the compiler, not a user's shell.
@@ -229,7 +229,7 @@ def throughput(args: argparse.Namespace) -> None:
     st = SentenceTransformerEmbedder(threads=args.threads, batch_size=64)
     bare = lambda xs: st.model.encode(xs, batch_size=64, normalize_embeddings=True, show_progress_bar=False)  # noqa: E731
     bare(["warm up"])
-    old, old_tmp = _old_tree(args.old)
+    old, old_tmp = (None, None) if args.old == "none" else _old_tree(args.old)
     encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
     print(f"cpu count {os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}; old code: {old}; "
           f"{args.threads} thread(s) each")
@@ -238,14 +238,19 @@ def throughput(args: argparse.Namespace) -> None:
         doc.write_text("\n\n".join(chunks), encoding="utf-8")
         rows = Path(tmp) / "rows.json"
         rows.write_text(json.dumps([{"content": t, "session_id": f"s{i // 20}"} for i, t in enumerate(turns)]))
-        for label, items, code, src, unit in (
+        paths = [p for p in (
             ("archival ingest", chunks, _INGEST, doc, "chunks"),
             ("recall embedding", pieces, _RECALL, rows, "passages"),
-        ):
+        ) if p[0].split()[0] in args.paths]
+        for label, items, code, src, unit in paths:
             results: dict[str, float] = {}
-            b0 = _rate(bare, items)
+            # Bare encode on an even sample of the same texts when --bare-sample is set (a 10K
+            # ingest would otherwise spend most of the run on the baseline, twice).
+            step = max(1, len(items) // args.bare_sample) if args.bare_sample else 1
+            sample = items[::step]
+            b0 = _rate(bare, sample)
             for e, enc in enumerate(encoders):
-                pair = [("new", ROOT), ("old", old)]
+                pair = [("new", ROOT)] + ([("old", old)] if old is not None else [])
                 # ABBA: the order of new and old alternates, so a load that drifts during the
                 # run favours neither.
                 for who, tree in pair if (e + (unit == "passages")) % 2 == 0 else pair[::-1]:
@@ -253,11 +258,12 @@ def throughput(args: argparse.Namespace) -> None:
                                      str(args.threads))
                     per = n / secs if unit == "chunks" else len(items) / secs  # recall: n counts messages
                     results[f"{enc} {who} ({n} items)"] = per
-            b1 = _rate(bare, items)
+            b1 = _rate(bare, sample)
             base = (b0 + b1) / 2  # bare measured before and after the store runs
             print(f"\n{label}: {len(items)} {unit}" + (f" of {len(turns)} user turns" if unit == "passages" else "")
                   + f"; load avg {os.getloadavg()[0]:.2f}")
-            print(f"  {'bare SentenceTransformer.encode':34} {base:8.1f} {unit}/s  1.00x  (before {b0:.1f}, after {b1:.1f})")
+            print(f"  {'bare SentenceTransformer.encode':34} {base:8.1f} {unit}/s  1.00x  (before {b0:.1f}, after {b1:.1f}"
+                  + (f"; on {len(sample)} of the {len(items)} texts, evenly spread)" if step > 1 else ")"))
             for k, r in results.items():
                 print(f"  {k:34} {r:8.1f} {unit}/s  {r / base:5.2f}x")
         if args.scale:
@@ -300,7 +306,10 @@ def main() -> None:
     t.add_argument("--turns", type=int, default=2000)
     t.add_argument("--encoders", default="fp32,int8", help="fp32, int8 (needs the onnx package once)")
     t.add_argument("--scale", default="10000", help="chunk counts for the store path without the model")
-    t.add_argument("--old", default=None, help="a checkout of the code before this change")
+    t.add_argument("--old", default=None, help="a checkout of the code before this change, or none")
+    t.add_argument("--paths", default="archival,recall", help="archival, recall")
+    t.add_argument("--bare-sample", type=int, default=0,
+                   help="measure bare encode on this many of the texts, evenly spread (0: all)")
     t.add_argument("--threads", type=int, default=1, help="threads of bare encode and of the encoders alike")
     args = ap.parse_args()
     cold(args) if args.what == "cold" else throughput(args)
