@@ -36,8 +36,9 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 from memory.archival.store import ArchivalStore  # noqa: E402
 from memory.db import Database  # noqa: E402
 from memory.text.chunking import chunk_text  # noqa: E402
+from memory.vectors.chroma import make_chroma_client  # noqa: E402
 from memory.vectors.embeddings import HashEmbedder, SentenceTransformerEmbedder  # noqa: E402
-from memory.vectors.index import VectorIndex, make_chroma_client  # noqa: E402
+from memory.vectors.index import VectorIndex  # noqa: E402
 from memory.vectors.queue import EmbeddingQueue  # noqa: E402
 
 _SYL = ["ka", "lo", "mi", "ra", "te", "su", "no", "vi", "de", "pa", "ri", "to", "ma", "ne", "zu", "bo"]

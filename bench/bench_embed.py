@@ -140,7 +140,7 @@ def cold(args: argparse.Namespace) -> None:
         "python -c pass (baseline)": ([py, "-c", "pass"], new_env),
         "bare sentence-transformers load+encode": ([py, "-c", bare], new_env),
     }
-    for who, env in (("new", new_env), ("old", old_env)):
+    for who, env in (("new", new_env), ("old", old_env))[: 1 if old is None else 2]:
         for mode in ("text", "vector", "hybrid"):
             commands[f"rlmem search --mode {mode} ({who})"] = (
                 [py, "-m", "agents.cli.main", "search", q, "--mode", mode], env)
@@ -156,7 +156,7 @@ def cold(args: argparse.Namespace) -> None:
     print(f"{'command':42} {'p50 s':>7} {'p95 s':>7} {'x pass':>7}")
     for name, ts in times.items():
         print(f"{name:42} {statistics.median(ts):7.3f} {_p(ts, 0.95):7.3f} {statistics.median(ts) / base:7.1f}")
-    for mode in ("text", "vector", "hybrid"):
+    for mode in ("text", "vector", "hybrid") if old is not None else ():
         n, o = (statistics.median(times[f"rlmem search --mode {mode} ({w})"]) for w in ("new", "old"))
         print(f"{mode}: old / new p50 = {o / n:.2f}x")
     if old_tmp is not None:
@@ -222,8 +222,16 @@ def throughput(args: argparse.Namespace) -> None:
     from memory.vectors.embeddings import SentenceTransformerEmbedder
 
     texts = _haystack_texts()
-    body = "\n\n".join(texts[: args.chunks * 6])
-    chunks = [c.text for c in chunk_text(body, chunk_tokens=256, overlap=32) if c.text][: args.chunks]
+    chunks: list[str] = []
+    # The dev haystack holds about 6,800 distinct chunks; a larger --chunks goes round it again
+    # with each text marked by its round, so every chunk stays distinct (ingest drops repeats).
+    for rnd in range(1 + args.chunks // 3000):
+        marked = texts if rnd == 0 else [f"(round {rnd}) {t}" for t in texts]
+        body = "\n\n".join(marked[: (args.chunks - len(chunks)) * 6])
+        chunks = list(dict.fromkeys(chunks + [c.text for c in chunk_text(body, chunk_tokens=256, overlap=32) if c.text]))
+        if len(chunks) >= args.chunks:
+            break
+    chunks = chunks[: args.chunks]
     turns = texts[: args.turns]
     pieces = [p for t in turns for p in passages(t)]
     st = SentenceTransformerEmbedder(threads=args.threads, batch_size=64)
@@ -282,8 +290,13 @@ def _scale(args: argparse.Namespace, chunks: list[str], tmp: Path) -> None:
 
     print("\nstore path without the model (hash vectors), to extrapolate larger ingests:")
     for n in (int(x) for x in args.scale.split(",")):
-        doc = tmp / f"scale-{n}.md"
-        doc.write_text("\n\n".join(f"{chunks[i % len(chunks)]} (copy {i})" for i in range(n)), encoding="utf-8")
+        # Files of 10,000 chunks (about 12 MB): ingest refuses a file over 50 MB.
+        doc = tmp / f"scale-{n}"
+        doc.mkdir()
+        for f in range(0, n, 10_000):
+            (doc / f"part-{f // 10_000:03d}.md").write_text(
+                "\n\n".join(f"{chunks[i % len(chunks)]} (copy {i})" for i in range(f, min(n, f + 10_000))),
+                encoding="utf-8")
         mem = MemoryManager.open(tmp / f"scale-{n}", embedder=_Named(OnnxEmbedder().name), background_embed=False)
         t0 = time.perf_counter()
         s = mem.archival.ingest(doc, progress=False)
@@ -300,7 +313,7 @@ def main() -> None:
     c.add_argument("--messages", type=int, default=5000)
     c.add_argument("--chunks", type=int, default=2000)
     c.add_argument("--store", default=None)
-    c.add_argument("--old", default=None, help="a checkout of the code before this change")
+    c.add_argument("--old", default=None, help="a checkout of the code before this change, or none")
     t = sub.add_parser("throughput")
     t.add_argument("--chunks", type=int, default=1000)
     t.add_argument("--turns", type=int, default=2000)

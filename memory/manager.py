@@ -48,8 +48,9 @@ from memory.text.query import RecallFilter
 from memory.tokens import count_tokens
 from memory.types import GrepHit, SearchHit, SessionHit
 from memory.vectors.backends import make_embedder
+from memory.vectors.chroma import collection_name, make_chroma_client
 from memory.vectors.embeddings import Embedder
-from memory.vectors.index import VectorIndex, collection_name, make_chroma_client
+from memory.vectors.index import VectorIndex
 from memory.vectors.queue import EmbeddingQueue, Progress
 from memory.vectors.worker import EmbeddingWorker
 

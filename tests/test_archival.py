@@ -20,8 +20,9 @@ import pytest
 from memory.archival.store import ArchivalStore
 from memory.db import Database
 from memory.errors import NotFoundError, QueryError, ValidationError
+from memory.vectors.chroma import make_chroma_client
 from memory.vectors.embeddings import HashEmbedder
-from memory.vectors.index import VectorIndex, make_chroma_client
+from memory.vectors.index import VectorIndex
 from memory.vectors.queue import EmbeddingQueue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,7 +273,8 @@ _CHILD = textwrap.dedent(
     from memory.archival.store import ArchivalStore
     from memory.db import Database
     from memory.vectors.embeddings import HashEmbedder
-    from memory.vectors.index import VectorIndex, make_chroma_client
+    from memory.vectors.chroma import make_chroma_client
+    from memory.vectors.index import VectorIndex
     from memory.vectors.queue import EmbeddingQueue
 
     class SlowEmbedder(HashEmbedder):

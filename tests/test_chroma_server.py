@@ -29,7 +29,7 @@ from test_archival import (  # noqa: F401 - rerun these tests against the server
     test_update_and_delete,
 )
 
-from memory.vectors.index import make_chroma_client
+from memory.vectors.chroma import make_chroma_client
 
 pytestmark = pytest.mark.chroma_server
 

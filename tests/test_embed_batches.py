@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from memory.manager import MemoryManager
+from memory.vectors import copies as vc
 from memory.vectors.embeddings import HashEmbedder
 
 
@@ -64,13 +65,13 @@ def test_a_stop_between_slices_writes_whole_items_and_the_rest_resumes(tmp_path:
         assert mem.queue.pending("recall") == 200 - done
         model = mem.queue.sources["recall"].model
         with mem.db.read() as conn:
-            copies = mem.queue.copies(conn, "recall", model, list(range(1, 201)))
+            copies = vc.read(conn, "recall", model, list(range(1, 201)))
         assert len(copies) == done and all(v.size == 3 * 64 for v in copies.values())  # whole items only
         stop.clear()
         emb.on_call = lambda n: None
         assert mem.embed_pending() == 200 - done and mem.queue.pending() == 0
         with mem.db.read() as conn:
-            assert len(mem.queue.copies(conn, "recall", model, list(range(1, 201)))) == 200
+            assert len(vc.read(conn, "recall", model, list(range(1, 201)))) == 200
 
 
 def test_a_batch_spans_several_slices(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ from memory.config import MemoryConfig
 from memory.errors import ConfigError
 from memory.manager import MemoryManager
 from memory.vectors.backends import make_embedder
+from memory.vectors.chroma import collection_name
 from memory.vectors.embeddings import HashEmbedder, default_model_path
-from memory.vectors.index import collection_name
 from memory.vectors.models import MPNET, REQUIRED, find_parts, model_dir
 
 NAME = MPNET.name

@@ -260,7 +260,7 @@ def test_int8_without_the_onnx_package_says_what_to_install(monkeypatch: pytest.
 def test_filtered_exact_search_matches_chroma_and_odd_filters_go_to_chroma(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from memory.vectors.queue import where_sql
+    from memory.vectors.copies import where_sql
 
     def filled(p: Path, exact_max: int) -> MemoryManager:
         with MemoryManager.open(p, embedder=HashEmbedder(), background_embed=False) as mem:

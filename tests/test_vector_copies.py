@@ -14,9 +14,11 @@ from agents.integrations.transcripts import import_transcript
 from memory.config import MemoryConfig
 from memory.db import Database
 from memory.manager import MemoryManager
+from memory.vectors import copies as vc
 from memory.vectors import queue as vq
 from memory.vectors.backends import make_embedder
 from memory.vectors.embeddings import CachedEmbedder, Embedder, HashEmbedder
+from memory.vectors.schema import MIGRATIONS
 
 QUERIES = [
     "planning a trip and the hotel budget", "marathon training plan for the week", "a birthday gift for my sister",
@@ -35,7 +37,7 @@ def real_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedder]:
 
 
 def _store(path: Path, emb: Embedder, chat: Path, monkeypatch: pytest.MonkeyPatch, dtype: str) -> MemoryManager:
-    monkeypatch.setattr(vq, "COPY_DTYPE", dtype)
+    monkeypatch.setattr(vc, "COPY_DTYPE", dtype)
     mem = MemoryManager.open(path, embedder=emb, background_embed=False)
     import_transcript(mem, chat)
     mem.embed_pending()
@@ -104,17 +106,17 @@ def hashed(tmp_path: Path) -> Iterator[MemoryManager]:
 def test_rows_written_before_the_dtype_column_are_read_as_float32(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     db = Database.open(url)
-    db.migrate("vectors", vq.MIGRATIONS[:2])  # a store as it was before float16 copies
+    db.migrate("vectors", MIGRATIONS[:2])  # a store as it was before float16 copies
     old = np.linspace(-1, 1, 64, dtype=np.float32)
     with db.write() as conn:
         conn.execute(text("INSERT INTO rlmem_vectors (tier, item_id, model, vec) VALUES ('recall', 1, 'm', :v)"),
                      {"v": old.tobytes()})
     db.close()
     db = Database.open(url)
-    queue = vq.EmbeddingQueue(db)  # migrates to the current schema
+    vq.EmbeddingQueue(db)  # migrates to the current schema
     with db.read() as conn:
         assert conn.execute(text("SELECT dtype FROM rlmem_vectors")).scalar() == "float32"
-        got = queue.copies(conn, "recall", "m", [1])
+        got = vc.read(conn, "recall", "m", [1])
     assert got[1].dtype == np.float32 and np.array_equal(got[1], old)
     db.close()
 
@@ -153,7 +155,7 @@ def test_a_copy_of_an_unknown_kind_is_embedded_again_not_misread(hashed: MemoryM
         conn.execute(text("UPDATE rlmem_vectors SET dtype = 'int4' WHERE item_id = :i"), {"i": m.id})
     queue = hashed.recall_search.queue
     with hashed.db.read() as conn:
-        assert queue.copies(conn, "recall", queue.sources["recall"].model, [m.id]) == {}
+        assert vc.read(conn, "recall", queue.sources["recall"].model, [m.id]) == {}
     assert hashed.reindex()["recall"] == 1  # embedded afresh, stored as float16
     with hashed.db.read() as conn:
         assert conn.execute(text("SELECT dtype FROM rlmem_vectors")).scalar() == "float16"

@@ -48,7 +48,8 @@ from memory.types import GrepHit, SearchHit
 if TYPE_CHECKING:
     from memory.db import Database
     from memory.fusion import FusionConfig
-    from memory.vectors.index import EmbeddingQueue, VectorIndex
+    from memory.vectors.index import VectorIndex
+    from memory.vectors.queue import EmbeddingQueue
 
 
 class ChunkSource(Protocol):

@@ -1,4 +1,4 @@
-"""The durable embedding queue and the SQL copies of the vectors.
+"""The durable embedding queue (tables in ``memory.vectors.schema``).
 
 Rules this module keeps:
 
@@ -7,27 +7,18 @@ Rules this module keeps:
   kill -9 at any moment leaves at worst items to embed again (upserts are idempotent).
   A queue row carries a sequence number so an update made while its old text was being
   embedded is not dequeued by mistake.
-* Each vector is also kept in SQL (table ``rlmem_vectors``, with the name of the model that
-  made it), written in the transaction that dequeues its item, and only if
-  the item is still queued at the same sequence number (neither deleted nor changed since
-  it was read). A changed item's copy is dropped in the transaction that changes it. The
-  copies serve two things: hybrid search reads the similarity of a text-only candidate from
-  them (one indexed SQL read instead of a Chroma ``get``), and a rebuilt collection is
-  refilled from them without embedding again. Copies made by another model are ignored,
-  so after a model change ``reindex`` embeds everything; ``reindex(reembed=True)`` always does.
-* A copy is stored as float16 (column ``dtype``): half the bytes of float32, and a cosine
-  read from it is within about 1e-3 of the float32 one (docs/scaling.md; tested on the real
-  model). Rows written as float32 before the column existed keep ``dtype = 'float32'`` and
-  are read as they are; every read returns float32.
+* Each vector is also kept in SQL, float16, with the name of the model that made it
+  (``memory.vectors.copies``): hybrid search reads a text-only candidate's similarity from
+  it, a rebuilt collection is refilled from it, and small tiers are searched exactly from it.
 * A store knows which encoder made each vector (the copy's model name). Items whose copy
   another encoder made are ``stale``; ``enqueue_stale`` queues them, so a change of encoder
   re-embeds the store through the same queue (with its progress and stop rules). Encoders
   whose vectors differ keep them in collections of their own (``index.collection_name``).
-* An unfiltered vector query on a tier of at most ``exact_max`` items whose every
-  not-queued item has a copy is answered from the copies, exactly (``nearest``): a fresh
-  process then never imports chromadb to search. Filtered queries, bigger tiers, stores with
-  vectors older than the copies, and a process that has Chroma open or has spent about as
-  long on exact queries as opening Chroma costs (``VectorIndex.query``) ask Chroma.
+* An unfiltered vector query on a tier of at most ``exact_max`` items is answered from the
+  copies when they cover it (``copies.nearest``). Filtered queries that ``where_sql`` cannot
+  write, bigger tiers, stores with vectors older than the copies, and a process that has
+  Chroma open or has spent about as long on exact queries as opening Chroma costs
+  (``VectorIndex.query``) ask Chroma.
 * Draining goes a batch at a time (one read, one Chroma upsert, one write), a batch sized to
   take about ``TXN_SLICES`` times ``batch_s`` seconds at the rate measured so far, so the
   fixed cost of a batch is spread over many texts; ``progress(done, total)`` follows every
@@ -44,74 +35,25 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from memory.db import Database, Migration, id_lists
+from memory.db import Database, id_lists
+from memory.vectors import copies
+from memory.vectors.copies import where_sql
 from memory.vectors.index import Meta, VectorIndex
+from memory.vectors.schema import MIGRATIONS, QUEUE_TABLE, VECTORS_TABLE
 
-if TYPE_CHECKING:
-    import numpy as np
+__all__ = ["EXACT_MAX", "TXN_SLICES", "EmbeddingQueue", "Progress", "QueueSource"]
 
-__all__ = [
-    "COPY_DTYPE", "EXACT_MAX", "MIGRATIONS", "QUEUE_TABLE", "TXN_SLICES", "VECTORS_TABLE", "EmbeddingQueue", "Progress",
-    "QueueSource", "where_sql",
-]
-
-QUEUE_TABLE = "rlmem_embed_queue"
-VECTORS_TABLE = "rlmem_vectors"
 Progress = Callable[[int, int], None]
 # Up to this many items per tier, an unfiltered vector query is answered exactly from the SQL
 # copies (a matrix product), which is faster than opening Chroma in a fresh process.
 EXACT_MAX = 50_000
 # A batch (one transaction) holds about this many slices of ``batch_s`` seconds of embedding.
 TXN_SLICES = 4
-
-
-def _v1_queue(conn: Connection, dialect: str) -> None:
-    conn.execute(
-        text(
-            f"CREATE TABLE {QUEUE_TABLE} ("
-            " tier VARCHAR(32) NOT NULL, item_id BIGINT NOT NULL, seq BIGINT NOT NULL,"
-            " PRIMARY KEY (tier, item_id))"
-        )
-    )
-
-
-def _v2_vectors(conn: Connection, dialect: str) -> None:
-    blob = "BYTEA" if dialect == "postgresql" else "BLOB"
-    conn.execute(
-        text(
-            f"CREATE TABLE {VECTORS_TABLE} ("
-            " tier VARCHAR(32) NOT NULL, item_id BIGINT NOT NULL, model VARCHAR(300) NOT NULL,"
-            f" vec {blob} NOT NULL, PRIMARY KEY (tier, item_id))"
-        )
-    )
-
-
-def _v3_dtype(conn: Connection, dialect: str) -> None:
-    # Rows already stored are float32; new ones are written float16 (COPY_DTYPE).
-    conn.execute(text(f"ALTER TABLE {VECTORS_TABLE} ADD COLUMN dtype VARCHAR(8) NOT NULL DEFAULT 'float32'"))
-
-
-MIGRATIONS = [
-    Migration(1, "embedding queue", _v1_queue), Migration(2, "vector copies", _v2_vectors),
-    Migration(3, "vector copies: element type", _v3_dtype),
-]
-COPY_DTYPE = "float16"  # what new copies are written as
-_DTYPES = ("float16", "float32")  # the element types a stored copy may have
-
-
-def _decode(blob: Any, dtype: str | None, dim: int) -> np.ndarray | None:
-    """A stored copy as a float32 array (passages end to end); None when it cannot be one."""
-    import numpy as np
-    kind = dtype or "float32"
-    data = bytes(blob)
-    if kind not in _DTYPES or not data or len(data) % (np.dtype(kind).itemsize * dim):
-        return None
-    return np.frombuffer(data, dtype=kind).astype(np.float32)
 
 
 @dataclass
@@ -200,10 +142,7 @@ class EmbeddingQueue:
         with passages: its best passage), or None when the copies cannot answer alone: the
         tier has more than ``limit`` items (default ``exact_max``), or an item that is not
         queued has no copy (vectors written before copies were kept: Chroma has them)."""
-        import numpy as np
         src = self.sources[tier]
-        q = np.asarray(vector, dtype=np.float32)
-        cond = f" AND {src.where}" if src.where else ""
         filt: tuple[str, dict[str, Any]] = ("", {})
         if where:
             got = where_sql(where, src.columns or {})
@@ -211,43 +150,9 @@ class EmbeddingQueue:
                 return None
             filt = (f" AND {got[0]}", got[1])
         with self.db.read() as conn:
-            n = int(conn.execute(text(f"SELECT COUNT(*) FROM {src.table} WHERE 1 = 1{cond}")).scalar() or 0)
-            cap = self.exact_max if limit is None else limit
-            if cap <= 0 or n > cap:
-                return None
-            uncovered = conn.execute(
-                text(
-                    f"SELECT COUNT(*) FROM {src.table} WHERE 1 = 1{cond}"
-                    f" AND NOT EXISTS (SELECT 1 FROM {VECTORS_TABLE} v WHERE v.tier = :t"
-                    f" AND v.model = :m AND v.item_id = {src.table}.id)"
-                    f" AND NOT EXISTS (SELECT 1 FROM {QUEUE_TABLE} q WHERE q.tier = :t"
-                    f" AND q.item_id = {src.table}.id)"
-                ),
-                {"t": tier, "m": src.model},
-            ).scalar()
-            if uncovered:
-                return None
-            rows = conn.execute(
-                text(f"SELECT v.item_id, v.vec, v.dtype FROM {VECTORS_TABLE} v"
-                     + (f" JOIN {src.table} ON {src.table}.id = v.item_id" if filt[0] else "")
-                     + f" WHERE v.tier = :t AND v.model = :m{filt[0]}"),
-                {"t": tier, "m": src.model, **filt[1]},
-            ).all()
-        ids, parts = [], []
-        for r in rows:
-            vec = _decode(r[1], r[2], q.size)
-            if vec is not None:
-                ids.append(int(r[0]))
-                parts.append(vec)
-        if not ids or k <= 0:
-            return []
-        mat = np.concatenate(parts).reshape(-1, q.size)
-        sims = mat @ q
-        if len(mat) != len(ids):  # several passages per item: an item scores by its best
-            starts = np.cumsum([0] + [len(v) // q.size for v in parts[:-1]])
-            sims = np.maximum.reduceat(sims, starts)
-        top = np.argsort(-sims, kind="stable")[:k] if k < len(ids) else np.argsort(-sims, kind="stable")
-        return [(ids[i], float(sims[i])) for i in top]
+            return copies.nearest(
+                conn, tier, table=src.table, cond=f" AND {src.where}" if src.where else "", model=src.model,
+                vector=vector, k=k, cap=self.exact_max if limit is None else limit, filt=filt)
 
     def reindex(
         self,
@@ -282,7 +187,7 @@ class EmbeddingQueue:
         if not ids:
             return
         if changed:
-            self._drop_copies(conn, tier, ids)
+            copies.drop(conn, tier, ids)
         seq = time.time_ns()
         conn.execute(
             text(
@@ -320,32 +225,7 @@ class EmbeddingQueue:
                 text(f"DELETE FROM {QUEUE_TABLE} WHERE tier = :t AND item_id = :i"),
                 [{"t": tier, "i": int(i)} for i in ids],
             )
-            self._drop_copies(conn, tier, ids)
-
-    def _drop_copies(self, conn: Connection, tier: str, ids: Sequence[int]) -> None:
-        conn.execute(
-            text(f"DELETE FROM {VECTORS_TABLE} WHERE tier = :t AND item_id = :i"),
-            [{"t": tier, "i": int(i)} for i in ids],
-        )
-
-    def copies(self, conn: Connection, tier: str, model: str, ids: Sequence[int]) -> dict[int, Any]:
-        """``id -> float32 vector`` (all its passages' vectors end to end, for a tier that
-        splits) of the SQL copies made by ``model`` among ``ids``; a copy that cannot be read
-        as numbers is left out."""
-        out: dict[int, Any] = {}
-        for marks in id_lists(ids):
-            rows = conn.execute(
-                text(
-                    f"SELECT item_id, vec, dtype FROM {VECTORS_TABLE}"
-                    f" WHERE tier = :t AND model = :m AND item_id IN ({marks})"
-                ),
-                {"t": tier, "m": model},
-            )
-            for i, v, dtype in rows:
-                vec = _decode(v, dtype, 1)  # whole vectors: checked where the dimension is known
-                if vec is not None:
-                    out[int(i)] = vec
-        return out
+            copies.drop(conn, tier, ids)
 
     def similarities(self, tier: str, vector: Sequence[float], ids: Sequence[int]) -> dict[int, float]:
         """Cosine similarity of ``vector`` to each id's vector (ids without one are absent):
@@ -358,7 +238,7 @@ class EmbeddingQueue:
         index = src.index
         q = np.asarray(vector, dtype=np.float32)
         with self.db.read() as conn:
-            found = self.copies(conn, tier, src.model, ids)
+            found = copies.read(conn, tier, src.model, ids)
         out = {
             i: float((v.reshape(-1, q.size) @ q).max())
             for i, v in found.items()
@@ -422,7 +302,7 @@ class EmbeddingQueue:
                 return 0
             seqs = {int(r[0]): int(r[1]) for r in rows}
             items = src.load(conn, list(seqs))
-            have = self.copies(conn, tier, model, [i for i, _, _ in items])
+            have = copies.read(conn, tier, model, [i for i, _, _ in items])
         # Items with a current copy (a collection being refilled) are not embedded again.
         todo = [(i, t) for i, t, _ in items if i not in have]
         fresh: dict[int, Any] = {}
@@ -445,26 +325,9 @@ class EmbeddingQueue:
         if items:
             vecs = [fresh[i] if i in fresh else have[i] for i, _, _ in items]
             src.index.upsert([i for i, _, _ in items], vecs, [m for _, _, m in items])
-        blob = "CAST(:v AS BYTEA)" if self.db.dialect == "postgresql" else ":v"
         with self.db.write() as conn:
             if fresh:
-                # Only for items still queued at the sequence number read above: a copy is
-                # never kept for an item deleted or changed meanwhile.
-                conn.execute(
-                    text(
-                        f"INSERT INTO {VECTORS_TABLE} (tier, item_id, model, vec, dtype)"
-                        f" SELECT CAST(:t AS VARCHAR(32)), CAST(:i AS BIGINT),"
-                        f" CAST(:m AS VARCHAR(300)), {blob}, CAST(:d AS VARCHAR(8)) WHERE EXISTS (SELECT 1 FROM"
-                        f" {QUEUE_TABLE} q WHERE q.tier = :t AND q.item_id = :i AND q.seq = :s)"
-                        " ON CONFLICT (tier, item_id) DO UPDATE SET model = excluded.model,"
-                        " vec = excluded.vec, dtype = excluded.dtype"
-                    ),
-                    [
-                        {"t": tier, "i": i, "m": model, "v": np.asarray(v, dtype=COPY_DTYPE).tobytes(),
-                         "d": COPY_DTYPE, "s": seqs[i]}
-                        for i, v in fresh.items()
-                    ],
-                )
+                copies.write(conn, self.db.dialect, tier, model, fresh, seqs)
             if seqs:
                 conn.execute(
                     text(f"DELETE FROM {QUEUE_TABLE} WHERE tier = :t AND item_id = :i AND seq = :s"),
@@ -540,46 +403,3 @@ class EmbeddingQueue:
                 if progress is not None:
                     progress(done, max(queued, done))
         return done
-
-
-_OPS = {"$eq": "=", "$ne": "<>", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-
-
-def where_sql(where: Mapping[str, Any], columns: Mapping[str, str]) -> tuple[str, dict[str, Any]] | None:
-    """A Chroma ``where`` (keys, ``$and``/``$or``, comparison operators) as a SQL condition over
-    ``columns``, with its parameters; None when it uses anything else (Chroma answers it)."""
-    params: dict[str, Any] = {}
-
-    def cond(key: str, value: Any) -> str | None:
-        if key in ("$and", "$or"):
-            if not isinstance(value, list) or not value:
-                return None
-            parts = [clause(v) for v in value]
-            if any(p is None for p in parts):
-                return None
-            return "(" + (" AND " if key == "$and" else " OR ").join(p for p in parts if p) + ")"
-        col = columns.get(key)
-        if col is None:
-            return None
-        if isinstance(value, Mapping):
-            if len(value) != 1:
-                return None
-            op, value = next(iter(value.items()))
-        else:
-            op = "$eq"
-        if op not in _OPS or not isinstance(value, str | int | float | bool):
-            return None
-        name = f"w{len(params)}"
-        params[name] = value
-        return f"{col} {_OPS[op]} :{name}"
-
-    def clause(w: Any) -> str | None:
-        if not isinstance(w, Mapping) or not w:
-            return None
-        parts = [cond(str(k), v) for k, v in w.items()]
-        if any(p is None for p in parts):
-            return None
-        return parts[0] if len(parts) == 1 else "(" + " AND ".join(p for p in parts if p) + ")"
-
-    sql = clause(where)
-    return None if sql is None else (sql, params)

@@ -270,7 +270,7 @@ def check_vectors(store: Path, *, model: bool = False) -> tuple[list[str], dict[
 def _agree(mem: Any, model: bool) -> list[str]:
     import numpy as np
 
-    from memory.vectors.index import item_of, part_id
+    from memory.vectors.chroma import item_of, part_id
 
     fails = []
     with mem.db.read() as conn:
