@@ -35,7 +35,8 @@ Rules this module keeps:
   messages (tool calls and their output) unless ``include_tools=True`` or ``role="tool"`` is
   asked: a search for what was said finds the conversation, not the file dumps around it.
   ``range``/``session``/``page``/``count`` read every role.
-* Full-text search and grep: see ``memory.text.fts``; query handling: ``memory.text.query``.
+* Full-text search: see ``memory.text.fts``; grep: ``memory.text.grep``; query handling:
+  ``memory.text.query``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ from memory.db import Database, id_lists
 from memory.errors import NotFoundError, ValidationError
 from memory.recall.keys import present_keys, unstored
 from memory.recall.schema import FORGET_TABLE, FTS_TABLE, MIGRATIONS, TABLE
-from memory.text.fts import FtsSource, grep_ids, make_snippet, search_ids, snippet_pattern
+from memory.text.fts import FtsSource, make_snippet, search_ids, snippet_pattern
+from memory.text.grep import grep_ids
 from memory.text.query import (
     MAX_ID,
     MESSAGE_FIELDS,

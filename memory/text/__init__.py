@@ -1,6 +1,6 @@
 """Text handling the recall log and the archival store share: input checks and filters
-and the recall filter (``query``), grep patterns (``patterns``), bounded full-text search,
-snippets and grep over any ``FtsSource`` (``fts``), BM25 re-scoring (``bm25``), chunking and
+and the recall filter (``query``), grep patterns (``patterns``), bounded full-text search
+and snippets over any ``FtsSource`` (``fts``), grep over one (``grep``), BM25 re-scoring (``bm25``), chunking and
 recall passages (``chunking``), what ``ingest`` reads (``files``), relative dates in queries
 (``temporal``).
 
