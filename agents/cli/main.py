@@ -28,6 +28,7 @@ from agents.cli import claude_code as cli_claude_code
 from agents.cli import doctor as cli_doctor
 from agents.cli import memory as cli_memory
 from agents.cli import model as cli_model
+from agents.cli import store as cli_store
 from agents.cli import token as cli_token
 from agents.cli.common import CliContext, default_store_dir
 from agents.cli.memory import ROLES, TIERS
@@ -305,9 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _COMMANDS: dict[str, Callable[[CliContext, argparse.Namespace], int]] = {
-    "init": cli_memory.cmd_init,
-    "ingest": cli_memory.cmd_ingest,
-    "import": cli_memory.cmd_import,
+    "init": cli_store.cmd_init,
+    "ingest": cli_store.cmd_ingest,
+    "import": cli_store.cmd_import,
     "log": cli_memory.cmd_log,
     "search": cli_memory.cmd_search,
     "grep": cli_memory.cmd_grep,
@@ -316,8 +317,8 @@ _COMMANDS: dict[str, Callable[[CliContext, argparse.Namespace], int]] = {
     "sessions": cli_memory.cmd_sessions,
     "peek": cli_memory.cmd_peek,
     "agents": cli_memory.cmd_agents,
-    "stats": cli_memory.cmd_stats,
-    "reindex": cli_memory.cmd_reindex,
+    "stats": cli_store.cmd_stats,
+    "reindex": cli_store.cmd_reindex,
     "ask": cli_model.cmd_ask,
     "chat": cli_model.cmd_chat,
     "repl": cli_model.cmd_repl,
