@@ -203,6 +203,15 @@ mem.close()
 """
 
 
+def _write_docs(folder: Path, chunks: list[str]) -> Path:
+    """``chunks`` as Markdown files of 10,000 chunks each (about 12 MB: ingest refuses a file
+    over 50 MB) in ``folder``, which is returned."""
+    folder.mkdir()
+    for f in range(0, len(chunks), 10_000):
+        (folder / f"part-{f // 10_000:03d}.md").write_text("\n\n".join(chunks[f : f + 10_000]), encoding="utf-8")
+    return folder
+
+
 def _child(code: str, tree: Path, *argv: str) -> tuple[int, float]:
     """Run ``code`` with the package of ``tree`` in a fresh process; its (items, seconds)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "ANONYMIZED_TELEMETRY": "False", "HF_HUB_OFFLINE": "1"}
@@ -242,8 +251,7 @@ def throughput(args: argparse.Namespace) -> None:
     print(f"cpu count {os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}; old code: {old}; "
           f"{args.threads} thread(s) each")
     with tempfile.TemporaryDirectory(prefix="rlmem-tp-") as tmp:
-        doc = Path(tmp) / "doc.md"
-        doc.write_text("\n\n".join(chunks), encoding="utf-8")
+        doc = _write_docs(Path(tmp) / "docs", chunks)
         rows = Path(tmp) / "rows.json"
         rows.write_text(json.dumps([{"content": t, "session_id": f"s{i // 20}"} for i, t in enumerate(turns)]))
         paths = [p for p in (
@@ -290,13 +298,7 @@ def _scale(args: argparse.Namespace, chunks: list[str], tmp: Path) -> None:
 
     print("\nstore path without the model (hash vectors), to extrapolate larger ingests:")
     for n in (int(x) for x in args.scale.split(",")):
-        # Files of 10,000 chunks (about 12 MB): ingest refuses a file over 50 MB.
-        doc = tmp / f"scale-{n}"
-        doc.mkdir()
-        for f in range(0, n, 10_000):
-            (doc / f"part-{f // 10_000:03d}.md").write_text(
-                "\n\n".join(f"{chunks[i % len(chunks)]} (copy {i})" for i in range(f, min(n, f + 10_000))),
-                encoding="utf-8")
+        doc = _write_docs(tmp / f"scale-{n}", [f"{chunks[i % len(chunks)]} (copy {i})" for i in range(n)])
         mem = MemoryManager.open(tmp / f"scale-{n}", embedder=_Named(OnnxEmbedder().name), background_embed=False)
         t0 = time.perf_counter()
         s = mem.archival.ingest(doc, progress=False)
