@@ -5,7 +5,7 @@ Rules this module keeps:
 
 * Chroma always gets our embedding function (``ChromaEF``, or our precomputed vectors): its
   default embedding function, which downloads a model, never runs. Telemetry is off, and an
-  embedded directory is made private (0700): vectors are as private as the text.
+  embedded directory is created owner-only (0700): vectors are as private as the text.
 * Vectors of different encoders never share a collection (``collection_name``).
 * An item embedded as several passages has the Chroma ids ``part_id(item, n)``; ``item_of``
   maps them back.
