@@ -1,6 +1,7 @@
 """``rlmem``, the command line: ``main`` (the parser and the command table), ``common``
 (finding and opening the store, printing), ``memory`` (commands over the tiers, adapters of
-``memory.ops``), ``store`` (``init``, ``stats``, ``reindex``, ``ingest``, ``import``), ``model`` (``ask``, ``chat``, ``repl``, ``serve``, ``mcp``, trajectories) and
+``memory.ops``), ``store`` (``init``, ``stats``, ``reindex``, ``ingest``, ``import``),
+``model`` (``ask``, ``chat``, ``repl``, ``serve``, ``mcp``, trajectories) and
 ``doctor``.
 
 Rules this package keeps: importing it loads nothing heavy (``rlmem --help`` and text-only

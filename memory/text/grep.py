@@ -5,8 +5,8 @@ Rules this module keeps:
 * Rows stream as ``(id, content)`` in id order, in batches sized to hold about
   ``batch_chars`` characters (the row count adapts, 64 to 8192 rows), so memory stays
   bounded whatever the message sizes. A literal every match must contain is tested in SQL
-  first. Patterns without anchors or lookarounds run once over each batch joined by newlines, and each hit is
-  confirmed on its own message; others run message by message. ``timeout_s`` bounds the
+  first. Patterns without anchors or lookarounds run once over each batch joined by
+  newlines, and each hit is confirmed on its own message; others run message by message. ``timeout_s`` bounds the
   whole call (the ``regex`` engine checks it while matching, so catastrophic backtracking
   stops too): past it, ``QueryError``.
 """
