@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 import sys
 import tempfile
 import time
@@ -93,7 +94,7 @@ def ranked(q: dict[str, Any], cfg: FusionConfig, level: str) -> list[Any]:
         pool.sort(key=lambda x: (-x[1], x[0]))
     if level == "turn":
         return [tuple(q["units"][i]) for i, _ in pool[:k]]
-    return [g for g, _, _ in pool_groups(pool, lambda i: q["sessions"][i])[: retrieval.DEPTH]]
+    return [g for g, _, _ in pool_groups(pool, lambda i: q["sessions"][i], temperature=c.session_temperature)[: retrieval.DEPTH]]
 
 
 def score(questions: list[dict[str, Any]], cfg: FusionConfig) -> dict[str, Any]:
@@ -124,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--time-weight", type=float, help="the relative-date bonus")
     s.add_argument("--session-text-weight", type=float, help="BM25's weight for messages pooled into sessions")
     s.add_argument("--combine", choices=["mean", "softmax"], help="how a message's two scores combine")
+    s.add_argument("--session-temperature", type=float, help="how much a session's further messages add")
+    s.add_argument("--depth", type=int, help="candidates fused (and pooled into sessions)")
+    s.add_argument("--adaptive", action="store_true", help="shift BM25's weight per query by the lists' separation")
+    s.add_argument("--select", help="only questions whose id matches this regular expression (a split)")
     args = ap.parse_args(argv)
     if args.cmd == "dump":
         embedder = retrieval.make_embedder(args.encoder, args.threads, args.cache)
@@ -140,10 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     with gzip.open(args.dump, "rt", encoding="utf-8") as fh:
         questions = json.load(fh)
+    if args.select:
+        questions = [q for q in questions if re.search(args.select, q["qid"])]
     cfg = default_fusion()
     changes = {
         "text_weight": args.text_weight, "time_weight": args.time_weight,
         "session_text_weight": args.session_text_weight, "combine": args.combine,
+        "session_temperature": args.session_temperature, "depth": args.depth,
+        "adaptive": True if args.adaptive else None,
     }  # fmt: skip
     cfg = replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     t0 = time.perf_counter()

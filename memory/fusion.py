@@ -72,7 +72,7 @@ class FusionConfig:
     sure of an item BM25 misses) with BM25 at ``RECALL_TEXT_WEIGHT`` and the time bonus at
     ``RECALL_TIME_WEIGHT``, archival chunk search ``mean``. Session search fuses each
     message's scores with ``session_combine`` and ``session_text_weight`` before pooling
-    them per session. The recall settings were chosen on held-apart questions, see
+    them per session (``pool_groups`` at ``session_temperature``). The recall settings were chosen on held-apart questions, see
     docs/benchmarks.md.
     """
 
@@ -86,6 +86,7 @@ class FusionConfig:
     time_weight: float = 2.0
     session_combine: Literal["mean", "softmax"] = "softmax"
     session_text_weight: float = 0.35
+    session_temperature: float = 1.0
 
     def for_sessions(self) -> FusionConfig:
         """The fusion of one message's scores when messages are pooled into sessions."""

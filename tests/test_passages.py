@@ -35,6 +35,23 @@ def test_sentences_become_passages_and_short_ones_join_the_next() -> None:
     assert len(passages(LONG)) == 5
 
 
+def test_a_speaker_label_is_kept_on_every_passage() -> None:
+    """A message that opens with "Name: " (one to three capitalised words) is said by that
+    speaker throughout: each passage carries the label. Other openings are not labels."""
+    text = "Caroline: Hey Mel! Good to see you! How have you been? I went to a support group yesterday."
+    assert passages(text) == ["Caroline: Hey Mel! Good to see you!",
+                              "Caroline: How have you been? I went to a support group yesterday."]  # fmt: skip
+    assert passages("Dr. Smith: Take two pills each morning with food. Come back next week if it hurts.") == [
+        "Dr. Smith: Take two pills each morning with food.", "Dr. Smith: Come back next week if it hurts."]  # fmt: skip
+    assert passages("Élodie: Je suis allée au marché hier. Puis nous avons mangé ensemble chez elle.")[1] == (
+        "Élodie: Puis nous avons mangé ensemble chez elle.")  # fmt: skip
+    # One passage: whole, as it reads. A lower-case word or four words: not a speaker.
+    assert passages("Caroline: I went to a support group yesterday.") == ["Caroline: I went to a support group yesterday."]
+    for text in ("Here's my list: eggs and milk for the cake. Then the shop for more bread.",
+                 "One Two Three Four: the first thing to say here. And a second thing to say."):  # fmt: skip
+        assert not passages(text)[1].startswith(text.split(":")[0])
+
+
 def test_long_sentences_are_windowed_and_passages_are_capped() -> None:
     words = [f"w{i}" for i in range(300)]
     got = passages(" ".join(words), max_words=120)

@@ -139,9 +139,67 @@ def test_fusion_replay_ranks_as_recall_search_does(tmp_path: Path) -> None:
         assert fusion_replay.ranked(q, cfg, "session") == found
         assert fusion_replay.ranked(q, replace(cfg, text_weight=0.9), "turn") != turns
         assert fusion_replay.ranked(q, replace(cfg, session_text_weight=0.9), "session") != found
+        assert fusion_replay.ranked(q, replace(cfg, session_temperature=0.05), "session") != found
         # Only the first question names a relative date.
         no_time = fusion_replay.ranked(q, replace(cfg, time_weight=0.0), "turn")
         assert (no_time != turns) == (h.key == "q0")
         got = fusion_replay.score([q], cfg)["turn"]["overall"]["hybrid"]
         [row] = retrieval.run_haystack(h, embedder, tmp_path / "bench")
         assert got == row["turn"]["hybrid"]
+
+
+def test_text_leg_reads_locomo_and_scores_both_rankings(tmp_path: Path) -> None:
+    """bench/text_leg.py (the text leg against plain BM25) reads the LoCoMo layout too: one
+    store per conversation, every question of it scored at both levels by both rankings."""
+    import text_leg
+
+    path = tmp_path / "locomo.json"
+    path.write_text(json.dumps(LOCOMO), encoding="utf-8")
+    [h] = retrieval.haystacks(retrieval.load(str(path)))
+    rows = text_leg.run(h, tmp_path / "stores")
+    assert [r["qtype"] for r in rows] == ["locomo-4", "locomo-1"]
+    for r in rows:
+        assert set(r["turn"]) == set(r["session"]) == {"ours", "bm25"}
+    # "Who painted a sunrise?": both find the one turn that says so, first.
+    assert rows[0]["turn"]["ours"]["mrr"] == rows[0]["turn"]["bm25"]["mrr"] == 1.0
+
+
+def test_synth_conversations_builds_locomo_layout_from_oracle_records(tmp_path: Path) -> None:
+    """bench/synth_conversations.py: oracle questions grouped into two-person conversations in
+    the LoCoMo layout, questions in the third person, gold turns the marked ones, temporal
+    and abstention questions left out."""
+    import subprocess
+
+    def rec(qid: str, qtype: str, question: str, day: int) -> dict:  # type: ignore[type-arg]
+        return {
+            "question_id": qid, "question_type": qtype, "question": question, "answer": "x",
+            "question_date": "2023/05/30 (Tue) 10:00", "answer_session_ids": [f"s-{qid}"],
+            "haystack_session_ids": [f"s-{qid}"], "haystack_dates": [f"2023/05/{day:02d} (Mon) 09:00"],
+            "haystack_sessions": [[
+                {"role": "user", "content": f"I adopted a cat named {qid}.", "has_answer": True},
+                {"role": "assistant", "content": "Congratulations! You should get a scratching post."},
+            ]],
+        }  # fmt: skip
+
+    oracle = [rec("a", "single-session-user", "What is my cat's name?", 3),
+              rec("b", "single-session-assistant", "What did you tell me to get for my cat?", 1),
+              rec("c", "temporal-reasoning", "What did I adopt two weeks ago?", 2),
+              rec("d_abs", "single-session-user", "What is my dog's name?", 4)]  # fmt: skip
+    oracle[1]["haystack_sessions"][0][0]["has_answer"] = False
+    oracle[1]["haystack_sessions"][0][1]["has_answer"] = True
+    src, out = tmp_path / "oracle.json", tmp_path / "convs.json"
+    src.write_text(json.dumps(oracle), encoding="utf-8")
+    bench = Path(retrieval.__file__).parent
+    subprocess.run([sys.executable, str(bench / "synth_conversations.py"), str(src), "--questions", "2",
+                    "--out", str(out)], check=True, capture_output=True)  # fmt: skip
+    [conv] = json.loads(out.read_text(encoding="utf-8"))
+    a, b = conv["conversation"]["speaker_a"], conv["conversation"]["speaker_b"]
+    [h] = retrieval.haystacks([conv])
+    # Sessions in date order (b's on the 1st, a's on the 3rd); every turn indexed by speaker.
+    assert [t.content for _, _, ts in h.sessions for t in ts][:2] == [
+        f"{a}: I adopted a cat named b.", f"{b}: Congratulations! You should get a scratching post."]
+    questions = sorted(p.question for p in h.probes)
+    assert questions == sorted([f"What is {a}'s cat's name?", f"What did {b} tell {a} to get for {a}'s cat?"])
+    gold = {p.question: p.gold_turns for p in h.probes}
+    assert gold[f"What is {a}'s cat's name?"] == {(h.sessions[1][0], "D2:1")}
+    assert gold[f"What did {b} tell {a} to get for {a}'s cat?"] == {(h.sessions[0][0], "D1:2")}

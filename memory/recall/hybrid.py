@@ -191,7 +191,10 @@ class RecallSearch:
         cfg = self.fusion.for_sessions()
         ranked = self._ranked(query, mode, cfg.depth, 0, rf, now, cfg)
         session_of = {m.id: (m.agent_id, m.session_id) for m in self.recall.get_many([i for i, _ in ranked])}
-        pooled = pool_groups([(i, s) for i, s in ranked if i in session_of], session_of.__getitem__)[:k]
+        pooled = pool_groups(
+            [(i, s) for i, s in ranked if i in session_of], session_of.__getitem__,
+            temperature=cfg.session_temperature,
+        )[:k]  # fmt: skip
         # Snippets only for the messages returned, not for the whole candidate pool.
         hits = {h.id: h for h in self.hits([m for _, _, ms in pooled for m in ms[:per_session]], query)}
         return [
