@@ -307,3 +307,45 @@ def test_forget_hook(log: RecallLog) -> None:
     log.forget(ids=[m.id], reason="r")
     assert seen == [[m.id]]
 
+
+
+def test_tool_records_left_out_after_ranking_give_the_joined_ranking(tmp_path: Path) -> None:
+    """On SQLite the default filter (tool records left out) is checked on the ranked ids, not
+    joined to every match; the results are those of the joined query, also when the best
+    matches are nearly all tool records (the ranking is then redone with the join). A query of
+    frequent words alone is ranked over the newest ``max_candidates`` matches of every role,
+    tool records among them then left out."""
+    from memory.recall.log import RECALL_FTS
+    from memory.text.fts import bounded_fts_ids, fts_phrases, phrase_counts
+    from memory.text.query import RecallFilter
+
+    d = Database.open(str(tmp_path / "m.db"))
+    log = RecallLog(d, common_term_docs=40, max_candidates=40)
+    rows = []
+    for i in range(400):
+        tool = i % 3 != 0 or 300 <= i < 390  # the newest stretch is nearly all tool records
+        body = "deploy " * (1 + i % 4) + ("ledger " if i % 17 == 0 else "") + f"item{i % 50} note"
+        rows.append({"content": body, "role": "tool" if tool else "user", "session_id": "s",
+                     "tool_name": "run" if tool else None, "created_at": T0 + timedelta(seconds=i)})  # fmt: skip
+    log.append_many(rows)
+    for query in ("ledger", "deploy", "deploy ledger item7", "note", "item3 note"):
+        f = RecallFilter.of(None).sql()
+        with d.read() as conn:
+            joined = bounded_fts_ids(
+                conn, d.dialect, fts_phrases(query), RECALL_FTS, f.sql(), f.params, k=60, offset=0,
+                common_docs=40, max_candidates=40, score_phrases=phrase_counts(query, name_weight=1.5),
+            )  # fmt: skip
+        got = [(h.id, h.score) for h in log.search_text(query, k=60)]
+        assert [i for i, _ in got] == [i for i, _ in joined], query
+        assert all(h.role != "tool" for h in log.search_text(query, k=60))
+    # "often": in every 4th row, frequent (over 40 matches) but not in half the rows.
+    log.append_many([{"content": ("often " if i % 4 == 0 else "") + f"row{i} text", "session_id": "t",
+                      "role": "tool" if i % 8 == 0 else "user", "created_at": T0 + timedelta(hours=1, seconds=i)}
+                     for i in range(400)])  # fmt: skip
+    with d.read() as conn:
+        newest = [int(r[0]) for r in conn.execute(text(
+            "SELECT rowid FROM recall_fts WHERE recall_fts MATCH 'often' ORDER BY rowid DESC LIMIT 40"))]  # fmt: skip
+    got = log.search_text("often", k=100)
+    assert {h.id for h in got} == {m.id for m in log.get_many(newest) if m.role != "tool"}
+    assert len(got) == 20
+    d.close()

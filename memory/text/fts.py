@@ -15,8 +15,9 @@ Rules this module keeps:
   - Otherwise, frequent phrases in over half of the recent messages are *ubiquitous*: BM25
     gives them IDF <= 0 (FTS5 clamps it to 1e-6), so they carry no ranking information and
     are dropped too. The rest are ranked over their newest ``max_candidates`` matches (after
-    filters); older messages that match only frequent words can then be missed (search a
-    rarer word, or use ``grep``, to reach them).
+    filters; on SQLite, under the default filter alone, matches of every role, the tool
+    records among them left out after ranking); older messages that match only frequent words
+    can then be missed (search a rarer word, or use ``grep``, to reach them).
   - Only ubiquitous phrases: the newest matches come first, with score 0.0.
   Snippets are cut in Python around the first query word (FTS5 ``snippet()`` is quadratic
   in the message length), the same on both dialects.
@@ -132,10 +133,15 @@ def search_ids(
     max_candidates: int,
 ) -> list[tuple[int, float]]:
     """``(id, score)`` of the best matches in ``source``, best first."""
+    where, params, leave_out = filters.sql(), filters.params, None
+    if dialect != "postgresql" and filters.clauses == [f"{source.alias}.role <> :f_xrole"]:
+        # The default filter alone (tool records left out): checked on the few ranked ids,
+        # not joined to every match (docs/benchmarks.md, recall log).
+        where, params, leave_out = "", {}, str(filters.params["f_xrole"])
     return bounded_fts_ids(
-        conn, dialect, fts_phrases(query), source, filters.sql(), filters.params,
+        conn, dialect, fts_phrases(query), source, where, params,
         k=k, offset=offset, common_docs=common_docs, max_candidates=max_candidates,
-        score_phrases=phrase_counts(query, name_weight=NAME_WEIGHT),
+        score_phrases=phrase_counts(query, name_weight=NAME_WEIGHT), leave_out_role=leave_out,
     )
 
 
@@ -153,20 +159,27 @@ def bounded_fts_ids(
     max_candidates: int,
     score_frequent: bool = False,
     score_phrases: Mapping[str, float] | None = None,
+    leave_out_role: str | None = None,
 ) -> list[tuple[int, float]]:
     """``(id, score)`` of the best matches of the OR-ed ``phrases``, best first, at a cost
     bounded as the module docstring says. ``where`` is an ``AND ...`` fragment over
     ``source.alias`` (the content table), with ``where_params``. ``score_frequent``: when
     rare phrases select the candidates, score them with the frequent phrases too (PostgreSQL;
     SQLite always re-scores by every phrase). ``score_phrases``: the phrases the SQLite
-    re-scoring counts, with their multiplicity (default: ``phrases`` once each)."""
+    re-scoring counts, with their multiplicity (default: ``phrases`` once each).
+    ``leave_out_role``: rows of that ``role`` are left out (on SQLite after ranking, see
+    ``_sqlite_fts_ids``)."""
     if not phrases or k <= 0:
         return []
     pg = dialect == "postgresql"
     if not pg:
         return _sqlite_fts_ids(conn, phrases, source, where, where_params, k=k, offset=offset,
                                common_docs=common_docs, max_candidates=max_candidates,
-                               score_phrases=score_phrases or Counter(phrases))  # fmt: skip
+                               score_phrases=score_phrases or Counter(phrases),
+                               leave_out_role=leave_out_role)  # fmt: skip
+    if leave_out_role is not None:
+        where += f" AND {source.alias}.role <> :lo_role"
+        where_params = {**where_params, "lo_role": leave_out_role}
     a, table = source.alias, source.table
     src, rid = f"{table} {a}", f"{a}.id"
 
@@ -234,10 +247,15 @@ def bounded_fts_ids(
 def _sqlite_fts_ids(
     conn: Connection, phrases: Sequence[str], source: FtsSource, where: str,
     where_params: Mapping[str, Any], *, k: int, offset: int, common_docs: int,
-    max_candidates: int, score_phrases: Mapping[str, float],
+    max_candidates: int, score_phrases: Mapping[str, float], leave_out_role: str | None = None,
 ) -> list[tuple[int, float]]:
     """FTS5 finds the candidates (bounded as the module docstring says); exact BM25 over every
-    phrase (``memory.text.bm25``) ranks the best ``RESCORE_DEPTH`` of them."""
+    phrase (``memory.text.bm25``) ranks the best ``RESCORE_DEPTH`` of them.
+
+    ``leave_out_role`` (the default filter, tool records left out) is not joined to every
+    match: twice the candidates are ranked without it and the rows of that role dropped; only
+    when too few remain is the ranking redone with the join. The window of the newest
+    ``max_candidates`` matches of frequent phrases is then counted over every role."""
     a, table, fts = source.alias, source.table, source.fts
     totals = conn.execute(text(f"SELECT block FROM {fts}_data WHERE id = 1")).scalar()
     if not totals:
@@ -291,17 +309,28 @@ def _sqlite_fts_ids(
     order = "f.rowid DESC" if not rare and not common else "bm25(" + fts + "), f.rowid DESC"
     # Ids first, then the texts of just those: a sorter holding every match's text and size
     # would read them all.
+    want = params["r"]
+    if leave_out_role is not None:
+        params["r"] = 2 * want
     ids = [int(r[0]) for r in conn.execute(
         text(f"SELECT f.rowid FROM {src} WHERE {fts} MATCH :q{where}{cut_sql} ORDER BY {order} LIMIT :r"),
         params,
     )]  # fmt: skip
-    rows: list[Any] = []
-    for chunk in id_lists(ids):
-        rows += conn.execute(
-            text(f"SELECT {a}.id, substr({a}.{source.column}, 1, :tf), d.sz FROM {table} {a}"
-                 f" LEFT JOIN {fts}_docsize d ON d.id = {a}.id WHERE {a}.id IN ({chunk})"),
-            {"tf": bm25.TF_CHARS},
-        ).all()  # fmt: skip
+    rows = _texts(conn, source, ids, leave_out_role)
+    if leave_out_role is not None:
+        if len(rows) < want and len(ids) == params["r"]:
+            # Too many of the best were left out: rank again with the filter joined.
+            params.update(r=want, lo_role=leave_out_role)
+            ids = [int(r[0]) for r in conn.execute(
+                text(f"SELECT f.rowid FROM {fts} f JOIN {table} {a} ON {a}.id = f.rowid WHERE {fts} MATCH :q"
+                     f" AND {a}.role <> :lo_role{cut_sql} ORDER BY {order} LIMIT :r"),
+                params,
+            )]  # fmt: skip
+            rows = _texts(conn, source, ids, None)
+        else:
+            # The best ``want`` of those left, in FTS5's order, as the joined query ranks them.
+            place = {i: n for n, i in enumerate(ids)}
+            rows = sorted(rows, key=lambda r: place[int(r[0])])[:want]
     scorer = bm25.Scorer(score_phrases, df, n_docs, n_tokens / n_docs)
     ranked = [
         (int(i), scorer.score(body or "", bm25.varint(bytes(sz), 0)[0] if sz else 0))
@@ -310,6 +339,22 @@ def _sqlite_fts_ids(
     # Rounded so that equal scores (up to float noise) tie-break by id, newest first.
     ranked.sort(key=lambda x: (-round(x[1], 9), -x[0]))
     return ranked[offset : offset + k]
+
+
+def _texts(conn: Connection, source: FtsSource, ids: list[int], leave_out_role: str | None) -> list[Any]:
+    """``(id, text head, FTS5 size blob)`` of ``ids`` (any order), rows of ``leave_out_role``
+    left out."""
+    a, table, fts = source.alias, source.table, source.fts
+    role_sql = f" AND {a}.role <> :lo_role" if leave_out_role is not None else ""
+    params: dict[str, Any] = {"tf": bm25.TF_CHARS, "lo_role": leave_out_role}
+    rows: list[Any] = []
+    for chunk in id_lists(ids):
+        rows += conn.execute(
+            text(f"SELECT {a}.id, substr({a}.{source.column}, 1, :tf), d.sz FROM {table} {a}"
+                 f" LEFT JOIN {fts}_docsize d ON d.id = {a}.id WHERE {a}.id IN ({chunk}){role_sql}"),
+            params,
+        ).all()  # fmt: skip
+    return rows
 
 
 # Words marked in a snippet only when the query has nothing else: "[The] report [is] due"
