@@ -95,10 +95,12 @@ def _pragmas(con: sqlite3.Connection) -> None:
 RAW_SCHEMA = [
     "CREATE TABLE m (id INTEGER PRIMARY KEY AUTOINCREMENT, agent_id TEXT NOT NULL, session_id TEXT NOT NULL,"
     " role TEXT NOT NULL, content TEXT NOT NULL, tool_name TEXT, tool_args TEXT, created_us INTEGER NOT NULL,"
-    " tokens INTEGER NOT NULL, metadata TEXT NOT NULL)",
+    " tokens INTEGER NOT NULL, metadata TEXT NOT NULL, msg_key TEXT)",
     "CREATE INDEX m_s ON m (session_id, id)",
     "CREATE INDEX m_a ON m (agent_id, session_id, id)",
     "CREATE INDEX m_c ON m (created_us)",
+    "CREATE INDEX m_ai ON m (agent_id, id)",
+    "CREATE UNIQUE INDEX m_k ON m (agent_id, msg_key)",
     "CREATE VIRTUAL TABLE f USING fts5(content, content='m', content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
     "CREATE TRIGGER m_ai AFTER INSERT ON m BEGIN INSERT INTO f(rowid, content) VALUES (new.id, new.content); END",
 ]
