@@ -77,7 +77,8 @@ def main() -> int:
         a, b = USERS[(g // args.questions) % len(USERS)], OTHERS[(g // args.questions) % len(OTHERS)]
         sessions: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         for r in group:
-            for sid, date, sess in zip(r["haystack_session_ids"], r["haystack_dates"], r["haystack_sessions"], strict=True):
+            triples = zip(r["haystack_session_ids"], r["haystack_dates"], r["haystack_sessions"], strict=True)
+            for sid, date, sess in triples:
                 sessions.setdefault(str(sid), (date, sess))
         order = sorted(sessions, key=lambda s: (parse_date(sessions[s][0]), s))
         conv: dict[str, Any] = {"speaker_a": a, "speaker_b": b}
@@ -88,18 +89,17 @@ def main() -> int:
             conv[f"session_{n}"] = []
             for t, turn in enumerate(sess, 1):
                 dia[(sid, t - 1)] = f"D{n}:{t}"
-                conv[f"session_{n}"].append(
-                    {"speaker": a if turn["role"] == "user" else b, "dia_id": f"D{n}:{t}", "text": turn["content"]}
-                )
+                speaker = a if turn["role"] == "user" else b
+                conv[f"session_{n}"].append({"speaker": speaker, "dia_id": f"D{n}:{t}", "text": turn["content"]})
         qa = []
         for r in group:
-            gold = [dia[(str(sid), t)] for sid, sess in zip(r["haystack_session_ids"], r["haystack_sessions"], strict=True)
-                    for t, turn in enumerate(sess) if turn.get("has_answer")]  # fmt: skip
-            qa.append({"question": third_person(r["question"], a, b), "answer": str(r["answer"]),
-                       "evidence": gold, "category": r["question_type"], "source": r["question_id"]})  # fmt: skip
+            pairs = zip(r["haystack_session_ids"], r["haystack_sessions"], strict=True)
+            gold = [dia[(str(sid), t)] for sid, sess in pairs for t, turn in enumerate(sess) if turn.get("has_answer")]
+            qa.append({"question": third_person(r["question"], a, b), "answer": str(r["answer"]), "evidence": gold,
+                       "category": r["question_type"], "source": r["question_id"]})  # fmt: skip
         out.append({"sample_id": f"synth-{g // args.questions}", "conversation": conv, "qa": qa})
     Path(args.out).write_text(json.dumps(out), encoding="utf-8")
-    turns = sum(len(v) for c in out for k, v in c["conversation"].items() if k.startswith("session_") and isinstance(v, list))
+    turns = sum(len(v) for c in out for v in c["conversation"].values() if isinstance(v, list))
     print(f"{len(out)} conversations, {sum(len(c['qa']) for c in out)} questions, {turns} turns -> {args.out}")
     return 0
 

@@ -1,8 +1,10 @@
-"""The full-text leg alone against a plain BM25 over the same units, on LongMemEval or LoCoMo data.
+"""The full-text leg alone against a plain BM25 over the same units, on LongMemEval or LoCoMo
+data.
 
 Protocol and data reading as ``bench/retrieval.py`` (LongMemEval: user turns indexed, one store
-per question; LoCoMo: every turn, one store per conversation; turn and session level), but only the text mode is run, so no embedding model is needed: each store is
-opened with a hashing embedder that is never asked to embed. The baseline is Okapi BM25
+per question; LoCoMo: every turn, one store per conversation; turn and session level), but
+only the text mode is run, so no embedding model is needed: each store is opened with a
+hashing embedder that is never asked to embed. The baseline is Okapi BM25
 (k1 = 1.2, b = 0.75, IDF ``log(1 + (N - n + 0.5) / (n + 0.5))``) over lowercase word tokens
 of the same stored turns, computed here in Python; sessions are ranked by their best turn.
 

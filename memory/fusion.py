@@ -72,8 +72,8 @@ class FusionConfig:
     sure of an item BM25 misses) with BM25 at ``RECALL_TEXT_WEIGHT`` and the time bonus at
     ``RECALL_TIME_WEIGHT``, archival chunk search ``mean``. Session search fuses each
     message's scores with ``session_combine`` and ``session_text_weight`` before pooling
-    them per session (``pool_groups`` at ``session_temperature``). The recall settings were chosen on held-apart questions, see
-    docs/benchmarks.md.
+    them per session (``pool_groups`` at ``session_temperature``). The recall settings were
+    chosen on held-apart questions, see docs/benchmarks.md.
     """
 
     method: Literal["convex", "rrf"] = "convex"
