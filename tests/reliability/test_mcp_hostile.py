@@ -105,6 +105,10 @@ async def raw_stdio(argv: list[str]) -> AsyncIterator[tuple[Any, Any]]:
             if proc.returncode is None:
                 proc.kill()
             tg.cancel_scope.cancel()
+    # Its pipes and transport closed while the event loop runs, not by the garbage collector
+    # after it has closed ("Event loop is closed" in a later test).
+    with anyio.move_on_after(10):
+        await proc.aclose()
 
 
 def test_every_tool_answers_hostile_arguments(store: Path) -> None:
