@@ -134,10 +134,10 @@ def search_ids(
 ) -> list[tuple[int, float]]:
     """``(id, score)`` of the best matches in ``source``, best first."""
     where, params, leave_out = filters.sql(), filters.params, None
-    if dialect != "postgresql" and filters.clauses == [f"{source.alias}.role <> :f_xrole"]:
+    if dialect != "postgresql" and filters.leaves_out is not None and len(filters.clauses) == 1:
         # The default filter alone (tool records left out): checked on the few ranked ids,
         # not joined to every match (docs/benchmarks.md, recall log).
-        where, params, leave_out = "", {}, str(filters.params["f_xrole"])
+        where, params, leave_out = "", {}, filters.leaves_out
     return bounded_fts_ids(
         conn, dialect, fts_phrases(query), source, where, params,
         k=k, offset=offset, common_docs=common_docs, max_candidates=max_candidates,
@@ -307,25 +307,21 @@ def _sqlite_fts_ids(
             cut_sql = " AND f.rowid >= :cut"
             params["cut"] = cutoff
     order = "f.rowid DESC" if not rare and not common else "bm25(" + fts + "), f.rowid DESC"
+    def ranked_ids(src: str, where: str, limit: int) -> list[int]:
+        sql = f"SELECT f.rowid FROM {src} WHERE {fts} MATCH :q{where}{cut_sql} ORDER BY {order} LIMIT :r"
+        return [int(r[0]) for r in conn.execute(text(sql), {**params, "r": limit})]
+
+    want = params["r"]
+    fetch = want if leave_out_role is None else 2 * want
     # Ids first, then the texts of just those: a sorter holding every match's text and size
     # would read them all.
-    want = params["r"]
-    if leave_out_role is not None:
-        params["r"] = 2 * want
-    ids = [int(r[0]) for r in conn.execute(
-        text(f"SELECT f.rowid FROM {src} WHERE {fts} MATCH :q{where}{cut_sql} ORDER BY {order} LIMIT :r"),
-        params,
-    )]  # fmt: skip
+    ids = ranked_ids(src, where, fetch)
     rows = _texts(conn, source, ids, leave_out_role)
     if leave_out_role is not None:
-        if len(rows) < want and len(ids) == params["r"]:
+        if len(rows) < want and len(ids) == fetch:
             # Too many of the best were left out: rank again with the filter joined.
-            params.update(r=want, lo_role=leave_out_role)
-            ids = [int(r[0]) for r in conn.execute(
-                text(f"SELECT f.rowid FROM {fts} f JOIN {table} {a} ON {a}.id = f.rowid WHERE {fts} MATCH :q"
-                     f" AND {a}.role <> :lo_role{cut_sql} ORDER BY {order} LIMIT :r"),
-                params,
-            )]  # fmt: skip
+            params["lo_role"] = leave_out_role
+            ids = ranked_ids(f"{fts} f JOIN {table} {a} ON {a}.id = f.rowid", f" AND {a}.role <> :lo_role", want)
             rows = _texts(conn, source, ids, None)
         else:
             # The best ``want`` of those left, in FTS5's order, as the joined query ranks them.
@@ -345,8 +341,10 @@ def _texts(conn: Connection, source: FtsSource, ids: list[int], leave_out_role: 
     """``(id, text head, FTS5 size blob)`` of ``ids`` (any order), rows of ``leave_out_role``
     left out."""
     a, table, fts = source.alias, source.table, source.fts
-    role_sql = f" AND {a}.role <> :lo_role" if leave_out_role is not None else ""
-    params: dict[str, Any] = {"tf": bm25.TF_CHARS, "lo_role": leave_out_role}
+    role_sql = "" if leave_out_role is None else f" AND {a}.role <> :lo_role"
+    params: dict[str, Any] = {"tf": bm25.TF_CHARS}
+    if leave_out_role is not None:
+        params["lo_role"] = leave_out_role
     rows: list[Any] = []
     for chunk in id_lists(ids):
         rows += conn.execute(

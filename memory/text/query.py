@@ -132,11 +132,13 @@ def from_us(us: int) -> datetime:
 
 
 class Filters:
-    """A validated filter set, rendered as an SQL ``WHERE`` fragment over alias ``m``."""
+    """A validated filter set, rendered as an SQL ``WHERE`` fragment over alias ``m``;
+    ``leaves_out``: the role one of its clauses leaves out (tool records), if any."""
 
-    def __init__(self, clauses: list[str], params: dict[str, Any]) -> None:
+    def __init__(self, clauses: list[str], params: dict[str, Any], leaves_out: str | None = None) -> None:
         self.clauses = clauses
         self.params = params
+        self.leaves_out = leaves_out
 
     def sql(self, prefix: str = " AND ") -> str:
         return (prefix + " AND ".join(self.clauses)) if self.clauses else ""
@@ -241,7 +243,7 @@ class RecallFilter:
         if self.until is not None:
             clauses.append(f"{alias}.created_us <= :f_until")
             params["f_until"] = to_us(self.until)
-        return Filters(clauses, params)
+        return Filters(clauses, params, params.get("f_xrole"))
 
 
 _FILTER_NAMES = frozenset(f.name for f in dataclasses.fields(RecallFilter))
