@@ -18,7 +18,6 @@ import json
 import statistics
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,11 +36,7 @@ def build(path: Path, n: int) -> dict[str, list[str]]:
     db = Database.open(str(path))
     log = RecallLog(db)
     for a in range(0, n, bench_recall.BATCH):
-        log.append_many(
-            {"content": texts[i], "agent_id": "bench", "session_id": f"s{i // 100}",
-             "role": "user" if i % 2 == 0 else "assistant", "created_at": bench_recall.T0 + timedelta(seconds=i)}
-            for i in range(a, min(n, a + bench_recall.BATCH))
-        )  # fmt: skip
+        log.append_many(bench_recall.message(i, texts[i]) for i in range(a, min(n, a + bench_recall.BATCH)))
     db.close()
     return terms
 

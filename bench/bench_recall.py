@@ -111,6 +111,17 @@ def _row(i: int, t: str) -> tuple[Any, ...]:
             int((T0 + timedelta(seconds=i)).timestamp() * 1e6), (len(t) + 3) // 4, "{}")  # fmt: skip
 
 
+def message(i: int, t: str) -> dict[str, Any]:
+    """The i-th message of the corpus as ``RecallLog.append_many`` takes it (``_row``'s twin)."""
+    return {"content": t, "agent_id": "bench", "session_id": f"s{i // 100}",
+            "role": "user" if i % 2 == 0 else "assistant", "created_at": T0 + timedelta(seconds=i)}  # fmt: skip
+
+
+def or_match(words: str) -> str:
+    """The bare FTS5 query for ``words``: each quoted, OR-ed."""
+    return " OR ".join(f'"{x}"' for x in words.split())
+
+
 def bench_size(n: int, tmp: Path) -> dict[str, Any]:
     res: dict[str, Any] = {"messages": n, "load_avg_1min_at_start": os.getloadavg()[0]}
     texts, terms = make_corpus(n)
@@ -139,11 +150,7 @@ def bench_size(n: int, tmp: Path) -> dict[str, Any]:
         con.execute("COMMIT")
         raw_s += time.perf_counter() - t
         t = time.perf_counter()
-        log.append_many(
-            {"content": texts[i], "agent_id": "bench", "session_id": f"s{i // 100}",
-             "role": "user" if i % 2 == 0 else "assistant", "created_at": T0 + timedelta(seconds=i)}
-            for i in range(a, min(n, a + BATCH))
-        )  # fmt: skip
+        log.append_many(message(i, texts[i]) for i in range(a, min(n, a + BATCH)))
         ours_s += time.perf_counter() - t
     res["batch_append"] = {"ours_msgs_per_s": n / ours_s, "raw_msgs_per_s": n / raw_s, "ratio": raw_s / ours_s}
     print(f"batch append: ours {n / ours_s:,.0f} msg/s, bare sqlite3 {n / raw_s:,.0f} msg/s, ratio {raw_s / ours_s:.2f}", flush=True)
@@ -176,12 +183,10 @@ def bench_size(n: int, tmp: Path) -> dict[str, Any]:
                 hits = log.search_text(w, k=10)
                 ours_t.append(time.perf_counter() - t)
                 t = time.perf_counter()
-                match = " OR ".join(f'"{x}"' for x in w.split())
-                con.execute("SELECT rowid, rank FROM f WHERE f MATCH ? ORDER BY rank LIMIT 10", (match,)).fetchall()
+                con.execute("SELECT rowid, rank FROM f WHERE f MATCH ? ORDER BY rank LIMIT 10", (or_match(w),)).fetchall()
                 raw_t.append(time.perf_counter() - t)
                 assert hits, (kind, w)
-        match = " OR ".join(f'"{x}"' for x in words[0].split())
-        df = con.execute("SELECT count(*) FROM f WHERE f MATCH ?", (match,)).fetchone()[0]
+        df = con.execute("SELECT count(*) FROM f WHERE f MATCH ?", (or_match(words[0]),)).fetchone()[0]
         q = statistics.quantiles
         r = {
             "example": words[0], "example_docs": df,
